@@ -1,0 +1,49 @@
+"""Wall time of every training step, the basis of every speed claim a run makes.
+
+On CUDA the clock is read after a synchronisation, otherwise it would time the kernel launches
+rather than the work.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+
+class StepTimer(pl.Callback):
+    """Logs `perf/step_ms`; the summary takes the median after `warmup` steps."""
+
+    def __init__(self, warmup: int = 5) -> None:
+        self.warmup = warmup
+        self.step_seconds: list[float] = []
+        self._start = 0.0
+
+    def _now(self, pl_module: pl.LightningModule) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._start = self._now(pl_module)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        seconds = self._now(pl_module) - self._start
+        self.step_seconds.append(seconds)
+        pl_module.log("perf/step_ms", 1000 * seconds, batch_size=1)
+
+    def median_ms(self) -> float | None:
+        steady = self.step_seconds[self.warmup :] or self.step_seconds
+        return 1000 * statistics.median(steady) if steady else None

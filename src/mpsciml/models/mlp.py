@@ -1,0 +1,71 @@
+"""A fully connected network, the workhorse of PINNs.
+
+Knows nothing of PDEs or precision: input (N, in_features) -> output (N, out_features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Sine(nn.Module):
+    """sin(x): periodic features (SIREN-style) for oscillatory solutions."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sin(x)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "sin": Sine,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+}
+
+INITIALIZERS = {
+    "glorot_normal": nn.init.xavier_normal_,
+    "glorot_uniform": nn.init.xavier_uniform_,
+    "he_normal": nn.init.kaiming_normal_,
+    "default": None,
+}
+
+
+class MLP(nn.Module):
+    """in -> [hidden]* -> out with one activation; smooth activations keep u_xx meaningful."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (32, 32, 32),
+        activation: str = "tanh",
+        init: str = "glorot_normal",
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"model.activation={activation!r} is unknown; allowed: {', '.join(ACTIVATIONS)}"
+            )
+        if init not in INITIALIZERS:
+            raise ValueError(f"model.init={init!r} is unknown; allowed: {', '.join(INITIALIZERS)}")
+        if not hidden or any(int(width) <= 0 for width in hidden):
+            raise ValueError(f"model.hidden={list(hidden)} must be a non-empty list of widths > 0")
+        widths = [in_features, *[int(w) for w in hidden], out_features]
+        layers: list[nn.Module] = []
+        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            linear = nn.Linear(fan_in, fan_out)
+            if INITIALIZERS[init] is not None:
+                INITIALIZERS[init](linear.weight)
+                nn.init.zeros_(linear.bias)
+            layers.append(linear)
+            if i < len(widths) - 2:
+                layers.append(ACTIVATIONS[activation]())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

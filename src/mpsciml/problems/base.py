@@ -1,0 +1,79 @@
+"""The small interface every PDE problem implements.
+
+A problem is a domain, a few conditions (a point set plus the residual that must vanish there,
+as in PINA) and a reference solution. It knows nothing of networks, precisions or Lightning: the
+PINN module evaluates the network on each condition's points, wraps the result in `Derivatives`
+and asks the condition for its residual.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from mpsciml.diff import Derivatives
+from mpsciml.problems.sampling import SAMPLING_METHODS, Box
+
+Residual = Callable[[Derivatives], Tensor | Mapping[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Points (float64, CPU) and the residual to drive to zero on them.
+
+    A residual returns one tensor, or a mapping of equation name -> tensor when a condition holds
+    several equations (the momentum and continuity equations of Navier-Stokes); each becomes its
+    own loss term, named `<condition>_<equation>`.
+    """
+
+    points: Tensor
+    residual: Residual
+
+
+@dataclass(frozen=True)
+class EvaluationGrid:
+    """A fixed tensor-product grid on which errors are measured and fields are plotted."""
+
+    points: Tensor  # (prod(shape), dim), float64
+    shape: tuple[int, ...]  # grid counts in input order, last input fastest
+    axes: list[Tensor]  # 1-D coordinates per input
+
+
+class Problem(ABC):
+    """A PDE with its conditions and reference solution.
+
+    Subclasses set `input_names`, `output_names` and `domain`, and implement `conditions` and
+    `reference`. `sampling` chooses how collocation points are drawn (see `SAMPLING_METHODS`).
+    """
+
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    domain: Box
+
+    def __init__(self, sampling: str = "sobol", evaluation_grid: tuple[int, ...] = ()) -> None:
+        if sampling not in SAMPLING_METHODS:
+            raise ValueError(
+                f"problem.sampling={sampling!r} is not a sampling method; allowed: "
+                f"{', '.join(SAMPLING_METHODS)}"
+            )
+        self.sampling = sampling
+        self._grid_counts = tuple(evaluation_grid)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__.lower()
+
+    @abstractmethod
+    def conditions(self, seed: int) -> dict[str, Condition]:
+        """The conditions with their collocation points, drawn deterministically from `seed`."""
+
+    @abstractmethod
+    def reference(self, points: Tensor) -> Tensor:
+        """The reference solution (exact or from our own solver) at float64 points, (N, outputs)."""
+
+    def evaluation_grid(self) -> EvaluationGrid:
+        points, axes = self.domain.grid(self._grid_counts)
+        return EvaluationGrid(points=points, shape=self._grid_counts, axes=axes)

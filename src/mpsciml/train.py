@@ -1,0 +1,166 @@
+"""One training run: compose -> fit -> evaluate against the reference -> summary and plots.
+
+Everything a run leaves is written here, also when it fails, so a sweep can always be reported:
+the summary is written in a `finally`, and the W&B run is always finished, otherwise the next
+Hydra job of a multirun would log into the same W&B run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
+
+from mpsciml.callbacks.precision_probe import PrecisionProbe
+from mpsciml.callbacks.step_timer import StepTimer
+from mpsciml.config import ConfigError, validate
+from mpsciml.modules.pinn import PINNModule
+from mpsciml.plots import plot_fields, plot_losses
+from mpsciml.precision.registry import resolve_device, trainer_precision_kwargs
+from mpsciml.summary import environment_facts, peak_memory, write_summary
+
+
+def build(cfg: DictConfig) -> tuple[PINNModule, pl.Trainer, dict[str, Any]]:
+    """Instantiate problem, model, module, loggers, callbacks and trainer from the config."""
+    validate(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    try:
+        problem = instantiate(cfg.problem)
+        model = instantiate(
+            cfg.model,
+            in_features=len(problem.input_names),
+            out_features=len(problem.output_names),
+        )
+        module = PINNModule(
+            problem, model, cfg.optimizer, loss_weights=cfg.loss_weights, seed=cfg.seed
+        )
+    except InstantiationException as exc:
+        raise ConfigError(str(exc.__cause__ or exc)) from exc
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+    device = resolve_device(cfg.trainer.accelerator)
+    probe, timer = PrecisionProbe(cfg.precision.name), StepTimer()
+    callbacks = [probe, timer, *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    max_steps = cfg.trainer.max_steps
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=bool(cfg.get("callbacks")),
+        val_check_interval=min(cfg.val_every, max_steps),
+        **trainer_precision_kwargs(cfg.precision.name, device, cfg.precision.allow_tf32),
+    )
+    module.train_steps = max_steps
+    return module, trainer, {"probe": probe, "timer": timer, "loggers": loggers}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train and evaluate one configuration; returns the summary that was written to disk."""
+    out_dir = Path(cfg.paths.output_dir)
+    started = time.perf_counter()
+    summary: dict[str, Any] = {
+        "status": "failed",
+        "problem": cfg.problem._target_.rsplit(".", 1)[-1],
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "precision": {"requested": cfg.precision.name},
+        "seed": cfg.seed,
+        "output_dir": str(out_dir),
+        **environment_facts(),
+    }
+    parts: dict[str, Any] = {"loggers": []}
+    try:
+        module, trainer, parts = build(cfg)
+        for logger in parts["loggers"]:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        fit_started = time.perf_counter()
+        trainer.fit(module, *module_dataloaders(cfg.trainer.max_steps))
+        summary["train_seconds"] = round(time.perf_counter() - fit_started, 3)
+        summary.update(evaluate(cfg, module, trainer, parts, out_dir))
+    except ConfigError:
+        raise
+    except Exception as exc:
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        summary["traceback"] = traceback.format_exc()
+        raise
+    finally:
+        summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+        summary["memory"] = peak_memory()
+        write_summary(out_dir / "summary.json", summary)
+        finish_wandb(parts["loggers"], summary)
+    return summary
+
+
+def evaluate(
+    cfg: DictConfig, module: PINNModule, trainer: pl.Trainer, parts: dict[str, Any], out_dir: Path
+) -> dict[str, Any]:
+    """Final errors against the reference, losses, timings, precision facts and plots."""
+    prediction = module.predict_grid()
+    errors = module.field_errors(prediction)
+    losses = {name: float(value) for name, value in module.last_terms.items()}
+    finite = all(math.isfinite(v) for v in [*errors.values(), *losses.values()])
+    title = f"{cfg.problem._target_.rsplit('.', 1)[-1]} | {cfg.precision.name} | seed {cfg.seed}"
+    plots = plot_fields(
+        module.grid,
+        prediction,
+        module.grid_reference,
+        module.problem.input_names,
+        module.problem.output_names,
+        out_dir / "plots",
+        title=title,
+    )
+    loss_plot = plot_losses(out_dir / "metrics.csv", out_dir / "plots" / "losses.png", title)
+    plots += [loss_plot] if loss_plot else []
+    for logger in parts["loggers"]:
+        if isinstance(logger, WandbLogger):
+            for path in plots:
+                logger.log_image(key=f"plots/{path.stem}", images=[str(path)])
+    return {
+        "status": "ok" if finite else "diverged",
+        "steps": trainer.global_step,
+        "l2": errors,
+        "final_losses": losses,
+        "step_ms": parts["timer"].median_ms(),
+        "precision": parts["probe"].report(trainer, module),
+        "checkpoint": last_checkpoint(out_dir),
+        "plots": [str(p.relative_to(out_dir)) for p in plots],
+    }
+
+
+def module_dataloaders(max_steps: int) -> tuple[Any, Any]:
+    """A PINN's 'data' is its fixed collocation points, held by the module; the loaders only
+    tick: one epoch of `max_steps` steps (so the progress bar shows the whole run) and one
+    validation tick."""
+    train = torch.utils.data.DataLoader(range(max_steps), batch_size=None)
+    val = torch.utils.data.DataLoader(range(1), batch_size=None)
+    return train, val
+
+
+def last_checkpoint(out_dir: Path) -> str | None:
+    path = out_dir / "checkpoints" / "last.ckpt"
+    return str(path.relative_to(out_dir)) if path.exists() else None
+
+
+def finish_wandb(loggers: list[Any], summary: dict[str, Any]) -> None:
+    """Put the summary in the W&B run and close it, whatever happened in the run."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            flat = {
+                k: v for k, v in summary.items() if isinstance(v, int | float | str) or v is None
+            }
+            flat.update({f"l2/{k}": v for k, v in summary.get("l2", {}).items()})
+            flat.update({f"precision/{k}": v for k, v in summary["precision"].items()})
+            logger.experiment.summary.update(flat)
+            logger.experiment.finish(exit_code=0 if summary["status"] == "ok" else 1)
+    os.environ.pop("WANDB_RUN_ID", None)
