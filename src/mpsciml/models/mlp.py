@@ -5,6 +5,7 @@ Knows nothing of PDEs or precision: input (N, in_features) -> output (N, out_fea
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -57,7 +58,7 @@ class MLP(nn.Module):
             raise ValueError(f"model.hidden={list(hidden)} must be a non-empty list of widths > 0")
         widths = [in_features, *[int(w) for w in hidden], out_features]
         layers: list[nn.Module] = []
-        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
             linear = nn.Linear(fan_in, fan_out)
             if INITIALIZERS[init] is not None:
                 INITIALIZERS[init](linear.weight)

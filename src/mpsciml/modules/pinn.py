@@ -117,7 +117,7 @@ class PINNModule(pl.LightningModule):
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()
     def predict_grid(self) -> Tensor:
-        """The network on the evaluation grid, float64 on the CPU, computed in the run's precision."""
+        """The network on the evaluation grid in the run's precision, returned as float64 CPU."""
         dtype = next(self.model.parameters()).dtype
         chunks = []
         context = (
