@@ -1,0 +1,159 @@
+"""End-to-end runs through `mpsciml.train.run`: what a user gets from `python train.py`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mpsciml.train import run
+
+EXPECTED = {
+    # precision: (parameter dtype, dtype a matmul produced in training, scaler ran)
+    "fp32": ("float32", "float32", False),
+    "mixed": ("float32", "float16", True),
+}
+
+
+@pytest.mark.parametrize("problem", ["burgers", "navier_stokes"])
+@pytest.mark.parametrize("precision", ["fp32", "mixed"])
+def test_each_problem_trains_and_leaves_its_outputs(tiny_config, problem, precision):
+    cfg = tiny_config(f"problem={problem}", f"precision={precision}")
+    summary = run(cfg)
+    out = Path(cfg.paths.output_dir)
+
+    assert summary["status"] == "ok"
+    assert summary["steps"] == 3
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["status"] == "ok"
+    for key in (
+        "precision",
+        "steps",
+        "wall_seconds",
+        "train_seconds",
+        "step_ms",
+        "final_losses",
+        "l2",
+        "seed",
+        "git_commit",
+        "memory",
+    ):
+        assert key in on_disk, key
+    fields = {"burgers": ["u"], "navier_stokes": ["u", "v", "p"]}[problem]
+    assert sorted(on_disk["l2"]) == sorted(fields)
+    assert all(0 < error < 10 for error in on_disk["l2"].values())
+    param_dtype, matmul_dtype, scaler = EXPECTED[precision]
+    assert on_disk["precision"]["param_dtype"] == param_dtype
+    assert on_disk["precision"]["matmul_dtype"] == matmul_dtype
+    assert on_disk["precision"]["scaler"] is scaler
+    assert (out / "metrics.csv").exists()
+    assert (out / "checkpoints" / "last.ckpt").exists()
+    for field in fields:
+        assert (out / "plots" / f"{field}.png").stat().st_size > 10_000
+    terms = {
+        "burgers": {"pde", "bc", "ic"},
+        "navier_stokes": {
+            "pde_momentum_x",
+            "pde_momentum_y",
+            "pde_continuity",
+            "bc_u",
+            "bc_v",
+            "outlet",
+        },
+    }[problem]
+    assert set(on_disk["final_losses"]) == terms | {"total"}
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {f"train/loss_{t}" for t in terms} <= set(header)
+
+
+def test_training_reduces_the_error(tiny_config):
+    """Not a smoke test: 300 Adam steps must beat the untrained network on Burgers."""
+    before = run(tiny_config("trainer.max_steps=1", "val_every=1"))["l2"]["u"]
+    after = run(tiny_config("trainer.max_steps=300", "val_every=300"))["l2"]["u"]
+    assert after < 0.8 * before
+
+
+def test_same_seed_same_result(tiny_config):
+    first = run(tiny_config("seed=3"))["final_losses"]
+    second = run(tiny_config("seed=3"))["final_losses"]
+    other = run(tiny_config("seed=4"))["final_losses"]
+    assert first == second
+    assert first != other
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "extra"),
+    [
+        ("adam_lbfgs", ["trainer.max_steps=4"]),
+        ("lbfgs", []),
+        (
+            "adam",
+            [
+                "+optimizer.scheduler._target_=torch.optim.lr_scheduler.ExponentialLR",
+                "+optimizer.scheduler._partial_=true",
+                "+optimizer.scheduler.gamma=0.5",
+            ],
+        ),
+    ],
+)
+def test_optimizers(tiny_config, optimizer, extra):
+    cfg = tiny_config(f"optimizer={optimizer}", *extra)
+    summary = run(cfg)
+    assert summary["status"] == "ok"
+    assert summary["steps"] == cfg.trainer.max_steps
+
+
+def test_adam_then_lbfgs_switches_at_the_configured_step(tiny_config, monkeypatch):
+    used: list[str] = []
+    original = torch.optim.LBFGS.step
+
+    def spy(self, closure):
+        used.append("lbfgs")
+        return original(self, closure)
+
+    monkeypatch.setattr(torch.optim.LBFGS, "step", spy)
+    cfg = tiny_config("optimizer=adam_lbfgs", "trainer.max_steps=5", "optimizer.switch_step=3")
+    run(cfg)
+    assert used == ["lbfgs", "lbfgs"]
+
+
+def test_adam_lr_scheduler_is_applied(tiny_config):
+    from mpsciml.train import build
+
+    cfg = tiny_config(
+        "+optimizer.scheduler._target_=torch.optim.lr_scheduler.ExponentialLR",
+        "+optimizer.scheduler._partial_=true",
+        "+optimizer.scheduler.gamma=0.5",
+    )
+    module, trainer, _ = build(cfg)
+    from mpsciml.train import module_dataloaders
+
+    trainer.fit(module, *module_dataloaders(3))
+    assert module.optimizers().param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**3)
+
+
+def test_loggers_csv_tensorboard_none(tiny_config):
+    for logger, expected in (("tensorboard", "tensorboard"), ("none", None)):
+        cfg = tiny_config(f"logger={logger}")
+        summary = run(cfg)
+        out = Path(cfg.paths.output_dir)
+        assert summary["status"] == "ok"
+        if expected:
+            assert list((out / expected).rglob("events.out.tfevents.*"))
+
+
+def test_wandb_offline_run_is_created_and_finished(tiny_config):
+    import wandb
+
+    cfg = tiny_config("logger=wandb", "tags=[unit]")
+    summary = run(cfg)
+    out = Path(cfg.paths.output_dir)
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert summary["status"] == "ok"
+    assert len(runs) == 1
+    assert list(runs[0].glob("*.wandb"))
+    assert wandb.run is None  # finished, so the next job of a sweep gets its own run
+    media = list(runs[0].rglob("media/images/plots/*.png"))
+    assert media, "field plots are logged to W&B as images"
