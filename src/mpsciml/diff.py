@@ -20,8 +20,11 @@ def gradient(output: Tensor, inputs: Tensor) -> Tensor:
 
     `output` has shape (N,) and depends on row i of `inputs` (N, D) only through that row, so the
     gradient of the sum equals the per-point gradient, shape (N, D). Unused inputs give zeros
-    rather than None so a residual never has to special-case a derivative that vanishes.
+    rather than None so a residual never has to special-case a derivative that vanishes; so does
+    an output that does not depend on anything requiring grad (u_xx of a field linear in x).
     """
+    if not output.requires_grad:
+        return torch.zeros_like(inputs)
     (grad,) = torch.autograd.grad(
         output,
         inputs,

@@ -88,11 +88,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, *module_dataloaders(cfg.trainer.max_steps))
         summary["train_seconds"] = round(time.perf_counter() - fit_started, 3)
         summary.update(evaluate(cfg, module, trainer, parts, out_dir))
-    except ConfigError:
-        raise
     except Exception as exc:
         summary["error"] = f"{type(exc).__name__}: {exc}"
-        summary["traceback"] = traceback.format_exc()
+        if not isinstance(exc, ConfigError):
+            summary["traceback"] = traceback.format_exc()
         raise
     finally:
         summary["wall_seconds"] = round(time.perf_counter() - started, 3)

@@ -62,8 +62,10 @@ class Box:
         axes = list(range(self.dim)) if axes is None else list(axes)
         sides = [(axis, side) for axis in axes for side in ("low", "high")]
         sizes = np.array([self._face_measure(axis) for axis, _ in sides])
-        counts = np.floor(n * sizes / sizes.sum()).astype(int)
-        counts[: n - counts.sum()] += 1  # hand out the remainder one by one
+        shares = n * sizes / sizes.sum()
+        counts = np.floor(shares).astype(int)
+        # the remainder goes to the faces that lost the largest fractions (largest remainder)
+        counts[np.argsort(-(shares - counts), kind="stable")[: n - counts.sum()]] += 1
         parts = [
             self.face(axis, side, int(count), method, seed + 7919 * k)
             for k, ((axis, side), count) in enumerate(zip(sides, counts, strict=True))
