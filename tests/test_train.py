@@ -157,3 +157,12 @@ def test_wandb_offline_run_is_created_and_finished(tiny_config):
     assert wandb.run is None  # finished, so the next job of a sweep gets its own run
     media = list(runs[0].rglob("media/images/plots/*.png"))
     assert media, "field plots are logged to W&B as images"
+
+
+def test_loss_weights_by_condition_and_by_term(tiny_config):
+    losses = run(tiny_config("loss_weights={bc: 0, ic: 2.5}"))["final_losses"]
+    assert losses["total"] == pytest.approx(losses["pde"] + 2.5 * losses["ic"], rel=1e-5)
+    ns = run(tiny_config("problem=navier_stokes", "loss_weights={pde: 0, bc_v: 3}"))
+    terms = ns["final_losses"]
+    expected = terms["bc_u"] + 3 * terms["bc_v"] + terms["outlet"]
+    assert terms["total"] == pytest.approx(expected, rel=1e-5)

@@ -7,6 +7,7 @@ Hydra job of a multirun would log into the same W&B run.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -29,10 +30,13 @@ from mpsciml.plots import plot_fields, plot_losses
 from mpsciml.precision.registry import resolve_device, trainer_precision_kwargs
 from mpsciml.summary import environment_facts, peak_memory, write_summary
 
+log = logging.getLogger(__name__)
+
 
 def build(cfg: DictConfig) -> tuple[PINNModule, pl.Trainer, dict[str, Any]]:
     """Instantiate problem, model, module, loggers, callbacks and trainer from the config."""
     validate(cfg)
+    apply_precision_optimizer_floor(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     try:
         problem = instantiate(cfg.problem)
@@ -64,6 +68,25 @@ def build(cfg: DictConfig) -> tuple[PINNModule, pl.Trainer, dict[str, Any]]:
     )
     module.train_steps = max_steps
     return module, trainer, {"probe": probe, "timer": timer, "loggers": loggers}
+
+
+def apply_precision_optimizer_floor(cfg: DictConfig) -> None:
+    """Raise Adam's epsilon to the precision's floor (`precision.adam_eps`), saying so.
+
+    In pure fp16 the default 1e-8 rounds to 0, and v = (1 - beta2) g^2 underflows for
+    |g| < 2e-4, so m / (sqrt(v) + eps) is m / 0 and the first step writes inf into the weights.
+    """
+    floor = cfg.precision.get("adam_eps")
+    adam = cfg.optimizer.get("adam")
+    if floor is None or adam is None or adam.get("eps", 0.0) >= floor:
+        return
+    log.warning(
+        "precision=%s: optimizer.adam.eps raised from %g to %g (smaller is 0 in this precision)",
+        cfg.precision.name,
+        adam.get("eps", 0.0),
+        floor,
+    )
+    adam.eps = float(floor)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
