@@ -41,7 +41,7 @@ EXPECTED_PRECISION = {
     "fp32": ("float32", "float32", False),
     "mixed": ("float32", "float16", True),
     "bf16_mixed": ("float32", "bfloat16", False),
-    "fp16": ("float16", "float16", False),
+    "fp16": ("float16", "float16", True),  # dynamic loss scaling on by default
     "bf16": ("bfloat16", "bfloat16", False),
 }
 
@@ -59,6 +59,12 @@ def test_every_precision_runs_and_records_what_ran(tiny_config, precision):
         matmul_dtype,
         scaler,
     )
+
+
+def test_pure_fp16_without_loss_scaling_has_no_scaler(tiny_config):
+    summary = run(tiny_config("precision=fp16", "precision.loss_scaling=false"))
+    assert summary["precision"]["scaler"] is False
+    assert summary["precision"]["param_dtype"] == "float16"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -11,30 +11,43 @@ differentiated again with respect to the weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 
-def gradient(output: Tensor, inputs: Tensor) -> Tensor:
+def assembly_dtype(tensor: Tensor) -> torch.dtype:
+    """Residuals are assembled in fp32 at least: fp16 outputs and derivatives are upcast before
+    products like u * u_x, so the PDE terms cannot overflow or lose digits in their own sum."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+def gradient(output: Tensor, inputs: Tensor, seed: float = 1.0) -> Tensor:
     """d(output)/d(inputs) for a batch of independent points.
 
     `output` has shape (N,) and depends on row i of `inputs` (N, D) only through that row, so the
     gradient of the sum equals the per-point gradient, shape (N, D). Unused inputs give zeros
     rather than None so a residual never has to special-case a derivative that vanishes; so does
     an output that does not depend on anything requiring grad (u_xx of a field linear in x).
+
+    `seed` multiplies the backward pass's starting value and is divided out of the result: the
+    result is the same, but every intermediate of the pass is scaled by `seed`, which keeps an
+    fp16 backward pass inside fp16's range (see `mpsciml.precision.derivative_scaler`).
     """
     if not output.requires_grad:
-        return torch.zeros_like(inputs)
+        return torch.zeros_like(inputs, dtype=assembly_dtype(inputs))
     (grad,) = torch.autograd.grad(
         output,
         inputs,
-        grad_outputs=torch.ones_like(output),
+        grad_outputs=torch.full_like(output, seed),
         create_graph=True,
         allow_unused=True,
     )
     if grad is None:
-        return torch.zeros_like(inputs)
-    return grad
+        return torch.zeros_like(inputs, dtype=assembly_dtype(inputs))
+    grad = grad.to(assembly_dtype(grad))
+    return grad if seed == 1.0 else grad / seed
 
 
 class Derivatives:
@@ -47,7 +60,13 @@ class Derivatives:
 
     `d[name]` is an output column (N,); `d(name, *wrt)` the mixed partial derivative, taken in the
     order given. The gradient of one output w.r.t. all inputs is one backward pass; it is cached
-    per (output, prefix of wrt), so u_x, u_xx and u_xy share their passes.
+    per (output, prefix of wrt), so u_x, u_xx and u_xy share their passes. Outputs and
+    derivatives are returned in fp32 (fp64 for fp64 runs) whatever the network computed in.
+
+    `seed(order)` gives the backward seed for derivatives of that order (1 if None). With
+    `track_nonfinite`, `nonfinite[order]` counts non-finite entries of the derivatives of each
+    order as a tensor (no host sync), so a training step can tell an overflowed derivative from
+    an overflowed parameter gradient.
     """
 
     def __init__(
@@ -56,6 +75,8 @@ class Derivatives:
         outputs: Tensor,
         input_names: tuple[str, ...] | list[str],
         output_names: tuple[str, ...] | list[str],
+        seed: Callable[[int], float] | None = None,
+        track_nonfinite: bool = False,
     ) -> None:
         if not inputs.requires_grad:
             raise ValueError("inputs must require grad to take derivatives of the outputs")
@@ -65,13 +86,19 @@ class Derivatives:
                 f"outputs {tuple(outputs.shape)} for {list(output_names)}"
             )
         self.inputs = inputs
-        self.outputs = outputs
+        self.outputs = outputs.to(assembly_dtype(outputs))
         self._input_index = {name: i for i, name in enumerate(input_names)}
         self._output_index = {name: i for i, name in enumerate(output_names)}
+        self._seed = seed
+        self._track = track_nonfinite
+        self.nonfinite: dict[int, Tensor] = {}
         # (output, wrt...) -> full gradient (N, D) of that derivative w.r.t. all inputs
         self._full_gradients: dict[tuple[str, ...], Tensor] = {}
 
     def __getitem__(self, output_name: str) -> Tensor:
+        if output_name not in self._output_index:
+            known = list(self._output_index)
+            raise KeyError(f"unknown output {output_name!r}; outputs are {known}")
         return self.outputs[:, self._output_index[output_name]]
 
     def __call__(self, output_name: str, *wrt: str) -> Tensor:
@@ -82,9 +109,14 @@ class Derivatives:
             raise KeyError(f"unknown input(s) {unknown}; inputs are {list(self._input_index)}")
         key = (output_name, *wrt[:-1])
         if key not in self._full_gradients:
-            self._full_gradients[key] = gradient(self(output_name, *wrt[:-1]), self.inputs)
+            order = len(wrt)
+            seed = self._seed(order) if self._seed is not None else 1.0
+            full = gradient(self(output_name, *wrt[:-1]), self.inputs, seed)
+            self._full_gradients[key] = full
+            if self._track:
+                bad = torch.count_nonzero(~torch.isfinite(full))
+                self.nonfinite[order] = self.nonfinite.get(order, 0) + bad
         return self._full_gradients[key][:, self._input_index[wrt[-1]]]
-
     def laplacian(self, output_name: str, *over: str) -> Tensor:
         """Sum of unmixed second derivatives over the named inputs (all inputs if none given)."""
         names = over or tuple(self._input_index)
@@ -95,4 +127,6 @@ class Derivatives:
 
     def coordinate(self, input_name: str) -> Tensor:
         """Column of the inputs, e.g. the x of each point, for source terms and exact values."""
-        return self.inputs[:, self._input_index[input_name]]
+        if input_name not in self._input_index:
+            raise KeyError(f"unknown input {input_name!r}; inputs are {list(self._input_index)}")
+        return self.inputs[:, self._input_index[input_name]].to(self.outputs.dtype)

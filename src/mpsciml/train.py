@@ -22,12 +22,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
+from mpsciml.callbacks.precision_monitor import PrecisionMonitor
 from mpsciml.callbacks.precision_probe import PrecisionProbe
+from mpsciml.callbacks.precision_schedule import PrecisionSchedule
 from mpsciml.callbacks.step_timer import StepTimer
 from mpsciml.config import ConfigError, validate
 from mpsciml.modules.pinn import PINNModule
 from mpsciml.plots import plot_fields, plot_losses
-from mpsciml.precision.registry import resolve_device, trainer_precision_kwargs
+from mpsciml.precision.plugin import SciMLPrecision, build_precision_plugin
+from mpsciml.precision.registry import resolve_device
 from mpsciml.summary import environment_facts, peak_memory, write_summary
 
 log = logging.getLogger(__name__)
@@ -54,8 +57,22 @@ def build(cfg: DictConfig) -> tuple[PINNModule, pl.Trainer, dict[str, Any]]:
         raise ConfigError(str(exc)) from exc
 
     device = resolve_device(cfg.trainer.accelerator)
-    probe, timer = PrecisionProbe(cfg.precision.name), StepTimer()
-    callbacks = [probe, timer, *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
+    precision = cfg.precision
+    plugin = build_precision_plugin(
+        precision.name,
+        device,
+        allow_tf32=precision.allow_tf32,
+        loss_scaling=precision.loss_scaling,
+        init_scale=precision.init_scale,
+        derivative_scaling=precision.derivative_scaling,
+    )
+    module.max_skips = precision.max_consecutive_skips
+    probe, timer = PrecisionProbe(precision.name), StepTimer()
+    monitor = PrecisionMonitor(every_n_steps=precision.diagnostics_every)
+    callbacks = [probe, timer, monitor]
+    if precision.schedule:
+        callbacks.append(PrecisionSchedule(precision.schedule))
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     max_steps = cfg.trainer.max_steps
     trainer = instantiate(
@@ -64,10 +81,9 @@ def build(cfg: DictConfig) -> tuple[PINNModule, pl.Trainer, dict[str, Any]]:
         logger=loggers or False,
         enable_checkpointing=bool(cfg.get("callbacks")),
         val_check_interval=min(cfg.val_every, max_steps),
-        **trainer_precision_kwargs(cfg.precision.name, device, cfg.precision.allow_tf32),
+        plugins=[plugin],
     )
-    module.train_steps = max_steps
-    return module, trainer, {"probe": probe, "timer": timer, "loggers": loggers}
+    return module, trainer, {"probe": probe, "timer": timer, "monitor": monitor, "loggers": loggers}
 
 
 def apply_precision_optimizer_floor(cfg: DictConfig) -> None:
@@ -143,21 +159,46 @@ def evaluate(
         title=title,
     )
     loss_plot = plot_losses(out_dir / "metrics.csv", out_dir / "plots" / "losses.png", title)
-    plots += [loss_plot] if loss_plot else []
+    precision_plot = parts["monitor"].plot(out_dir / "plots" / "precision.png", title)
+    plots += [p for p in (loss_plot, precision_plot) if p is not None]
     for logger in parts["loggers"]:
         if isinstance(logger, WandbLogger):
             for path in plots:
                 logger.log_image(key=f"plots/{path.stem}", images=[str(path)])
     return {
-        "status": "ok" if finite else "diverged",
+        "status": "ok" if finite and not module.diverged else "diverged",
         "steps": trainer.global_step,
         "l2": errors,
         "final_losses": losses,
         "step_ms": parts["timer"].median_ms(),
-        "precision": parts["probe"].report(trainer, module),
+        "precision": {
+            **parts["probe"].report(trainer, module),
+            **parts["monitor"].report(),
+            **precision_facts(trainer, cfg),
+        },
         "checkpoint": last_checkpoint(out_dir),
         "plots": [str(p.relative_to(out_dir)) for p in plots],
     }
+
+
+def precision_facts(trainer: pl.Trainer, cfg: DictConfig) -> dict[str, Any]:
+    """What the precision plugin did over the run: skips and why, switches, final scales."""
+    plugin = trainer.precision_plugin
+    adam = cfg.optimizer.get("adam")
+    facts: dict[str, Any] = {"adam_eps": adam.eps if adam is not None else None}
+    if isinstance(plugin, SciMLPrecision):
+        facts.update(
+            {
+                "final_precision": plugin.spec.name,
+                "skipped_steps": plugin.skipped_steps,
+                "skip_reasons": dict(plugin.skip_reasons),
+                "switches": plugin.switches,
+                "derivative_seeds": (
+                    dict(plugin.derivative_scaler.scales) if plugin.derivative_scaler else None
+                ),
+            }
+        )
+    return facts
 
 
 def module_dataloaders(max_steps: int) -> tuple[Any, Any]:

@@ -1,7 +1,9 @@
 """Records the precision a run really used, so no setting can silently become another.
 
-Watching the dtype a matmul inside the model produces during a training step is the only check
-that sees through every layer of indirection (Lightning's CPU bf16 swap, autocast, casts).
+The dtypes are read during the first training step (a precision schedule may change them
+later; the plugin's `switches` say when). The dtype a matmul inside the model produces during
+a training step is the one check that sees through every layer of indirection (Lightning's CPU
+bf16 swap, autocast, casts).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class PrecisionProbe(pl.Callback):
     def __init__(self, requested: str) -> None:
         self.requested = requested
         self.matmul_dtype: torch.dtype | None = None
+        self.param_dtype: torch.dtype | None = None
+        self.scaler_used = False
         self._handle: Any = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -30,8 +34,19 @@ class PrecisionProbe(pl.Callback):
 
     def _record(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
         self.matmul_dtype = output.dtype
+        self.param_dtype = module.weight.dtype
         self._handle.remove()
         self._handle = None
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self.scaler_used |= getattr(trainer.precision_plugin, "loss_scale", None) is not None
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._handle is not None:
@@ -39,12 +54,13 @@ class PrecisionProbe(pl.Callback):
             self._handle = None
 
     def report(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        plugin = trainer.precision_plugin
+        scale = getattr(plugin, "loss_scale", None)
         return {
             "requested": self.requested,
-            "lightning_plugin": type(trainer.precision_plugin).__name__,
-            "param_dtype": dtype_name(next(pl_module.parameters()).dtype),
+            "lightning_plugin": type(plugin).__name__,
+            "param_dtype": dtype_name(self.param_dtype),
             "matmul_dtype": dtype_name(self.matmul_dtype),
-            "scaler": scaler is not None,
-            "final_scale": float(scaler.get_scale()) if scaler is not None else None,
+            "scaler": self.scaler_used,
+            "final_scale": scale,
         }

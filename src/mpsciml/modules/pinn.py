@@ -7,6 +7,7 @@ doing it by hand keeps one code path for both and lets the precision plugin scal
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +20,10 @@ from torch import Tensor, nn
 
 from mpsciml.diff import Derivatives
 from mpsciml.metrics import relative_l2
+from mpsciml.precision.plugin import SciMLPrecision
 from mpsciml.problems.base import Problem
+
+log = logging.getLogger(__name__)
 
 
 class PINNModule(pl.LightningModule):
@@ -31,6 +35,7 @@ class PINNModule(pl.LightningModule):
         loss_weights: Mapping[str, float] | None = None,
         seed: int = 0,
         eval_chunk: int = 32768,
+        max_consecutive_skips: int = 100,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -48,22 +53,46 @@ class PINNModule(pl.LightningModule):
         self._points: dict[str, Tensor] = {}
         self._points_key: tuple[torch.device, torch.dtype] | None = None
         self.last_terms: dict[str, Tensor] = {}
+        self.max_skips = max_consecutive_skips
+        self.diverged = False
 
     # ----------------------------------------------------------------- losses
     def loss_terms(self) -> dict[str, Tensor]:
-        """Mean squared residual of every condition and equation, by term name."""
+        """Mean squared residual of every condition and equation, by term name.
+
+        Under fp16 compute the input derivatives are seeded per order by the precision plugin's
+        derivative scaler, and their health is reported back to it, so the plugin can skip a
+        step whose derivatives overflowed instead of blaming (and shrinking) the loss scale.
+        """
+        plugin = self._precision_plugin()
+        scaled = plugin is not None and plugin.derivative_scaler is not None
+        seed = plugin.derivative_seed if scaled else None
         terms: dict[str, Tensor] = {}
+        derivative_sets = []
         for name, points in self._device_points().items():
             inputs = points.detach().requires_grad_(True)
             derivatives = Derivatives(
-                inputs, self.model(inputs), self.problem.input_names, self.problem.output_names
+                inputs,
+                self.model(inputs),
+                self.problem.input_names,
+                self.problem.output_names,
+                seed=seed,
+                track_nonfinite=scaled,
             )
+            derivative_sets.append(derivatives)
             residual = self.conditions[name].residual(derivatives)
             if isinstance(residual, Mapping):
                 for equation, value in residual.items():
-                    terms[f"{name}_{equation}"] = torch.mean(value.float() ** 2)
+                    terms[f"{name}_{equation}"] = torch.mean(value**2)
             else:
-                terms[name] = torch.mean(residual.float() ** 2)
+                terms[name] = torch.mean(residual**2)
+        if scaled:
+            counts: dict[int, Tensor] = {}
+            for derivatives in derivative_sets:
+                for order, count in derivatives.nonfinite.items():
+                    counts[order] = counts.get(order, 0) + count
+            seen = {order: int(count) for order, count in counts.items()}  # one sync per step
+            plugin.report_derivatives({o for o, c in seen.items() if c > 0}, set(seen))
         return terms
 
     def total_loss(self, terms: Mapping[str, Tensor]) -> Tensor:
@@ -92,6 +121,36 @@ class PINNModule(pl.LightningModule):
                 self.log(f"train/loss_{name}", value, batch_size=1)
         return self.last_terms["total"]
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Entering the L-BFGS phase: leave a low precision first (L-BFGS needs exact losses for
+        its line search, and a loss scaler cannot sit inside its closure)."""
+        plugin = self._precision_plugin()
+        if plugin is None or plugin.spec.name in ("fp32", "fp64"):
+            return
+        if not isinstance(self._current_optimizer().optimizer, torch.optim.LBFGS):
+            return
+        target = "fp64" if plugin.spec.param_dtype == torch.float64 else "fp32"
+        log.warning(
+            "step %d: L-BFGS phase starts; precision %s -> %s for it",
+            self.global_step,
+            plugin.spec.name,
+            target,
+        )
+        plugin.switch_to(target, self, self._all_optimizers(), self.global_step)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Stop a run that cannot make progress: steps skipped in a row, or a non-finite loss
+        from L-BFGS (which has no skip logic of its own)."""
+        plugin = self._precision_plugin()
+        too_many_skips = plugin is not None and plugin.consecutive_skips >= self.max_skips
+        lbfgs_blew_up = isinstance(
+            self._current_optimizer().optimizer, torch.optim.LBFGS
+        ) and not torch.isfinite(self.last_terms["total"])
+        if too_many_skips or lbfgs_blew_up:
+            self.diverged = True
+            self.trainer.should_stop = True
+            log.warning("step %d: training diverged; stopping", self.global_step)
+
     def configure_optimizers(self) -> Any:
         params = list(self.model.parameters())
         optimizers = [
@@ -105,14 +164,23 @@ class PINNModule(pl.LightningModule):
         return optimizers, [instantiate(scheduler_cfg)(optimizers[0])]
 
     def _in_first_phase(self) -> bool:
+        """Adam's phase (the only phase of adam-only or lbfgs-only configs)."""
         switch = self.optimizer_cfg.get("switch_step")
         return switch is None or self.global_step < int(switch)
 
-    def _current_optimizer(self) -> Any:
+    def _all_optimizers(self) -> list[Any]:
         optimizers = self.optimizers()
-        if not isinstance(optimizers, list):
-            return optimizers
+        return optimizers if isinstance(optimizers, list) else [optimizers]
+
+    def _current_optimizer(self) -> Any:
+        optimizers = self._all_optimizers()
         return optimizers[0] if self._in_first_phase() else optimizers[-1]
+
+    def _precision_plugin(self) -> SciMLPrecision | None:
+        if self._trainer is None:
+            return None
+        plugin = self._trainer.precision_plugin
+        return plugin if isinstance(plugin, SciMLPrecision) else None
 
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()

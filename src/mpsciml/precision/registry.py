@@ -1,18 +1,15 @@
-"""The six precisions a user can ask for, and how each becomes Lightning trainer arguments.
+"""The six precisions a user can ask for: what each promises, in one table.
 
-The point of this file is that `precision=mixed` means fp16 compute on every device. Lightning's
-`precision="16-mixed"` silently becomes bf16 on the CPU; we hand it an explicit fp16
-`MixedPrecision` plugin with a CPU `GradScaler` instead, so fp16 behaviour can be studied on a
-laptop and what ran is what was asked for.
+`lightning` names the nearest Lightning precision string, for reference and display only: the
+run itself uses our `SciMLPrecision` plugin, which keeps these promises on every device
+(Lightning's `16-mixed` silently becomes bf16 on the CPU).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from pytorch_lightning.plugins.precision import MixedPrecision
 
 
 @dataclass(frozen=True)
@@ -54,18 +51,3 @@ def resolve_device(accelerator: str) -> str:
     if accelerator == "auto" and torch.cuda.is_available():
         return "cuda"
     return "cpu"
-
-
-def trainer_precision_kwargs(name: str, device: str, allow_tf32: bool = False) -> dict[str, Any]:
-    """Keyword arguments for `pytorch_lightning.Trainer` that realise precision `name` on `device`.
-
-    Also sets the global TF32 switches: fp32 means IEEE fp32 unless the user opts into TF32.
-    """
-    spec = get_spec(name)
-    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-    torch.backends.cudnn.allow_tf32 = allow_tf32
-    torch.set_float32_matmul_precision("high" if allow_tf32 else "highest")
-    if spec.name == "mixed" and device == "cpu":
-        plugin = MixedPrecision("16-mixed", device="cpu", scaler=torch.amp.GradScaler("cpu"))
-        return {"plugins": [plugin]}
-    return {"precision": spec.lightning}

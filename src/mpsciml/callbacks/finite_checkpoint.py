@@ -1,0 +1,23 @@
+"""A ModelCheckpoint that never overwrites a good checkpoint with non-finite weights.
+
+When a low-precision run blows up, the most useful file it can leave is its last finite state.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+log = logging.getLogger(__name__)
+
+
+class FiniteCheckpoint(ModelCheckpoint):
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        module = trainer.lightning_module
+        if not all(torch.isfinite(p).all() for p in module.parameters()):
+            log.warning("not saving %s: the weights are not finite", filepath)
+            return
+        super()._save_checkpoint(trainer, filepath)
