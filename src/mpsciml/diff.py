@@ -117,6 +117,7 @@ class Derivatives:
                 bad = torch.count_nonzero(~torch.isfinite(full))
                 self.nonfinite[order] = self.nonfinite.get(order, 0) + bad
         return self._full_gradients[key][:, self._input_index[wrt[-1]]]
+
     def laplacian(self, output_name: str, *over: str) -> Tensor:
         """Sum of unmixed second derivatives over the named inputs (all inputs if none given)."""
         names = over or tuple(self._input_index)

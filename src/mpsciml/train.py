@@ -49,7 +49,12 @@ def build(cfg: DictConfig) -> tuple[PINNModule, pl.Trainer, dict[str, Any]]:
             out_features=len(problem.output_names),
         )
         module = PINNModule(
-            problem, model, cfg.optimizer, loss_weights=cfg.loss_weights, seed=cfg.seed
+            problem,
+            model,
+            cfg.optimizer,
+            loss_weights=cfg.loss_weights,
+            seed=cfg.seed,
+            resample_every=cfg.get("resample_every"),
         )
     except InstantiationException as exc:
         raise ConfigError(str(exc.__cause__ or exc)) from exc

@@ -1,0 +1,327 @@
+"""Forward-mode ("Taylor-mode") input derivatives of an MLP, a faster `Derivatives`.
+
+Why: in reverse mode a residual with second derivatives costs one backward pass per output plus
+one per first derivative, each with ``create_graph``, and the weight backward then runs through
+all of those graphs (Kovasznay flow: 3 + 4 nested passes). In forward mode we push through the
+network, for N points with D inputs, the value h, its first derivatives dh/dx_i and its unmixed
+second derivatives d2h/dx_i^2 -- up to 1 + 2D "streams" -- in one pass. A Linear layer maps every
+stream with the same weight, the bias on the value only; an activation s = sigma(z) maps
+
+    z_i  -> sigma'(z) z_i,         z_ii -> sigma''(z) z_i^2 + sigma'(z) z_ii.
+
+All of it is plain differentiable torch, so ``loss.backward()`` gives the weight gradients, and
+the streams are functions of the inputs, so mixed or third-order partials (which the streams do
+not carry) fall back to `torch.autograd.grad` of a stream, exactly as `Derivatives` would do.
+
+Value, first and second streams go through a Linear as three matmuls, not one on their
+concatenation: the copy into the stacked tensor and the slicing of its gradient cost more than the
+larger matmul saves (Kovasznay step on CPU: 152 ms stacked, 122 ms split).
+
+Precision of each stream: matmuls of all streams run in the layer's compute dtype (the autocast
+dtype under ``torch.autocast``, otherwise the weight dtype, e.g. fp16 for pure fp16); activation
+rules (sigma, sigma', sigma'' and the products above) are evaluated in fp32 (fp64 for fp64) from
+the rounded matmul outputs and rounded back to the compute dtype, so z_i^2 cannot overflow fp16 in
+an intermediate. Final streams are converted to `assembly_dtype` (fp32, fp64 for fp64) and the
+derivative seeds are divided out there. Seeds work as in reverse mode: the order-k streams are
+carried multiplied by ``seed(k)``, so a `DerivativeScaler` keeps fp16 tangents in range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mpsciml.diff import Derivatives
+from mpsciml.models.mlp import MLP, Sine
+
+# A rule maps the pre-activation z to (sigma, sigma', sigma''); sigma'' None means identically 0.
+ActivationRule = Callable[[nn.Module, Tensor], tuple[Tensor, Tensor, Tensor | None]]
+
+_SQRT_HALF, _INV_SQRT_2PI = math.sqrt(0.5), 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_K, _GELU_C = math.sqrt(2.0 / math.pi), 0.044715  # GELU(approximate="tanh")
+
+
+def _tanh(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    s = torch.tanh(z)
+    d1 = 1 - s * s
+    return s, d1, -2 * s * d1
+
+
+def _sigmoid(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    s = torch.sigmoid(z)
+    d1 = s * (1 - s)
+    return s, d1, d1 * (1 - 2 * s)
+
+
+def _softplus(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Softplus(beta, threshold) is linear above the threshold; so are torch's own derivatives."""
+    beta, threshold = float(module.beta), float(module.threshold)
+    linear, sig = beta * z > threshold, torch.sigmoid(beta * z)
+    d1 = torch.where(linear, torch.ones_like(z), sig)
+    d2 = torch.where(linear, torch.zeros_like(z), beta * sig * (1 - sig))
+    return F.softplus(z, beta=beta, threshold=threshold), d1, d2
+
+
+def _silu(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    sig = torch.sigmoid(z)
+    dsig = sig * (1 - sig)
+    return z * sig, sig + z * dsig, dsig * (2 + z * (1 - 2 * sig))
+
+
+def _gelu(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    if module.approximate == "tanh":  # 0.5 z (1 + tanh(u)), u = K (z + C z^3)
+        du, ddu = _GELU_K * (1 + 3 * _GELU_C * z * z), 6 * _GELU_K * _GELU_C * z
+        t = torch.tanh(_GELU_K * (z + _GELU_C * z**3))
+        sech2 = 1 - t * t
+        d2 = sech2 * (du + 0.5 * z * (ddu - 2 * t * du * du))
+        return 0.5 * z * (1 + t), 0.5 * (1 + t) + 0.5 * z * sech2 * du, d2
+    cdf = 0.5 * (1 + torch.erf(z * _SQRT_HALF))
+    pdf = _INV_SQRT_2PI * torch.exp(-0.5 * z * z)
+    return z * cdf, cdf + z * pdf, pdf * (2 - z * z)
+
+
+def _sine(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    s = torch.sin(z)
+    return s, torch.cos(z), -s
+
+
+ACTIVATION_RULES: dict[type[nn.Module], ActivationRule] = {
+    nn.Tanh: _tanh,
+    nn.Sigmoid: _sigmoid,
+    nn.Softplus: _softplus,
+    nn.SiLU: _silu,
+    nn.GELU: _gelu,
+    Sine: _sine,
+    nn.ReLU: lambda module, z: (torch.relu(z), (z > 0).to(z.dtype), None),
+}
+
+
+def register_activation(module_type: type[nn.Module], rule: ActivationRule) -> None:
+    """Teach the engine an elementwise activation: rule(module, z) -> (sigma, sigma', sigma'')."""
+    ACTIVATION_RULES[module_type] = rule
+
+
+class UnsupportedModelError(TypeError):
+    """The model is not a plain stack of Linear layers and known elementwise activations."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"no Taylor-mode derivatives: {reason}; use mpsciml.diff.Derivatives")
+
+
+def _flatten(model: nn.Module) -> list[nn.Module]:
+    """The layers of an `nn.Sequential` (nested ones flattened) or `MLP`, else an error.
+
+    Forward hooks disqualify a model: whoever registered one wants to see the real forward (the
+    precision probe reads the dtype of the first matmul in the first step), so that step goes
+    through autograd.
+    """
+    if isinstance(model, MLP) and type(model).forward is MLP.forward:
+        model = model.net
+    if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
+        raise UnsupportedModelError(f"{type(model).__name__} is not an nn.Sequential or MLP")
+    layers: list[nn.Module] = []
+    for layer in [model, *model]:
+        if layer._forward_hooks or layer._forward_pre_hooks:
+            raise UnsupportedModelError(f"{type(layer).__name__} has forward hooks")
+        if layer is model:
+            continue
+        if isinstance(layer, (nn.Sequential, MLP)):
+            layers.extend(_flatten(layer))
+        elif type(layer) in (nn.Linear, nn.Identity) or type(layer) in ACTIVATION_RULES:
+            layers.append(layer)
+        else:
+            known = ", ".join(t.__name__ for t in (nn.Linear, nn.Identity, *ACTIVATION_RULES))
+            raise UnsupportedModelError(
+                f"layer {type(layer).__name__} has no rule (known: {known}; register_activation)"
+            )
+    return layers
+
+
+def supports_taylor(model: nn.Module) -> bool:
+    """Whether `TaylorDerivatives` can propagate through `model`; otherwise use autograd."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return False
+    try:
+        _flatten(model)
+    except UnsupportedModelError:
+        return False
+    return True
+
+
+@dataclass
+class TaylorStreams:
+    """Output and input derivatives, in the last layer's compute dtype. value (N, O); first
+    (k, N, O) (or (k, 1, O) while point-independent) = seed(1) * d value / d x_i, i in first_dirs;
+    second (K, N, O) = seed(2) * d2 value / d x_i^2 for second_dirs = first_dirs[:K], so first[:K]
+    is the matching view; None if not carried or (second) identically zero."""
+
+    value: Tensor
+    first: Tensor | None
+    second: Tensor | None
+    first_dirs: tuple[int, ...] = ()
+    second_dirs: tuple[int, ...] = ()
+
+
+def _linear(layer: nn.Linear, state: TaylorStreams) -> TaylorStreams:
+    """Every stream through the same weight; the bias only on the value."""
+    first, second = state.first, state.second
+    return TaylorStreams(
+        F.linear(state.value, layer.weight, layer.bias),
+        None if first is None else F.linear(first, layer.weight),
+        None if second is None else F.linear(second, layer.weight),
+        state.first_dirs,
+        state.second_dirs,
+    )
+
+
+def _activation(layer: nn.Module, state: TaylorStreams, ratio: float) -> TaylorStreams:
+    """Chain rule for an elementwise sigma; `ratio` = seed(2) / seed(1)^2 (see module doc)."""
+    dtype = state.value.dtype
+    rule_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    s, d1, d2 = ACTIVATION_RULES[type(layer)](layer, state.value.to(rule_dtype))
+    first = second = None
+    if state.first is not None:
+        f = state.first.to(rule_dtype)
+        first = (d1 * f).to(dtype)
+        k = len(state.second_dirs)
+        if k and state.second is not None:
+            second = d1 * state.second.to(rule_dtype)
+        if k and d2 is not None:
+            fk = f[:k]
+            curvature = d2 * fk if ratio == 1.0 else (ratio * d2) * fk
+            second = curvature * fk if second is None else torch.addcmul(second, curvature, fk)
+        second = None if second is None else second.to(dtype)
+    return TaylorStreams(s.to(dtype), first, second, state.first_dirs, state.second_dirs)
+
+
+def taylor_forward(
+    model: nn.Module,
+    inputs: Tensor,
+    first: Sequence[int] | None = None,
+    second: Sequence[int] | None = None,
+    seeds: tuple[float, float] = (1.0, 1.0),
+) -> TaylorStreams:
+    """Push the value and chosen input derivatives through an MLP-like model.
+
+    `inputs` (N, D). `first` lists the inputs whose first derivatives are carried, `second` those
+    whose unmixed second derivatives are (each needs its first: added if missing); None means all
+    D. `seeds` (s1, s2) scale the order-1 and order-2 streams, which are returned scaled.
+    """
+    layers = _flatten(model)
+    every = range(inputs.shape[-1])
+    second_dirs = tuple(every if second is None else dict.fromkeys(second))
+    rest = [i for i in (every if first is None else first) if i not in second_dirs]
+    first_dirs = (*second_dirs, *dict.fromkeys(rest))
+    s1, s2 = seeds
+    tangents = None
+    if first_dirs:  # d x / d x_i = e_i, the same at every point: (k, 1, D)
+        eye = torch.eye(inputs.shape[-1], dtype=inputs.dtype, device=inputs.device)
+        tangents = (s1 * eye[list(first_dirs)]).unsqueeze(1)
+    state = TaylorStreams(inputs, tangents, None, first_dirs, second_dirs)
+    for layer in layers:
+        if type(layer) is nn.Linear:
+            state = _linear(layer, state)
+        elif type(layer) is not nn.Identity:
+            state = _activation(layer, state, s2 / (s1 * s1))
+    return state
+
+
+class TaylorDerivatives(Derivatives):
+    """`Derivatives` whose value, d(name, x_i) and d(name, x_i, x_i) come from one forward pass.
+
+    ``TaylorDerivatives(model, inputs, ("x", "t"), ("u",))`` replaces
+    ``Derivatives(inputs, model(inputs), ("x", "t"), ("u",))``. Everything else (mixed partials,
+    third order) is inherited: `Derivatives.__call__` differentiates the longest prefix the
+    streams carry (u_xy from the stream u_x), with the same caching, seeds and non-finite counts.
+
+    `carry` lists the `wrt` tuples worth streaming (`probe_derivatives` finds them): Burgers needs
+    {x, t, xx}, 4 streams instead of 5; ``carry=()`` is a plain forward for boundary terms (any
+    model). None carries every first and unmixed second derivative. The rest falls back to
+    autograd, so `carry` is a speed hint, never a correctness one. With `track_nonfinite`,
+    `nonfinite[k]` counts non-finite entries of the carried order-k streams (and fallbacks).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        input_names: tuple[str, ...] | list[str],
+        output_names: tuple[str, ...] | list[str],
+        seed: Callable[[int], float] | None = None,
+        track_nonfinite: bool = False,
+        carry: Collection[tuple[str, ...]] | None = None,
+    ) -> None:
+        if not inputs.requires_grad:  # the autograd fallback differentiates w.r.t. the inputs
+            inputs = inputs.detach().requires_grad_(True)
+        index = {name: i for i, name in enumerate(input_names)}
+        if carry is None:
+            carry = [(n,) for n in input_names] + [(n, n) for n in input_names]
+        if unknown := {n for key in carry for n in key if n not in index}:
+            raise KeyError(f"carry: unknown input(s) {sorted(unknown)}; inputs are {list(index)}")
+        first = [index[key[0]] for key in carry if key]
+        second = [index[key[0]] for key in carry if len(key) > 1 and key[1] == key[0]]
+        self.requested: set[tuple[str, ...]] = set()
+        self._first_pos: dict[int, int] = {}
+        self._second_pos: dict[int, int] = {}
+        if not first:
+            outputs = model(inputs)
+            super().__init__(inputs, outputs, input_names, output_names, seed, track_nonfinite)
+            return
+        s1 = seed(1) if seed is not None else 1.0
+        s2 = seed(2) if seed is not None and second else 1.0
+        streams = taylor_forward(model, inputs, first, second, (s1, s2))
+        super().__init__(inputs, streams.value, input_names, output_names, seed, track_nonfinite)
+        dtype, n = self.outputs.dtype, inputs.shape[0]
+        assert streams.first is not None
+        self._first = streams.first.to(dtype).expand(-1, n, -1) / s1
+        self._first_pos = {i: k for k, i in enumerate(streams.first_dirs)}
+        counts = {1: self._first}
+        if streams.second_dirs:
+            if streams.second is None:  # identically zero: a linear model, ReLU
+                self._second = torch.zeros_like(self._first[: len(streams.second_dirs)])
+            else:
+                self._second = streams.second.to(dtype) / s2
+            self._second_pos = {i: k for k, i in enumerate(streams.second_dirs)}
+            counts[2] = self._second
+        if track_nonfinite:
+            for order, tensor in counts.items():
+                self.nonfinite[order] = torch.count_nonzero(~torch.isfinite(tensor))
+
+    @classmethod
+    def from_model(cls, *args: Any, **kwargs: Any) -> TaylorDerivatives:
+        """The constructor, for call sites that read better with a named one."""
+        return cls(*args, **kwargs)
+
+    def __call__(self, output_name: str, *wrt: str) -> Tensor:
+        self.requested.add(wrt)
+        column = self._output_index.get(output_name)
+        i = self._input_index.get(wrt[0], -1) if wrt else -1
+        if column is not None and len(wrt) == 1 and i in self._first_pos:
+            return self._first[self._first_pos[i], :, column]
+        if column is not None and len(wrt) == 2 and wrt[1] == wrt[0] and i in self._second_pos:
+            return self._second[self._second_pos[i], :, column]
+        return super().__call__(output_name, *wrt)
+
+
+def probe_derivatives(
+    residual: Callable[[Derivatives], object],
+    model: nn.Module,
+    points: Tensor,
+    input_names: tuple[str, ...] | list[str],
+    output_names: tuple[str, ...] | list[str],
+) -> frozenset[tuple[str, ...]]:
+    """The `wrt` tuples `residual` asks for, found once on two points through autograd: the
+    `carry` of a condition (Burgers' interior {x, t, xx}; boundaries usually none)."""
+    param = next(model.parameters(), None)
+    inputs = points[:2].detach()
+    if param is not None:
+        inputs = inputs.to(param.device, param.dtype)
+    d = TaylorDerivatives(model, inputs, input_names, output_names, carry=())
+    residual(d)
+    return frozenset(key for key in d.requested if key)
