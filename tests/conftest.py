@@ -28,6 +28,7 @@ TINY = [
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "logger=csv",
+    "optimizer=adam",  # the problem recipes finish with L-BFGS; tests choose explicitly
     "problem.n_domain=64",
 ]
 

@@ -166,3 +166,25 @@ def test_loss_weights_by_condition_and_by_term(tiny_config):
     terms = ns["final_losses"]
     expected = terms["bc_u"] + 3 * terms["bc_v"] + terms["outlet"]
     assert terms["total"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_taylor_derivatives_train_like_autograd(tiny_config):
+    """The forward-mode path is an optimisation only: same losses as nested autograd."""
+    autograd = run(tiny_config("problem=navier_stokes", "derivatives=autograd"))["final_losses"]
+    taylor = run(tiny_config("problem=navier_stokes", "derivatives=taylor"))["final_losses"]
+    for term, value in autograd.items():
+        assert taylor[term] == pytest.approx(value, rel=1e-4, abs=1e-9), term
+
+
+def test_resampling_moves_points_reproducibly(tiny_config):
+    from mpsciml.train import build, module_dataloaders
+
+    def points_after(steps: int):
+        module, trainer, _ = build(tiny_config(f"trainer.max_steps={steps}", "resample_every=2"))
+        trainer.fit(module, *module_dataloaders(steps))
+        return module.conditions["pde"].points
+
+    start = build(tiny_config())[0].conditions["pde"].points
+    moved, again = points_after(3), points_after(3)
+    assert not torch.equal(start, moved)
+    assert torch.equal(moved, again)

@@ -279,14 +279,16 @@ class TaylorDerivatives(Derivatives):
         super().__init__(inputs, streams.value, input_names, output_names, seed, track_nonfinite)
         dtype, n = self.outputs.dtype, inputs.shape[0]
         assert streams.first is not None
-        self._first = streams.first.to(dtype).expand(-1, n, -1) / s1
+        stream1 = streams.first.to(dtype).expand(-1, n, -1)
+        self._first = stream1 if s1 == 1.0 else stream1 / s1
         self._first_pos = {i: k for k, i in enumerate(streams.first_dirs)}
         counts = {1: self._first}
         if streams.second_dirs:
             if streams.second is None:  # identically zero: a linear model, ReLU
                 self._second = torch.zeros_like(self._first[: len(streams.second_dirs)])
             else:
-                self._second = streams.second.to(dtype) / s2
+                stream2 = streams.second.to(dtype)
+                self._second = stream2 if s2 == 1.0 else stream2 / s2
             self._second_pos = {i: k for k, i in enumerate(streams.second_dirs)}
             counts[2] = self._second
         if track_nonfinite:

@@ -55,6 +55,7 @@ def build(cfg: DictConfig) -> tuple[PINNModule, pl.Trainer, dict[str, Any]]:
             loss_weights=cfg.loss_weights,
             seed=cfg.seed,
             resample_every=cfg.get("resample_every"),
+            derivatives=cfg.get("derivatives", "autograd"),
         )
     except InstantiationException as exc:
         raise ConfigError(str(exc.__cause__ or exc)) from exc

@@ -22,6 +22,7 @@ from mpsciml.diff import Derivatives
 from mpsciml.metrics import relative_l2
 from mpsciml.precision.plugin import SciMLPrecision
 from mpsciml.problems.base import Problem
+from mpsciml.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class PINNModule(pl.LightningModule):
         eval_chunk: int = 32768,
         max_consecutive_skips: int = 100,
         resample_every: int | None = None,
+        derivatives: str = "autograd",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -50,7 +52,18 @@ class PINNModule(pl.LightningModule):
         self.grid = problem.evaluation_grid()
         # float64 on the CPU and deliberately not a buffer: a pure-fp16 run converts buffers.
         self.grid_reference = problem.reference(self.grid.points)
+        if derivatives not in ("autograd", "taylor"):
+            raise ValueError(f"derivatives={derivatives!r} is unknown; allowed: autograd, taylor")
+        self.derivatives = derivatives
         self.term_conditions = self._discover_terms()
+        # Which derivatives each condition's residual asks for, carried forward by Taylor mode.
+        self._carry = {
+            name: probe_derivatives(
+                c.residual, model, c.points, problem.input_names, problem.output_names
+            )
+            for name, c in self.conditions.items()
+            if derivatives == "taylor"
+        }
         self.term_names = list(self.term_conditions)
         self.loss_weights = self._resolve_weights(dict(loss_weights or {}))
         self._points: dict[str, Tensor] = {}
@@ -70,18 +83,25 @@ class PINNModule(pl.LightningModule):
         plugin = self._precision_plugin()
         scaled = plugin is not None and plugin.derivative_scaler is not None
         seed = plugin.derivative_seed if scaled else None
+        taylor = self.derivatives == "taylor" and supports_taylor(self.model)
+        names = (self.problem.input_names, self.problem.output_names)
         terms: dict[str, Tensor] = {}
         derivative_sets = []
         for name, points in self._device_points().items():
             inputs = points.detach().requires_grad_(True)
-            derivatives = Derivatives(
-                inputs,
-                self.model(inputs),
-                self.problem.input_names,
-                self.problem.output_names,
-                seed=seed,
-                track_nonfinite=scaled,
-            )
+            if taylor:
+                derivatives: Derivatives = TaylorDerivatives(
+                    self.model,
+                    inputs,
+                    *names,
+                    seed=seed,
+                    track_nonfinite=scaled,
+                    carry=self._carry[name],
+                )
+            else:
+                derivatives = Derivatives(
+                    inputs, self.model(inputs), *names, seed=seed, track_nonfinite=scaled
+                )
             derivative_sets.append(derivatives)
             residual = self.conditions[name].residual(derivatives)
             if isinstance(residual, Mapping):
@@ -184,8 +204,10 @@ class PINNModule(pl.LightningModule):
 
     def _in_first_phase(self) -> bool:
         """Adam's phase (the only phase of adam-only or lbfgs-only configs)."""
-        switch = self.optimizer_cfg.get("switch_step")
-        return switch is None or self.global_step < int(switch)
+        cfg = self.optimizer_cfg
+        switch = cfg.get("switch_step")
+        two_phases = cfg.get("adam") is not None and cfg.get("lbfgs") is not None
+        return not two_phases or switch is None or self.global_step < int(switch)
 
     def _all_optimizers(self) -> list[Any]:
         optimizers = self.optimizers()
