@@ -231,5 +231,9 @@ def finish_wandb(loggers: list[Any], summary: dict[str, Any]) -> None:
             flat.update({f"l2/{k}": v for k, v in summary.get("l2", {}).items()})
             flat.update({f"precision/{k}": v for k, v in summary["precision"].items()})
             logger.experiment.summary.update(flat)
+            # the precision that really ran, next to the requested one in the run's config
+            logger.experiment.config.update(
+                {"precision_used": summary["precision"]}, allow_val_change=True
+            )
             logger.experiment.finish(exit_code=0 if summary["status"] == "ok" else 1)
     os.environ.pop("WANDB_RUN_ID", None)

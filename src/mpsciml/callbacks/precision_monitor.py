@@ -50,6 +50,7 @@ class PrecisionMonitor(pl.Callback):
             "step": float(trainer.global_step),
             "skipped_steps": float(plugin.skipped_steps),
             "derivative_overflow_steps": float(plugin.derivative_nonfinite_total),
+            "derivative_nonfinite": float(plugin.last_derivative_nonfinite),
             **plugin.last_measurement,
         }
         if plugin.loss_scale is not None:

@@ -54,6 +54,7 @@ class SciMLPrecision(Precision):
         self.measure_next_step = False
         self.last_measurement: dict[str, float] = {}
         self.derivative_nonfinite_total = 0
+        self.last_derivative_nonfinite = 0
         self._derivative_health: tuple[set[int], set[int]] = (set(), set())
         self._configure(get_spec(name))
 
@@ -89,9 +90,11 @@ class SciMLPrecision(Precision):
     def derivative_seed(self, order: int) -> float:
         return self.derivative_scaler.seed(order) if self.derivative_scaler else 1.0
 
-    def report_derivatives(self, nonfinite_orders: set[int], orders_seen: set[int]) -> None:
-        """Called by the module after computing a loss: which derivative orders overflowed."""
-        self._derivative_health = (nonfinite_orders, orders_seen)
+    def report_derivatives(self, nonfinite_counts: dict[int, int]) -> None:
+        """Called by the module after computing a loss: non-finite derivative entries by order."""
+        bad = {order for order, count in nonfinite_counts.items() if count > 0}
+        self._derivative_health = (bad, set(nonfinite_counts))
+        self.last_derivative_nonfinite = sum(nonfinite_counts.values())
 
     def switch_to(
         self, name: str, module: torch.nn.Module, optimizers: Iterable[Optimizer], step: int
