@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.interpolate import PPoly
 
-from mpsciml.data.cache import cached
+from mpsciml.data.cache import builder_params, cached
 from mpsciml.data.grf import GaussianRandomField, sensor_points
 
 NAME = "antiderivative"
@@ -107,30 +107,13 @@ def make_antiderivative_data(
     }
 
 
-def antiderivative_params(
-    n_functions: int,
-    n_points: int,
-    m: int = 100,
-    length_scale: float = 0.2,
-    layout: Layout = "aligned",
-    seed: int = 0,
-    n_grid: int = 1001,
-) -> dict[str, Any]:
-    """The cache key of a dataset: every argument of make_antiderivative_data plus VERSION.
+def antiderivative_params(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The cache key of `make_antiderivative_data(*args, **kwargs)`: its arguments plus VERSION.
 
     Public so that anything reading the cache (the generate_data script, a DataModule) keys
     files exactly as the builder does.
     """
-    return {
-        "n_functions": n_functions,
-        "n_points": n_points,
-        "m": m,
-        "length_scale": length_scale,
-        "layout": layout,
-        "seed": seed,
-        "n_grid": n_grid,
-        "version": VERSION,
-    }
+    return builder_params(make_antiderivative_data, VERSION, *args, **kwargs)
 
 
 def cached_antiderivative_data(

@@ -15,6 +15,7 @@ concurrent writer leaves either the old file or the complete new one, never a to
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -153,3 +154,14 @@ def cached(
         raise ValueError(f"builder for {name!r} returned reserved or object-dtype arrays: {bad}")
     _write_atomic(path, arrays, params_text)
     return arrays
+
+
+def builder_params(
+    builder: Callable[..., Any], version: int, *args: Any, **kwargs: Any
+) -> dict[str, Any]:
+    """The cache key of `builder(*args, **kwargs)`: every argument by name, defaults filled in,
+    plus the generator's version. Derived from the builder's own signature, so a new argument
+    can never be left out of the key."""
+    bound = inspect.signature(builder).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return {**bound.arguments, "version": version}

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import solve_banded
 
-from mpsciml.data.cache import cached
+from mpsciml.data.cache import builder_params, cached
 from mpsciml.data.grf import GaussianRandomField, sensor_points
 
 NAME = "diffusion_reaction"
@@ -175,31 +175,13 @@ def make_diffusion_reaction_data(
     }
 
 
-def diffusion_reaction_params(
-    n_functions: int,
-    m: int = 50,
-    nx: int = 101,
-    nt: int = 101,
-    length_scale: float = 0.2,
-    seed: int = 0,
-    n_grid: int = 1001,
-    diffusion: float = 0.01,
-    reaction: float = -0.01,
-) -> dict[str, Any]:
-    """The cache key: every argument of make_diffusion_reaction_data plus VERSION (public so
-    every reader of the cache keys files exactly as the builder does)."""
-    return {
-        "n_functions": n_functions,
-        "m": m,
-        "nx": nx,
-        "nt": nt,
-        "length_scale": length_scale,
-        "seed": seed,
-        "n_grid": n_grid,
-        "diffusion": diffusion,
-        "reaction": reaction,
-        "version": VERSION,
-    }
+def diffusion_reaction_params(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The cache key of `make_diffusion_reaction_data(*args, **kwargs)`: its arguments plus VERSION.
+
+    Public so that anything reading the cache (the generate_data script, a DataModule) keys
+    files exactly as the builder does.
+    """
+    return builder_params(make_diffusion_reaction_data, VERSION, *args, **kwargs)
 
 
 def cached_diffusion_reaction_data(

@@ -14,24 +14,24 @@ import torch
 
 @dataclass(frozen=True)
 class PrecisionSpec:
-    """What a precision promises: the dtype of the weights, of the compute, and scaler use."""
+    """What a precision promises: the dtype of the weights and of the compute. (Whether a loss
+    scaler runs is the plugin's decision: `precision.loss_scaling` for mixed and fp16.)"""
 
     name: str
     lightning: str
     param_dtype: torch.dtype
     compute_dtype: torch.dtype
-    uses_scaler: bool
 
 
 PRECISIONS: dict[str, PrecisionSpec] = {
     spec.name: spec
     for spec in (
-        PrecisionSpec("fp64", "64-true", torch.float64, torch.float64, False),
-        PrecisionSpec("fp32", "32-true", torch.float32, torch.float32, False),
-        PrecisionSpec("mixed", "16-mixed", torch.float32, torch.float16, True),
-        PrecisionSpec("bf16_mixed", "bf16-mixed", torch.float32, torch.bfloat16, False),
-        PrecisionSpec("fp16", "16-true", torch.float16, torch.float16, False),
-        PrecisionSpec("bf16", "bf16-true", torch.bfloat16, torch.bfloat16, False),
+        PrecisionSpec("fp64", "64-true", torch.float64, torch.float64),
+        PrecisionSpec("fp32", "32-true", torch.float32, torch.float32),
+        PrecisionSpec("mixed", "16-mixed", torch.float32, torch.float16),
+        PrecisionSpec("bf16_mixed", "bf16-mixed", torch.float32, torch.bfloat16),
+        PrecisionSpec("fp16", "16-true", torch.float16, torch.float16),
+        PrecisionSpec("bf16", "bf16-true", torch.bfloat16, torch.bfloat16),
     )
 }
 
