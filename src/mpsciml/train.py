@@ -28,7 +28,7 @@ from mpsciml.callbacks.precision_schedule import PrecisionSchedule
 from mpsciml.callbacks.step_timer import StepTimer
 from mpsciml.config import ConfigError, validate
 from mpsciml.modules.pinn import PINNModule
-from mpsciml.plots import plot_fields, plot_losses
+from mpsciml.plots import plot_losses
 from mpsciml.precision.plugin import SciMLPrecision, build_precision_plugin
 from mpsciml.precision.registry import resolve_device
 from mpsciml.summary import environment_facts, peak_memory, write_summary
@@ -150,20 +150,11 @@ def evaluate(
     cfg: DictConfig, module: PINNModule, trainer: pl.Trainer, parts: dict[str, Any], out_dir: Path
 ) -> dict[str, Any]:
     """Final errors against the reference, losses, timings, precision facts and plots."""
-    prediction = module.predict_grid()
-    errors = module.field_errors(prediction)
+    errors = module.evaluation_errors()
     losses = {name: float(value) for name, value in module.last_terms.items()}
     finite = all(math.isfinite(v) for v in [*errors.values(), *losses.values()])
     title = f"{cfg.problem._target_.rsplit('.', 1)[-1]} | {cfg.precision.name} | seed {cfg.seed}"
-    plots = plot_fields(
-        module.grid,
-        prediction,
-        module.grid_reference,
-        module.problem.input_names,
-        module.problem.output_names,
-        out_dir / "plots",
-        title=title,
-    )
+    plots = module.evaluation_plots(out_dir / "plots", title)
     loss_plot = plot_losses(out_dir / "metrics.csv", out_dir / "plots" / "losses.png", title)
     precision_plot = parts["monitor"].plot(out_dir / "plots" / "precision.png", title)
     plots += [p for p in (loss_plot, precision_plot) if p is not None]

@@ -1,33 +1,28 @@
 """The physics-informed LightningModule: loss = weighted sum of the problem's residual terms.
 
-Optimisation is manual (`automatic_optimization = False`) because the usual PINN recipe is Adam
-followed by L-BFGS, and L-BFGS needs a closure that re-evaluates the loss several times per step;
-doing it by hand keeps one code path for both and lets the precision plugin scale the backward.
+The training step, optimiser phases and precision hand-offs live in `SciMLModule`; this file
+says what a PINN's loss is (residuals of the problem's conditions at collocation points) and
+how it is evaluated (the network on the problem's grid against the reference solution).
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from mpsciml.diff import Derivatives
 from mpsciml.metrics import relative_l2
-from mpsciml.precision.plugin import SciMLPrecision
+from mpsciml.modules.base import SciMLModule
+from mpsciml.plots import plot_fields
 from mpsciml.problems.base import Problem
 from mpsciml.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
 
-log = logging.getLogger(__name__)
 
-
-class PINNModule(pl.LightningModule):
+class PINNModule(SciMLModule):
     def __init__(
         self,
         problem: Problem,
@@ -40,11 +35,10 @@ class PINNModule(pl.LightningModule):
         resample_every: int | None = None,
         derivatives: str = "autograd",
     ) -> None:
-        super().__init__()
-        self.automatic_optimization = False
+        super().__init__(optimizer, max_consecutive_skips)
         self.problem = problem
+        self.output_names = problem.output_names
         self.model = model
-        self.optimizer_cfg = optimizer
         self.eval_chunk = eval_chunk
         self.seed = seed
         self.resample_every = resample_every
@@ -68,21 +62,12 @@ class PINNModule(pl.LightningModule):
         self.loss_weights = self._resolve_weights(dict(loss_weights or {}))
         self._points: dict[str, Tensor] = {}
         self._points_key: tuple[torch.device, torch.dtype] | None = None
-        self.last_terms: dict[str, Tensor] = {}
-        self.max_skips = max_consecutive_skips
-        self.diverged = False
 
     # ----------------------------------------------------------------- losses
     def loss_terms(self) -> dict[str, Tensor]:
-        """Mean squared residual of every condition and equation, by term name.
-
-        Under fp16 compute the input derivatives are seeded per order by the precision plugin's
-        derivative scaler, and their health is reported back to it, so the plugin can skip a
-        step whose derivatives overflowed instead of blaming (and shrinking) the loss scale.
-        """
-        plugin = self._precision_plugin()
-        scaled = plugin is not None and plugin.derivative_scaler is not None
-        seed = plugin.derivative_seed if scaled else None
+        """Mean squared residual of every condition and equation, by term name (derivatives
+        seeded and checked as `derivative_seeding` explains)."""
+        seed, scaled = self.derivative_seeding()
         taylor = self.derivatives == "taylor" and supports_taylor(self.model)
         names = (self.problem.input_names, self.problem.output_names)
         terms: dict[str, Tensor] = {}
@@ -110,42 +95,12 @@ class PINNModule(pl.LightningModule):
             else:
                 terms[name] = torch.mean(residual**2)
         if scaled:
-            counts: dict[int, Tensor] = {}
-            for derivatives in derivative_sets:
-                for order, count in derivatives.nonfinite.items():
-                    counts[order] = counts.get(order, 0) + count
-            plugin.report_derivatives({o: int(c) for o, c in counts.items()})  # one sync/step
+            self.report_nonfinite(derivative_sets)
         return terms
 
-    def total_loss(self, terms: Mapping[str, Tensor]) -> Tensor:
-        return sum((self.loss_weights[name] * value for name, value in terms.items()), start=0.0)
-
     # --------------------------------------------------------------- training
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        optimizer = self._current_optimizer()
-
-        def closure() -> Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            terms = self.loss_terms()
-            loss = self.total_loss(terms)
-            self.manual_backward(loss)
-            self.last_terms = {k: v.detach() for k, v in terms.items()}
-            self.last_terms["total"] = loss.detach()
-            return loss
-
-        optimizer.step(closure=closure)
-        scheduler = self.lr_schedulers()
-        if scheduler is not None and self._in_first_phase():
-            scheduler.step()
-        self.log("train/loss", self.last_terms["total"], prog_bar=True, batch_size=1)
-        for name, value in self.last_terms.items():
-            if name != "total":
-                self.log(f"train/loss_{name}", value, batch_size=1)
-        return self.last_terms["total"]
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+    def on_step_start(self) -> None:
         self._maybe_resample()
-        self._leave_low_precision_for_lbfgs()
 
     def _maybe_resample(self) -> None:
         """Fresh collocation points every `resample_every` steps (seeded by seed and step, so
@@ -159,81 +114,13 @@ class PINNModule(pl.LightningModule):
         self.conditions = self.problem.conditions(self.seed + 1_000_003 * step)
         self._points_key = None
 
-    def _leave_low_precision_for_lbfgs(self) -> None:
-        """Entering the L-BFGS phase: leave a low precision first (L-BFGS needs exact losses for
-        its line search, and a loss scaler cannot sit inside its closure)."""
-        plugin = self._precision_plugin()
-        if plugin is None or plugin.spec.name in ("fp32", "fp64"):
-            return
-        if not isinstance(self._current_optimizer().optimizer, torch.optim.LBFGS):
-            return
-        target = "fp64" if plugin.spec.param_dtype == torch.float64 else "fp32"
-        log.warning(
-            "step %d: L-BFGS phase starts; precision %s -> %s for it",
-            self.global_step,
-            plugin.spec.name,
-            target,
-        )
-        plugin.switch_to(target, self, self._all_optimizers(), self.global_step)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Stop a run that cannot make progress: steps skipped in a row, or a non-finite loss
-        from L-BFGS (which has no skip logic of its own)."""
-        plugin = self._precision_plugin()
-        too_many_skips = plugin is not None and plugin.consecutive_skips >= self.max_skips
-        lbfgs_blew_up = isinstance(
-            self._current_optimizer().optimizer, torch.optim.LBFGS
-        ) and not torch.isfinite(self.last_terms["total"])
-        if too_many_skips or lbfgs_blew_up:
-            self.diverged = True
-            self.trainer.should_stop = True
-            log.warning("step %d: training diverged; stopping", self.global_step)
-
-    def configure_optimizers(self) -> Any:
-        params = list(self.model.parameters())
-        optimizers = [
-            instantiate(self.optimizer_cfg[phase])(params)
-            for phase in ("adam", "lbfgs")
-            if self.optimizer_cfg.get(phase) is not None
-        ]
-        scheduler_cfg = self.optimizer_cfg.get("scheduler")
-        if scheduler_cfg is None or self.optimizer_cfg.get("adam") is None:
-            return optimizers
-        return optimizers, [instantiate(scheduler_cfg)(optimizers[0])]
-
-    def _in_first_phase(self) -> bool:
-        """Adam's phase (the only phase of adam-only or lbfgs-only configs)."""
-        cfg = self.optimizer_cfg
-        switch = cfg.get("switch_step")
-        two_phases = cfg.get("adam") is not None and cfg.get("lbfgs") is not None
-        return not two_phases or switch is None or self.global_step < int(switch)
-
-    def _all_optimizers(self) -> list[Any]:
-        optimizers = self.optimizers()
-        return optimizers if isinstance(optimizers, list) else [optimizers]
-
-    def _current_optimizer(self) -> Any:
-        optimizers = self._all_optimizers()
-        return optimizers[0] if self._in_first_phase() else optimizers[-1]
-
-    def _precision_plugin(self) -> SciMLPrecision | None:
-        if self._trainer is None:
-            return None
-        plugin = self._trainer.precision_plugin
-        return plugin if isinstance(plugin, SciMLPrecision) else None
-
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()
     def predict_grid(self) -> Tensor:
         """The network on the evaluation grid in the run's precision, returned as float64 CPU."""
         dtype = next(self.model.parameters()).dtype
         chunks = []
-        context = (
-            self.trainer.precision_plugin.forward_context()
-            if self._trainer is not None
-            else torch.autocast("cpu", enabled=False)
-        )
-        with context:
+        with self.forward_context():
             for chunk in self.grid.points.split(self.eval_chunk):
                 chunks.append(self.model(chunk.to(self.device, dtype)).double().cpu())
         return torch.cat(chunks)
@@ -244,17 +131,14 @@ class PINNModule(pl.LightningModule):
             for i, field in enumerate(self.problem.output_names)
         }
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        errors = self.field_errors(self.predict_grid())
-        for field, error in errors.items():
-            self.log(
-                f"val/l2_{field}",
-                error,
-                prog_bar=field == self.problem.output_names[0],
-                batch_size=1,
-            )
-        finite = [e for e in errors.values() if math.isfinite(e)]
-        self.log("val/l2", sum(finite) / len(finite) if finite else math.nan, batch_size=1)
+    def evaluation_errors(self) -> dict[str, float]:
+        return self.field_errors(self.predict_grid())
+
+    def evaluation_plots(self, out_dir: Path, title: str) -> list[Path]:
+        names = (self.problem.input_names, self.problem.output_names)
+        return plot_fields(
+            self.grid, self.predict_grid(), self.grid_reference, *names, out_dir, title
+        )
 
     # ---------------------------------------------------------------- helpers
     def _device_points(self) -> dict[str, Tensor]:

@@ -66,6 +66,10 @@ class Problem(ABC):
     def name(self) -> str:
         return type(self).__name__.lower()
 
+    def model_sizes(self) -> dict[str, int]:
+        """The sizes a pointwise network (an MLP) needs from the problem."""
+        return {"in_features": len(self.input_names), "out_features": len(self.output_names)}
+
     @abstractmethod
     def conditions(self, seed: int) -> dict[str, Condition]:
         """The conditions with their collocation points, drawn deterministically from `seed`."""

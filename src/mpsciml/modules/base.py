@@ -1,0 +1,192 @@
+"""What every mpsciml LightningModule shares: the training step, the optimiser phases, the
+precision hand-offs and the divergence stop.
+
+Optimisation is manual (`automatic_optimization = False`) because the usual SciML recipe is Adam
+followed by L-BFGS, and L-BFGS needs a closure that re-evaluates the loss several times per step;
+doing it by hand keeps one code path for both and lets the precision plugin scale the backward.
+
+A subclass says what the loss is (`loss_terms`) and how far the model is from the reference
+(`evaluation_errors`); PINNs and operator learning differ only there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import Tensor
+
+from mpsciml.diff import Derivatives
+from mpsciml.precision.plugin import SciMLPrecision
+
+log = logging.getLogger(__name__)
+
+
+class SciMLModule(pl.LightningModule):
+    """Manual-optimisation module: loss = sum of weighted terms, Adam and/or L-BFGS phases."""
+
+    #: the output field shown in the progress bar
+    output_names: tuple[str, ...]
+
+    def __init__(self, optimizer: DictConfig, max_consecutive_skips: int = 100) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.optimizer_cfg = optimizer
+        self.loss_weights: dict[str, float] = {}
+        self.last_terms: dict[str, Tensor] = {}
+        self.max_skips = max_consecutive_skips
+        self.diverged = False
+
+    # ----------------------------------------------------------- subclass API
+    @abstractmethod
+    def loss_terms(self) -> dict[str, Tensor]:
+        """The unweighted loss terms of one step, by name."""
+
+    @abstractmethod
+    def evaluation_errors(self) -> dict[str, float]:
+        """Relative L2 error per output field against the reference solution."""
+
+    @abstractmethod
+    def evaluation_plots(self, out_dir: Path, title: str) -> list[Path]:
+        """Pictures of prediction vs reference, written under out_dir."""
+
+    def on_step_start(self) -> None:
+        """Hook for per-step work that must happen before the loss (e.g. fresh points)."""
+
+    def total_loss(self, terms: Mapping[str, Tensor]) -> Tensor:
+        return sum((self.loss_weights.get(n, 1.0) * v for n, v in terms.items()), start=0.0)
+
+    # --------------------------------------------------------------- training
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        optimizer = self._current_optimizer()
+
+        def closure() -> Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            terms = self.loss_terms()
+            loss = self.total_loss(terms)
+            self.manual_backward(loss)
+            self.last_terms = {k: v.detach() for k, v in terms.items()}
+            self.last_terms["total"] = loss.detach()
+            return loss
+
+        optimizer.step(closure=closure)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self._in_first_phase():
+            scheduler.step()
+        self.log("train/loss", self.last_terms["total"], prog_bar=True, batch_size=1)
+        for name, value in self.last_terms.items():
+            if name != "total":
+                self.log(f"train/loss_{name}", value, batch_size=1)
+        return self.last_terms["total"]
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.on_step_start()
+        self._leave_low_precision_for_lbfgs()
+
+    def _leave_low_precision_for_lbfgs(self) -> None:
+        """Entering the L-BFGS phase: leave a low precision first (L-BFGS needs exact losses for
+        its line search, and a loss scaler cannot sit inside its closure)."""
+        plugin = self._precision_plugin()
+        if plugin is None or plugin.spec.name in ("fp32", "fp64"):
+            return
+        if not isinstance(self._current_optimizer().optimizer, torch.optim.LBFGS):
+            return
+        target = "fp64" if plugin.spec.param_dtype == torch.float64 else "fp32"
+        log.warning(
+            "step %d: L-BFGS phase starts; precision %s -> %s for it",
+            self.global_step,
+            plugin.spec.name,
+            target,
+        )
+        plugin.switch_to(target, self, self._all_optimizers(), self.global_step)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Stop a run that cannot make progress: steps skipped in a row, or a non-finite loss
+        from L-BFGS (which has no skip logic of its own)."""
+        plugin = self._precision_plugin()
+        too_many_skips = plugin is not None and plugin.consecutive_skips >= self.max_skips
+        lbfgs_blew_up = isinstance(
+            self._current_optimizer().optimizer, torch.optim.LBFGS
+        ) and not torch.isfinite(self.last_terms["total"])
+        if too_many_skips or lbfgs_blew_up:
+            self.diverged = True
+            self.trainer.should_stop = True
+            log.warning("step %d: training diverged; stopping", self.global_step)
+
+    def configure_optimizers(self) -> Any:
+        params = list(self.parameters())
+        optimizers = [
+            instantiate(self.optimizer_cfg[phase])(params)
+            for phase in ("adam", "lbfgs")
+            if self.optimizer_cfg.get(phase) is not None
+        ]
+        scheduler_cfg = self.optimizer_cfg.get("scheduler")
+        if scheduler_cfg is None or self.optimizer_cfg.get("adam") is None:
+            return optimizers
+        return optimizers, [instantiate(scheduler_cfg)(optimizers[0])]
+
+    def _in_first_phase(self) -> bool:
+        """Adam's phase (the only phase of adam-only or lbfgs-only configs)."""
+        cfg = self.optimizer_cfg
+        switch = cfg.get("switch_step")
+        two_phases = cfg.get("adam") is not None and cfg.get("lbfgs") is not None
+        return not two_phases or switch is None or self.global_step < int(switch)
+
+    def _all_optimizers(self) -> list[Any]:
+        optimizers = self.optimizers()
+        return optimizers if isinstance(optimizers, list) else [optimizers]
+
+    def _current_optimizer(self) -> Any:
+        optimizers = self._all_optimizers()
+        return optimizers[0] if self._in_first_phase() else optimizers[-1]
+
+    def _precision_plugin(self) -> SciMLPrecision | None:
+        if self._trainer is None:
+            return None
+        plugin = self._trainer.precision_plugin
+        return plugin if isinstance(plugin, SciMLPrecision) else None
+
+    def derivative_seeding(self) -> tuple[Any, bool]:
+        """(seed per derivative order or None, whether derivative health is tracked).
+
+        Under fp16 compute the input derivatives are seeded per order by the precision plugin's
+        derivative scaler, and their health is reported back to it (`report_nonfinite`), so the
+        plugin can skip a step whose derivatives overflowed instead of blaming (and shrinking)
+        the loss scale.
+        """
+        plugin = self._precision_plugin()
+        scaled = plugin is not None and plugin.derivative_scaler is not None
+        return (plugin.derivative_seed if scaled else None), scaled
+
+    def report_nonfinite(self, derivative_sets: list[Derivatives]) -> None:
+        """Sum the non-finite derivative counts per order and tell the plugin (one sync/step)."""
+        plugin = self._precision_plugin()
+        if plugin is None:
+            return
+        counts: dict[int, Tensor] = {}
+        for derivatives in derivative_sets:
+            for order, count in derivatives.nonfinite.items():
+                counts[order] = counts.get(order, 0) + count
+        plugin.report_derivatives({o: int(c) for o, c in counts.items()})
+
+    def forward_context(self) -> Any:
+        """The run's compute precision for inference (autocast for the mixed modes)."""
+        if self._trainer is not None:
+            return self.trainer.precision_plugin.forward_context()
+        return torch.autocast("cpu", enabled=False)
+
+    # ------------------------------------------------------------- validation
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        errors = self.evaluation_errors()
+        for field, error in errors.items():
+            self.log(f"val/l2_{field}", error, prog_bar=field == self.output_names[0], batch_size=1)
+        finite = [e for e in errors.values() if math.isfinite(e)]
+        self.log("val/l2", sum(finite) / len(finite) if finite else math.nan, batch_size=1)
