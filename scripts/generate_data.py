@@ -23,6 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from mpsciml.data import advection as adv
 from mpsciml.data import antiderivative as ad
 from mpsciml.data import diffusion_reaction as dr
 from mpsciml.data.cache import cache_path, cached, default_root
@@ -56,21 +57,32 @@ def _diffusion_reaction(label: str, **kwargs: Any) -> Dataset:
     )
 
 
+def _advection(label: str, **kwargs: Any) -> Dataset:
+    return Dataset(
+        label, adv.NAME, adv.advection_params(**kwargs), lambda: adv.make_advection_data(**kwargs)
+    )
+
+
+TEST_SEED = 1_000_000  # the problems' test functions: data_seed + TEST_SEED
+
+
 def default_datasets() -> list[Dataset]:
-    """The datasets the DeepONet problems use by default; train and test seeds differ, so the
-    test functions are independent draws from the same GRF."""
+    """The datasets the DeepONet problem recipes (conf/problem/) load with their defaults; train
+    and test seeds differ, so the test functions are independent draws from the same GRF."""
     return [
-        _antiderivative("antiderivative train, aligned", n_functions=1000, n_points=100, seed=0),
+        _antiderivative("antiderivative train", n_functions=1000, n_points=100, seed=0),
         _antiderivative(
             "antiderivative train, unaligned",
             n_functions=1000,
-            n_points=10,
+            n_points=100,
             layout="unaligned",
             seed=0,
         ),
-        _antiderivative("antiderivative test, aligned", n_functions=1000, n_points=100, seed=1),
+        _antiderivative("antiderivative test", n_functions=1000, n_points=100, seed=TEST_SEED),
+        _advection("advection train", n_functions=1000, seed=0),
+        _advection("advection test", n_functions=200, seed=TEST_SEED),
         _diffusion_reaction("diffusion-reaction train", n_functions=1000, seed=0),
-        _diffusion_reaction("diffusion-reaction test", n_functions=100, seed=1),
+        _diffusion_reaction("diffusion-reaction test", n_functions=100, seed=TEST_SEED),
     ]
 
 

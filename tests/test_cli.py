@@ -28,7 +28,10 @@ def test_help_lists_groups_and_options(tmp_path):
     result = train_py("--help", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "precision: bf16, bf16_mixed, fp16, fp32, fp64, mixed" in result.stdout
-    assert "problem: burgers, navier_stokes" in result.stdout
+    assert (
+        "problem: advection, antiderivative, burgers, diffusion_reaction, navier_stokes"
+        in result.stdout
+    )
     assert "optimizer: adam, adam_lbfgs, lbfgs" in result.stdout
 
 

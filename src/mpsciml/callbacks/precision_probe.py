@@ -46,7 +46,10 @@ class PrecisionProbe(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        self.scaler_used |= getattr(trainer.precision_plugin, "loss_scale", None) is not None
+        # whether a scaler is on, not its scale: reading the scale is a host sync every step
+        plugin = trainer.precision_plugin
+        scalers = (getattr(plugin, "grad_scaler", None), getattr(plugin, "fp16_scaler", None))
+        self.scaler_used |= any(scaler is not None for scaler in scalers)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._handle is not None:

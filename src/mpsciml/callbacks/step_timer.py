@@ -42,7 +42,8 @@ class StepTimer(pl.Callback):
     ) -> None:
         seconds = self._now(pl_module) - self._start
         self.step_seconds.append(seconds)
-        pl_module.log("perf/step_ms", 1000 * seconds, batch_size=1)
+        if trainer._logger_connector.should_update_logs:  # an unwritten self.log costs ~0.3 ms
+            pl_module.log("perf/step_ms", 1000 * seconds, batch_size=1)
 
     def median_ms(self) -> float | None:
         steady = self.step_seconds[self.warmup :] or self.step_seconds

@@ -258,6 +258,20 @@ class DeepONet(nn.Module):
         shape = (b.shape[0], self.out_features, self.latent)
         return self._add_bias(torch.einsum("bok,bok->bo", b.expand(shape), t.expand(shape)))
 
+    def forward_indexed(self, branch_input: Tensor, trunk_input: Tensor, index: Tensor) -> Tensor:
+        """Pointwise form with one branch pass per function: (N, m), (B, d), (B,) -> (B, out).
+
+        Row i pairs function index[i] with point trunk_input[i], as `forward(branch_input[index],
+        trunk_input)` would, but without running the branch net once per point: the form for
+        many scattered points per function (unaligned data, physics-informed collocation).
+        """
+        if self.pod is not None:
+            raise ValueError("a POD-DeepONet has a basis only on its training grid")
+        b = self._coefficients(branch_input)[index]
+        t = self._basis(trunk_input)
+        shape = (t.shape[0], self.out_features, self.latent)
+        return self._add_bias(torch.einsum("bok,bok->bo", b.expand(shape), t.expand(shape)))
+
     def forward_aligned(self, branch_input: Tensor, trunk_input: Tensor | None = None) -> Tensor:
         """Cartesian-product (aligned) form: (N, m), (P, d) -> (N, P, out).
 

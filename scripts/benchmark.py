@@ -1,0 +1,346 @@
+"""Time and memory of a training step in several precisions, side by side, in one process.
+
+    python scripts/benchmark.py                                  # burgers + navier_stokes
+    python scripts/benchmark.py problem=navier_stokes --precisions fp32 mixed
+    python scripts/benchmark.py problem=navier_stokes --sizes points=1000,4000,16000 width=32,128
+
+Hydra overrides (`problem=`, `model.hidden=[64,64]`, `derivatives=autograd`, ...) compose the run
+exactly as `train.py` would, with these benchmark settings: Adam only (`optimizer=adam`: the
+recipes' L-BFGS phase always runs in fp32), and no logger, checkpoints, validation or progress
+bar (they are not the training step); an override on the command line wins over them.
+`--sizes points=` sets `problem.n_domain`; `width=` sets every hidden layer's width, keeping the
+depth.
+
+How it measures, and why:
+- Every row is a real `trainer.fit` of the module `mpsciml.train.build` makes (our precision
+  plugin, callbacks, `self.log`), plus a reference row `bare_fp32`: the same step in plain
+  PyTorch (same model, points, residuals and derivative mode, Adam, fp32). Lightning fp32 over
+  bare fp32 is the framework's overhead.
+- Rows run interleaved: each fit lives in a thread and waits at a step boundary for a baton that
+  passes to the next row every `--turn` steps (round order alternating), so a burst of load on a
+  shared machine hits every row alike. Driving `training_step` by hand would leave out the loop,
+  hooks and logging that `python train.py` pays for; fitting in chunks would reset Adam.
+  A step's time is the wall time between two batch starts of its row (one whole loop cycle),
+  after `torch.cuda.synchronize()` on CUDA; the table gives median and IQR after `--warmup`.
+- Memory, from two extra steps per row taken alone: the peak RSS of that step (Linux resets the
+  high-water mark through /proc/self/clear_refs; all rows' modules are resident), the CUDA
+  allocator's peak (reset first), and the bytes autograd saved for backward (each storage once,
+  `saved_tensors_hooks`): the activation memory mixed precision is meant to halve.
+- Threads: `--threads` (default: OMP_NUM_THREADS, else torch's default) for every row alike.
+
+Writes `--out` (default outputs/benchmark/<problem>.json; with several problems a folder), and
+with `--sizes` over several point counts `<problem>_sizes.png`. A bad option stops with one line
+and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, open_dict
+
+from mpsciml.config import ConfigError, register_resolvers
+from mpsciml.precision.registry import PRECISIONS
+
+# Lightning, the training code and the measuring parts are imported when a run starts, so a typo
+# on the command line is answered in half the time.
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PROBLEMS = ["burgers", "navier_stokes"]
+DEFAULT_PRECISIONS = ["fp32", "mixed", "bf16_mixed"]
+# (timed steps, warm-up steps, steps per turn) per row, sized so the default benchmark ends
+# within 5 min on 2 shared CPU cores, where an fp16/bf16 step costs 5-10 fp32 steps (no fp16/bf16
+# units); short turns for slow steps, so every row still gets many turns.
+DEFAULT_SCHEDULE = {"burgers": (120, 5, 10), "navier_stokes": (20, 3, 2)}
+FALLBACK_SCHEDULE = (30, 3, 5)
+BENCHMARK_OVERRIDES = [
+    "optimizer=adam",
+    "logger=none",
+    "~callbacks",
+    "+trainer.limit_val_batches=0",
+    "trainer.enable_progress_bar=false",
+]
+SIZE_KEYS = ("points", "width")
+
+
+class UsageError(Exception):
+    """A bad option; its message is the one line the user sees."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--precisions", nargs="+", default=DEFAULT_PRECISIONS, metavar="NAME")
+    parser.add_argument("--sizes", nargs="+", default=[], metavar="KEY=N,N")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps per row, after the warm-up"
+    )
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (per row)")
+    parser.add_argument("--turn", type=int, default=None, help="steps per turn of a row")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--bare", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for train.py")
+    args = parser.parse_intermixed_args(argv)
+    unknown = [p for p in args.precisions if p not in PRECISIONS]
+    if unknown:
+        raise UsageError(
+            f"--precisions {unknown[0]!r} is unknown; allowed: {', '.join(PRECISIONS)}"
+        )
+    for key in ("steps", "turn", "threads"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            raise UsageError(f"--{key}={value} is invalid: must be an integer >= 1")
+    if args.warmup is not None and args.warmup < 0:
+        raise UsageError(f"--warmup={args.warmup} is invalid: must be an integer >= 0")
+    args.sizes = parse_sizes(args.sizes)
+    if "fp32" not in args.precisions:
+        args.precisions = ["fp32", *args.precisions]  # every ratio is taken against fp32
+    return args
+
+
+def parse_sizes(items: list[str]) -> dict[str, list[int]]:
+    """`points=1000,4000 width=32` -> {'points': [1000, 4000], 'width': [32]}."""
+    sizes: dict[str, list[int]] = {}
+    for item in items:
+        key, _, values = item.partition("=")
+        if key not in SIZE_KEYS:
+            raise UsageError(f"--sizes {key!r} is unknown; allowed: {', '.join(SIZE_KEYS)}")
+        try:
+            numbers = [int(v) for v in values.split(",")]
+        except ValueError:
+            numbers = []
+        if not numbers or min(numbers) < 1:
+            raise UsageError(f"--sizes {key}={values!r} is invalid: comma-separated integers >= 1")
+        sizes[key] = numbers
+    return sizes
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config `python train.py <overrides>` would compose, with its output in `output_dir`."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+    except MissingConfigException as exc:
+        group = (exc.missing_cfg_file or "").split("/")[0]
+        choice = next((o for o in overrides if o.split("=")[0].lstrip("+~") == group), group)
+        allowed = ", ".join(exc.options or [])
+        raise UsageError(f"{choice} is not an option; allowed: {allowed}") from None
+    except HydraException as exc:
+        raise UsageError(str(exc).strip().splitlines()[0]) from None
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def case_overrides(base: DictConfig, points: int | None, width: int | None) -> list[str]:
+    extra = [] if points is None else [f"problem.n_domain={points}"]
+    if points is not None and "n_domain" not in base.problem:
+        raise UsageError("--sizes points= sets problem.n_domain, which this problem does not have")
+    if width is not None and not base.model.get("hidden"):
+        raise UsageError("--sizes width= sets model.hidden, which this model does not have")
+    if width is not None:
+        extra.append(f"model.hidden=[{','.join([str(width)] * len(base.model.hidden))}]")
+    return extra
+
+
+def run_case(
+    overrides: list[str], args: argparse.Namespace, steps: int, work: Path, label: str
+) -> dict[str, Any]:
+    """Every precision (and the bare loop) on one problem size, interleaved."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from mpsciml.benchmark.report import add_ratios, framework_overhead, runner_row
+    from mpsciml.benchmark.runner import (
+        EXTRA_STEPS,
+        bare_runner,
+        device_of,
+        lightning_runner,
+        run_interleaved,
+    )
+
+    timed, runners = args.warmup + steps, []
+    for precision in args.precisions:
+        cfg = compose_config(
+            [*overrides, f"precision={precision}", f"trainer.max_steps={timed + EXTRA_STEPS}"],
+            work / precision,
+        )
+        runners.append(lightning_runner(cfg, timed, args.turn))
+    device = device_of(cfg)
+    module = runners[args.precisions.index("fp32")].facts["module"]
+    if args.bare and hasattr(module, "conditions"):  # a PINN; before it trains: same weights
+        runners.append(bare_runner(module, device, timed, args.turn))
+    started = time.perf_counter()
+    columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress("{task.description}", *columns, transient=True) as progress:
+        task = progress.add_task(label, total=sum(r.total_steps for r in runners))
+        run_interleaved(runners, lambda done: progress.update(task, completed=done))
+    case_rows = add_ratios([runner_row(r, args.warmup) for r in runners])
+    hidden = [int(w) for w in cfg.model.get("hidden") or []]
+    conditions = getattr(module, "conditions", {})
+    return {
+        "points": cfg.problem.get("n_domain"),
+        "width": max(hidden, default=None),
+        "hidden": hidden,
+        "points_all_conditions": sum(len(c.points) for c in conditions.values()) or None,
+        "derivatives": getattr(module, "derivatives", None),
+        "device": device,
+        "overrides": overrides,
+        "seconds": round(time.perf_counter() - started, 1),
+        "framework_overhead": framework_overhead(case_rows),
+        "rows": case_rows,
+        "failures": {r.name: r.facts.get("traceback") for r in runners if r.error},
+    }
+
+
+def split_problems(overrides: list[str]) -> list[tuple[str, list[str]]]:
+    """(problem, overrides) per problem to run: the one named by `problem=`, else the defaults."""
+    named = [o.split("=", 1)[1] for o in overrides if o.startswith("problem=")]
+    rest = [o for o in overrides if not o.startswith("problem=")]
+    return [(name, [f"problem={name}", *rest]) for name in (named[-1:] or DEFAULT_PROBLEMS)]
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def benchmark_problem(
+    problem: str, overrides: list[str], args: argparse.Namespace, out: Path
+) -> dict[str, Any]:
+    from mpsciml.benchmark.report import plot_sizes, write_json
+
+    steps, warmup, turn = DEFAULT_SCHEDULE.get(problem, FALLBACK_SCHEDULE)
+    args = argparse.Namespace(**vars(args))  # this problem's schedule, the user's choices first
+    steps = args.steps = args.steps or steps
+    args.warmup = warmup if args.warmup is None else args.warmup
+    args.turn = args.turn or turn
+    overrides = [*BENCHMARK_OVERRIDES, *overrides]
+    with tempfile.TemporaryDirectory(prefix="mpsciml-benchmark-") as tmp:
+        base = compose_config(overrides, Path(tmp))
+        points = args.sizes.get("points", [None])
+        widths = args.sizes.get("width", [None])
+        cases = []
+        for n, width in itertools.product(points, widths):
+            case = [*overrides, *case_overrides(base, n, width)]
+            label = (
+                f"{problem} points={n or base.problem.get('n_domain')} width={width or 'recipe'}"
+            )
+            cases.append(run_case(case, args, steps, Path(tmp) / f"case{len(cases)}", label))
+            print_case(problem, cases[-1], steps, args.warmup)
+    record = {
+        "problem": problem,
+        "command": " ".join(["python", "scripts/benchmark.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "settings": {
+            "precisions": args.precisions,
+            "steps": steps,
+            "warmup": args.warmup,
+            "turn": args.turn,
+            "bare": args.bare,
+            "overrides": overrides,
+        },
+        "cases": cases,
+    }
+    path = write_json(out if out.suffix == ".json" else out / f"{problem}.json", record)
+    plot = plot_sizes(cases, path.with_name(f"{path.stem}_sizes.png"), plot_title(record))
+    print(f"written: {path}" + (f", {plot}" if plot else ""))
+    return record
+
+
+def plot_title(record: dict[str, Any]) -> str:
+    m = record["machine"]
+    where = f"{m['cuda'] or m['cpu']}, {m['threads']} thread(s)"
+    return f"{record['problem']}: step time and saved activations | {where}"
+
+
+def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> None:
+    from mpsciml.benchmark.report import markdown_table
+
+    overhead = case["framework_overhead"]
+    print(
+        f"\n{problem} | {case['points']} domain points ({case['points_all_conditions']} in all) "
+        f"| hidden {case['hidden']} | derivatives={case['derivatives']} | {case['device']} "
+        f"| {torch.get_num_threads()} thread(s) | {steps} timed steps "
+        f"(after {warmup} warm-up) per row | {case['seconds']:.0f} s\n"
+    )
+    print(markdown_table(case["rows"]))
+    if overhead is not None:
+        print(
+            f"\nframework overhead, Lightning fp32 / bare PyTorch fp32: "
+            f"{overhead['of_medians']:.3f}x (medians), {overhead['paired']:.3f}x (paired by turn)"
+        )
+    for name, failure in case["failures"].items():
+        print(f"\n{name} failed:\n{failure}", file=sys.stderr)
+
+
+def quiet() -> None:
+    """Lightning's per-fit banners and dataloader hints would bury the table."""
+    import pytorch_lightning  # noqa: F401 - its import sets its loggers to INFO; quiet them after
+
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers).*")
+    for message in ("log_every_n_steps", "no `val_dataloader`", "treespec"):
+        warnings.filterwarnings("ignore", message=f".*{message}.*")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        register_resolvers()
+        quiet()
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        threads = args.threads or (int(omp) if omp.isdigit() and int(omp) > 0 else None)
+        if threads:
+            torch.set_num_threads(threads)
+        problems = split_problems(args.overrides)
+        out = args.out
+        if out is None:
+            out = ROOT / "outputs" / "benchmark"
+        elif out.suffix == ".json" and len(problems) > 1:
+            raise UsageError(
+                f"--out {out} is one file; with {len(problems)} problems give a folder"
+            )
+        records = [benchmark_problem(p, o, args, out) for p, o in problems]
+    except (UsageError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = [r["name"] for rec in records for c in rec["cases"] for r in c["rows"] if r["error"]]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

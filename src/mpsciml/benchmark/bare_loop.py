@@ -1,0 +1,92 @@
+"""The reference row: the same PINN step in plain PyTorch, no Lightning and no precision plugin.
+
+What stays the same as `PINNModule`'s Adam step, so the difference is framework overhead only:
+the network (a copy with the same initial weights), the collocation points (cast once to fp32),
+each condition's residual evaluated through the same derivative engine (`Derivatives` for
+`derivatives=autograd`, `TaylorDerivatives` with the same carried derivatives for `taylor`), the
+weighted sum of mean squared residuals in the same order, `backward()` and Adam with the same
+settings. What is left out is exactly what the framework adds: Lightning's loop, hooks and
+logging, the plugin's closure handling, skip-on-non-finite checks and diagnostics.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from mpsciml.diff import Derivatives
+from mpsciml.problems.base import Condition
+from mpsciml.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
+
+
+class BareLoop:
+    """``loop.step()`` does one fp32 training step and returns its loss (before the update)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        conditions: Mapping[str, Condition],
+        names: tuple[tuple[str, ...], tuple[str, ...]],
+        weights: Mapping[str, float],
+        optimizer: Callable[[Iterable[Tensor]], Optimizer],
+        derivatives: str = "autograd",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.model = copy.deepcopy(model).to(device, torch.float32)
+        self.conditions = dict(conditions)
+        self.names = names
+        self.weights = dict(weights)
+        self.points = {n: c.points.to(device, torch.float32) for n, c in self.conditions.items()}
+        self.taylor = derivatives == "taylor" and supports_taylor(self.model)
+        self.carry = {
+            n: probe_derivatives(c.residual, self.model, c.points, *names)
+            for n, c in self.conditions.items()
+            if self.taylor
+        }
+        self.optimizer = optimizer(self.model.parameters())
+
+    @classmethod
+    def like(cls, module: nn.Module, device: str | torch.device = "cpu") -> BareLoop:
+        """The bare equivalent of a freshly built `PINNModule` (call before it trains)."""
+        from hydra.utils import instantiate
+
+        problem = module.problem
+        return cls(
+            module.model,
+            module.conditions,
+            (tuple(problem.input_names), tuple(problem.output_names)),
+            module.loss_weights,
+            instantiate(module.optimizer_cfg.adam),
+            derivatives=module.derivatives,
+            device=device,
+        )
+
+    def loss(self) -> Tensor:
+        loss: Tensor | float = 0.0
+        for name, condition in self.conditions.items():
+            inputs = self.points[name].detach().requires_grad_(True)
+            if self.taylor:
+                d: Derivatives = TaylorDerivatives(
+                    self.model, inputs, *self.names, carry=self.carry[name]
+                )
+            else:
+                d = Derivatives(inputs, self.model(inputs), *self.names)
+            residual = condition.residual(d)
+            if isinstance(residual, Mapping):
+                for equation, value in residual.items():
+                    loss = loss + self.weights[f"{name}_{equation}"] * torch.mean(value**2)
+            else:
+                loss = loss + self.weights[name] * torch.mean(residual**2)
+        assert isinstance(loss, Tensor)
+        return loss
+
+    def step(self) -> Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss()
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()

@@ -1,0 +1,154 @@
+"""Results of a benchmark: rows with ratios to fp32, a printed table, JSON and the sizes plot.
+
+A row is a plain dict (one runner: one precision, or the bare loop); ratios are taken against the
+Lightning fp32 row of the same case, since fp32 is the baseline every precision is judged by.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mpsciml.benchmark.timing import paired_ratio, summarize
+
+if TYPE_CHECKING:
+    from mpsciml.benchmark.runner import Runner
+
+REFERENCE = "fp32"
+RATIO_KEYS = {  # ratio name -> the row key it divides
+    "time_vs_fp32": "median_ms",
+    "saved_vs_fp32": "saved_bytes",
+    "rss_peak_vs_fp32": "rss_peak_mb",
+    "cuda_vs_fp32": "cuda_max_allocated_mb",
+}
+
+
+def runner_row(runner: Runner, warmup: int) -> dict[str, Any]:
+    """What one runner measured, JSON-ready (the module and traceback stay out)."""
+    row: dict[str, Any] = {"name": runner.name, "kind": runner.kind, "error": runner.error}
+    if runner.error is None and len(runner.clock.samples) <= warmup:  # e.g. stopped as diverged
+        row["error"] = f"stopped after {runner.clock.ticks} steps, before any timed step"
+    if row["error"] is None:
+        row.update(summarize(runner.clock.samples, warmup))
+        row["turn"], row["warmup"] = runner.clock.turn, warmup
+        row["samples_ms"] = [round(1e3 * s, 4) for s in runner.clock.samples]
+    row.update(
+        {
+            "saved_bytes": runner.saved_bytes,
+            "saved_by_dtype": runner.saved_by_dtype,
+            **runner.memory,
+            "first_loss": runner.losses[0] if runner.losses else None,
+            "last_loss": runner.losses[-1] if runner.losses else None,
+        }
+    )
+    row.update({k: v for k, v in runner.facts.items() if k not in ("module", "traceback")})
+    return row
+
+
+def add_ratios(rows: list[dict[str, Any]], reference: str = REFERENCE) -> list[dict[str, Any]]:
+    """Each row's time, saved bytes and memory peaks divided by the reference row's (in place)."""
+    base = next((r for r in rows if r["name"] == reference and r["kind"] == "lightning"), None)
+    for row in rows:
+        for ratio, key in RATIO_KEYS.items():
+            mine, theirs = row.get(key), None if base is None else base.get(key)
+            row[ratio] = mine / theirs if mine is not None and theirs else None
+    return rows
+
+
+def framework_overhead(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """Lightning fp32 step / bare PyTorch fp32 step: the ratio of the medians, and the median
+    of the per-turn ratios (`paired_ratio`, robust to load drifting during the run)."""
+    ours = next((r for r in rows if r["name"] == REFERENCE and r["kind"] == "lightning"), None)
+    bare = next((r for r in rows if r["kind"] == "bare"), None)
+    if ours is None or bare is None or not ours.get("median_ms") or not bare.get("median_ms"):
+        return None
+    a, b = ([s / 1e3 for s in row["samples_ms"]] for row in (ours, bare))
+    return {
+        "of_medians": ours["median_ms"] / bare["median_ms"],
+        "paired": paired_ratio(a, b, ours["turn"], ours["warmup"]),
+    }
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """One line per runner: time (median, IQR), saved bytes, memory peaks, each x fp32."""
+    lines = [
+        "| runner | ms/step (median) | IQR ms | time x fp32 | saved for backward MiB "
+        "| saved x fp32 | peak RSS MiB | CUDA peak MiB | loss (step 0) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['name']} | failed: {r['error']} |||||||")
+            continue
+        saved = None if r.get("saved_bytes") is None else r["saved_bytes"] / 2**20
+        lines.append(
+            f"| {r['name']} | {_fmt(r.get('median_ms'), '.1f')} | {_fmt(r.get('iqr_ms'), '.1f')} "
+            f"| {_fmt(r.get('time_vs_fp32'), '.2f')} | {_fmt(saved, '.2f')} "
+            f"| {_fmt(r.get('saved_vs_fp32'), '.2f')} | {_fmt(r.get('rss_peak_mb'), '.0f')} "
+            f"| {_fmt(r.get('cuda_max_allocated_mb'), '.1f')} "
+            f"| {_fmt(r.get('first_loss'), '.6g')} |"
+        )
+    return "\n".join(lines)
+
+
+def write_json(path: Path, record: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
+
+
+def plot_sizes(cases: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
+    """Time/step and saved bytes against collocation points: a line per runner (and width)."""
+    if len({c["points"] for c in cases}) < 2:
+        return None  # one point per line says nothing a table does not
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_time, ax_saved) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    widths = sorted({c["width"] for c in cases})
+    styles = ["-", "--", ":", "-."]
+    names = list(dict.fromkeys(r["name"] for c in cases for r in c["rows"]))
+    by_points = sorted(cases, key=lambda c: c["points"])
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, name in enumerate(names):
+        for w, width in enumerate(widths):
+            points, times, saved = [], [], []
+            for case in (c for c in by_points if c["width"] == width):
+                row = next((r for r in case["rows"] if r["name"] == name), None)
+                if row is None or row.get("error") or row.get("median_ms") is None:
+                    continue
+                points.append(case["points"])
+                times.append(row["median_ms"])
+                saved.append(None if row["saved_bytes"] is None else row["saved_bytes"] / 2**20)
+            if not points:
+                continue
+            style = {
+                "color": colours[n % len(colours)],
+                "linestyle": styles[w % len(styles)],
+                "marker": "x" if name.startswith("bare") else "o",  # bare fp32 saves what fp32 does
+            }
+            label = name if len(widths) == 1 else f"{name}, width {width}"
+            ax_time.plot(points, times, label=label, **style)
+            if all(s is not None for s in saved):
+                ax_saved.plot(points, saved, label=label, **style)
+    ax_time.set(xlabel="collocation points (domain)", ylabel="time per step [ms] (median)")
+    ax_saved.set(xlabel="collocation points (domain)", ylabel="saved for backward [MiB]")
+    for ax, subtitle in ((ax_time, "time per training step"), (ax_saved, "activation memory")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(subtitle)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,165 @@
+"""Runners: one training loop per row of the benchmark, each in its own thread under a `Baton`.
+
+A Lightning runner is the run `python train.py` makes: `mpsciml.train.build(cfg)` gives module
+and trainer (our precision plugin, the precision probe, step timer and diagnostics monitor), and
+`trainer.fit` runs unchanged; a callback placed first ticks the runner's `StepClock` at the start
+of every batch. Driving `training_step` by hand would skip Lightning's loop, hooks and logging,
+which are part of what a training step costs; `trainer.fit` in chunks would reset the optimizer.
+Threads do neither: each fit simply waits at a step boundary until its turn comes back.
+
+After its timed steps every runner does two more steps while still holding the baton: one with
+the memory peaks reset and read around it, one under a `SavedTensorMeter` (kept apart because the
+meter holds storages alive and would raise the peak).
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from mpsciml.benchmark.bare_loop import BareLoop
+from mpsciml.benchmark.memory import PeakMemory
+from mpsciml.benchmark.saved_bytes import SavedTensorMeter
+from mpsciml.benchmark.timing import Baton, StepClock
+from mpsciml.precision.registry import resolve_device
+from mpsciml.train import build, module_dataloaders
+
+EXTRA_STEPS = 2  # the memory step and the saved-bytes step after the timed ones
+
+
+@dataclass
+class Runner:
+    """One row: its clock, its thread body, and what its measurement steps found."""
+
+    name: str
+    kind: str  # "lightning" | "bare"
+    clock: StepClock
+    body: Callable[[], None] = lambda: None
+    memory: dict[str, Any] = field(default_factory=dict)
+    saved_bytes: int | None = None
+    saved_by_dtype: dict[str, int] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+    error: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    _peak: PeakMemory = field(default_factory=PeakMemory)
+    _meter: SavedTensorMeter | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.clock.steps + EXTRA_STEPS
+
+    def step_started(self) -> None:
+        step = self.clock.ticks
+        self.clock.tick()
+        if step == self.clock.steps:
+            self._peak.start()
+        elif step == self.clock.steps + 1:
+            self._meter = SavedTensorMeter().__enter__()
+
+    def step_ended(self) -> None:
+        step = self.clock.ticks - 1
+        if step == self.clock.steps:
+            self.memory = self._peak.stop()
+        elif step == self.clock.steps + 1:
+            self._close_meter()
+
+    def _close_meter(self) -> None:
+        if self._meter is not None:
+            self._meter.__exit__(None, None, None)
+            self.saved_bytes = self._meter.total_bytes
+            self.saved_by_dtype = dict(self._meter.bytes_by_dtype)
+            self._meter = None
+
+    def run(self) -> None:
+        """The thread body: run, record a failure as one line, always leave the rotation."""
+        try:
+            self.body()
+        except Exception as exc:  # a failing row must not hang the others
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.facts["traceback"] = traceback.format_exc()
+        finally:
+            if self._meter is not None:
+                self._meter.__exit__(None, None, None)
+                self._meter = None
+            self.clock.finish()
+
+
+class _Ticker(pl.Callback):
+    """First callback of the trainer: ticks the runner's clock at every batch start."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.runner.step_started()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
+        self.runner.step_ended()
+        step = self.runner.clock.ticks - 1
+        if step == 0 or step >= self.runner.clock.steps:  # no host sync inside the timed steps
+            self.runner.losses.append(float(pl_module.last_terms["total"]))
+
+
+def lightning_runner(cfg: DictConfig, steps: int, turn: int) -> Runner:
+    """A runner for `cfg` (its `trainer.max_steps` must be `steps + EXTRA_STEPS`)."""
+    module, trainer, _ = build(cfg)
+    runner = Runner(cfg.precision.name, "lightning", StepClock(None, 0, steps, turn))
+    trainer.callbacks.insert(0, _Ticker(runner))
+    train_loader, _ = module_dataloaders(runner.total_steps)
+
+    def body() -> None:
+        trainer.fit(module, train_dataloaders=train_loader)
+        plugin = trainer.precision_plugin
+        runner.facts.update(
+            {
+                "steps_run": trainer.global_step,
+                "skipped_steps": getattr(plugin, "skipped_steps", None),
+                "param_dtype": str(next(module.parameters()).dtype).removeprefix("torch."),
+            }
+        )
+
+    runner.body = body
+    runner.facts["module"] = module  # for the bare loop and tests; dropped from the JSON
+    return runner
+
+
+def bare_runner(module: Any, device: str, steps: int, turn: int) -> Runner:
+    """The plain-PyTorch fp32 row, built from a Lightning row's module before it trains."""
+    loop = BareLoop.like(module, device)
+    runner = Runner("bare_fp32", "bare", StepClock(None, 0, steps, turn))
+
+    def body() -> None:
+        for step in range(runner.total_steps):
+            runner.step_started()
+            loss = loop.step()
+            runner.step_ended()
+            if step == 0 or step >= steps:  # no host sync inside the timed steps
+                runner.losses.append(float(loss))
+
+    runner.body = body
+    return runner
+
+
+def run_interleaved(runners: list[Runner], progress: Callable[[int], None] | None = None) -> None:
+    """Pass one baton among the runners, start their threads and wait for all;
+    `progress(steps_done)` is called ~5 times a second."""
+    baton = Baton(len(runners))
+    for index, runner in enumerate(runners):
+        runner.clock.baton, runner.clock.index = baton, index
+    threads = [threading.Thread(target=r.run, name=r.name, daemon=True) for r in runners]
+    for thread in threads:
+        thread.start()
+    while alive := [t for t in threads if t.is_alive()]:
+        alive[0].join(0.2)
+        if progress is not None:
+            progress(sum(min(r.clock.ticks, r.total_steps) for r in runners))
+
+
+def device_of(cfg: DictConfig) -> str:
+    return resolve_device(cfg.trainer.accelerator)

@@ -1,0 +1,224 @@
+"""The side-by-side benchmark: its measuring parts on known cases, and the CLI end to end (tiny).
+
+No assertion here is about time: a shared machine makes every timing a noisy number, so the
+tests check what is exact (bytes, orders, ratios of given numbers, losses) and that the CLI runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from mpsciml.benchmark.bare_loop import BareLoop
+from mpsciml.benchmark.report import add_ratios, framework_overhead, markdown_table, write_json
+from mpsciml.benchmark.saved_bytes import SavedTensorMeter
+from mpsciml.benchmark.timing import Baton, StepClock, paired_ratio, summarize
+from mpsciml.train import build, module_dataloaders
+
+ROOT = Path(__file__).resolve().parents[1]
+N, D, H = 64, 8, 16  # points, inputs, hidden width of the known graph
+
+
+def known_graph() -> torch.Tensor:
+    """y = tanh(x @ W).sum(): mm saves x and W, tanh saves its output, sum saves nothing."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(N, D, generator=generator, requires_grad=True)
+    weight = torch.randn(D, H, generator=generator, requires_grad=True)
+    return (x @ weight).tanh().sum()
+
+
+def test_saved_bytes_of_a_known_graph_is_exact():
+    with SavedTensorMeter() as meter:
+        known_graph()
+    assert meter.total_bytes == 4 * (N * D + D * H + N * H)
+    assert meter.bytes_by_dtype == {"float32": 4 * (N * D + D * H + N * H)}
+
+
+def test_fp16_autocast_saves_half_the_bytes_of_fp32():
+    with SavedTensorMeter() as fp32:
+        known_graph()
+    with torch.autocast("cpu", dtype=torch.float16), SavedTensorMeter() as fp16:
+        known_graph()
+    assert fp16.bytes_by_dtype == {"float16": 2 * (N * D + D * H + N * H)}
+    assert fp16.total_bytes * 2 == fp32.total_bytes
+
+
+def test_a_storage_saved_twice_is_counted_once():
+    x = torch.randn(N, D, requires_grad=True)
+    with SavedTensorMeter() as meter:
+        (x * x).sum()  # mul saves both operands: the same storage
+    assert meter.saved_tensors == 2
+    assert meter.total_bytes == 4 * N * D
+
+
+def test_summarize_gives_median_and_quartiles_after_warmup():
+    samples = [9.0, 9.0, 0.001, 0.002, 0.003, 0.004, 0.005]  # seconds; two warm-up steps
+    stats = summarize(samples, warmup=2)
+    assert stats["steps"] == 5
+    assert stats["median_ms"] == pytest.approx(3.0)
+    assert (stats["q1_ms"], stats["q3_ms"]) == (pytest.approx(2.0), pytest.approx(4.0))
+    assert stats["iqr_ms"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="warm-up"):
+        summarize(samples[:2], warmup=2)
+
+
+def test_paired_ratio_cancels_a_load_change_between_turns():
+    # B takes 10 then 30 ms (load tripled); A is always 1.1x B in the same turn.
+    b = [0.010] * 4 + [0.030] * 4
+    a = [1.1 * s for s in b]
+    assert paired_ratio(a, b, turn=4, warmup=0) == pytest.approx(1.1)
+
+
+def test_baton_interleaves_turns_and_alternates_the_round_order():
+    baton, turns, lock = Baton(3), [], threading.Lock()
+    clocks = [StepClock(baton, i, steps=4, turn=2, sync=lambda: None) for i in range(3)]
+
+    def run(clock: StepClock) -> None:
+        try:
+            for step in range(clock.steps + 1):
+                clock.tick()
+                if step < clock.steps and step % clock.turn == 0:
+                    with lock:
+                        turns.append(clock.index)
+        finally:
+            clock.finish()
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in clocks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert turns == [0, 1, 2, 2, 1, 0]
+    assert all(len(c.samples) == 4 for c in clocks)
+
+
+def rows() -> list[dict]:
+    return [
+        {"name": "fp32", "kind": "lightning", "median_ms": 20.0, "saved_bytes": 1000,
+         "rss_peak_mb": 500.0, "cuda_max_allocated_mb": None, "turn": 2, "warmup": 0,
+         "samples_ms": [20.0, 20.0, 40.0, 40.0]},
+        {"name": "mixed", "kind": "lightning", "median_ms": 80.0, "saved_bytes": 520,
+         "rss_peak_mb": 520.0, "cuda_max_allocated_mb": None},
+        {"name": "bare_fp32", "kind": "bare", "median_ms": 16.0, "saved_bytes": 1000,
+         "rss_peak_mb": 500.0, "cuda_max_allocated_mb": None, "turn": 2, "warmup": 0,
+         "samples_ms": [16.0, 16.0, 40.0, 40.0]},
+        {"name": "bf16_mixed", "kind": "lightning", "error": "RuntimeError: boom"},
+    ]  # fmt: skip
+
+
+def test_ratios_table_and_json(tmp_path):
+    table_rows = add_ratios(rows())
+    mixed = table_rows[1]
+    assert mixed["time_vs_fp32"] == pytest.approx(4.0)
+    assert mixed["saved_vs_fp32"] == pytest.approx(0.52)
+    assert mixed["rss_peak_vs_fp32"] == pytest.approx(1.04)
+    assert mixed["cuda_vs_fp32"] is None
+    assert table_rows[0]["time_vs_fp32"] == 1.0
+    overhead = framework_overhead(table_rows)
+    assert overhead["of_medians"] == pytest.approx(1.25)
+    assert overhead["paired"] == pytest.approx((1.25 + 1.0) / 2)
+    table = markdown_table(table_rows).splitlines()
+    assert len(table) == 2 + 4
+    assert table[3].startswith("| mixed | 80.0 |") and "| 4.00 |" in table[3]
+    assert "| 0.52 |" in table[3]  # saved bytes x fp32
+    assert "failed: RuntimeError: boom" in table[5]
+    path = write_json(tmp_path / "sub" / "bench.json", {"rows": table_rows})
+    assert json.loads(path.read_text())["rows"][1]["saved_vs_fp32"] == pytest.approx(0.52)
+
+
+@pytest.mark.parametrize("problem", ["burgers", "navier_stokes"])
+def test_bare_loop_computes_the_same_first_loss_as_the_module(tiny_config, problem):
+    cfg = tiny_config(
+        f"problem={problem}", "trainer.max_steps=1", "logger=none", "~callbacks", "val_every=1"
+    )
+    module, trainer, _ = build(cfg)
+    bare = BareLoop.like(module)
+    bare_loss = float(bare.step())
+    trainer.fit(module, train_dataloaders=module_dataloaders(1)[0])
+    assert float(module.last_terms["total"]) == pytest.approx(bare_loss, rel=1e-6, abs=0)
+    assert bare.taylor == (problem == "navier_stokes")  # the recipe's derivative mode
+
+
+def benchmark_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "scripts/benchmark.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts/benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_on_a_tiny_config_writes_json_and_a_plot(tmp_path, capsys):
+    """In-process (`main(argv)`), to spare the test a second interpreter start-up."""
+    out = tmp_path / "bench.json"
+    code = load_script().main(
+        [
+            "problem=burgers",
+            "model.hidden=[8,8]",
+            "--precisions", "fp32", "bf16_mixed",
+            "--steps", "3", "--warmup", "1", "--turn", "2",
+            "--sizes", "points=32,64",
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    record = json.loads(out.read_text())
+    assert record["problem"] == "burgers" and record["settings"]["steps"] == 3
+    assert [c["points"] for c in record["cases"]] == [32, 64]
+    for case in record["cases"]:
+        assert [r["name"] for r in case["rows"]] == ["fp32", "bf16_mixed", "bare_fp32"]
+        assert all(r["error"] is None and r["steps"] == 3 for r in case["rows"])
+        fp32, bf16, bare = case["rows"]
+        assert bf16["saved_by_dtype"].get("bfloat16", 0) > 0
+        assert bf16["saved_vs_fp32"] < 1 and bare["saved_vs_fp32"] == 1
+        assert fp32["first_loss"] == pytest.approx(bare["first_loss"], rel=1e-6)
+        assert case["framework_overhead"]["paired"] > 0
+    assert (tmp_path / "bench_sizes.png").stat().st_size > 10_000
+    assert "| bf16_mixed |" in captured.out
+
+
+def test_cli_bad_option_is_one_line_and_exit_code_2():
+    result = benchmark_cli("--precisions", "fp32", "fp8")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "--precisions" in lines[0] and "'fp8'" in lines[0] and "bf16_mixed" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--sizes", "depth=3"], ["--sizes", "depth", "points, width"]),
+        (["--sizes", "points=ten"], ["--sizes", "points"]),
+        (["--steps", "0"], ["--steps"]),
+        (["problem=unknown"], ["problem=unknown", "burgers", "navier_stokes"]),
+        (["--frobnicate"], ["--frobnicate"]),
+    ],
+)
+def test_bad_options_name_the_key_and_what_is_allowed(capsys, argv, named):
+    assert load_script().main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert all(word in lines[0] for word in named), lines[0]

@@ -1,0 +1,259 @@
+"""Operator learning: advection data, the DeepONet's indexed form, the operator module's losses
+and errors, the physics conditions, and short training runs of every operator problem."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config
+from omegaconf import OmegaConf
+
+from mpsciml.config import ConfigError
+from mpsciml.data.advection import PeriodicGaussianRandomField, make_advection_data
+from mpsciml.models.deeponet import DeepONet
+from mpsciml.modules.operator import OperatorModule, function_errors
+from mpsciml.problems.diffusion_reaction import DiffusionReaction
+from mpsciml.train import run
+
+# Small enough that a run takes seconds: few functions, few points, few steps.
+OPERATOR_TINY = {
+    "antiderivative": ["problem.n_train=12", "problem.n_test=6", "problem.n_points=20"],
+    "advection": [
+        "problem.n_train=12",
+        "problem.n_test=4",
+        "problem.functions_per_step=6",
+        "model.branch_hidden=[32]",
+        "model.trunk_hidden=[32]",
+        "model.latent=32",
+    ],
+    "diffusion_reaction": [
+        "problem.n_train=8",
+        "problem.n_test=3",
+        "problem.functions_per_step=4",
+        "problem.nx=21",
+        "problem.nt=21",
+        "problem.n_domain=16",
+        "problem.n_boundary=8",
+        "problem.n_initial=8",
+        "model.branch_hidden=[16]",
+        "model.trunk_hidden=[16]",
+        "model.latent=16",
+    ],
+}
+COMMON = [
+    "trainer.max_steps=4",
+    "val_every=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+]
+
+
+@pytest.fixture(autouse=True)
+def data_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MPSCIML_DATA_DIR", str(tmp_path / "data"))
+
+
+def operator_config(problem: str, tmp_path: Path, *extra: str):  # type: ignore[no-untyped-def]
+    overrides = [f"problem={problem}", *COMMON, *OPERATOR_TINY[problem], *extra]
+    return compose_config(overrides, tmp_path / "run")
+
+
+# ------------------------------------------------------------------ advection data
+def test_periodic_field_has_the_kernel_as_covariance() -> None:
+    field = PeriodicGaussianRandomField(length_scale=0.2)
+    assert field.truncated_variance < 1e-10
+    points = np.array([0.0, 0.05, 0.2, 0.5, 0.95])
+    samples = field.evaluate(field.sample_coefficients(40_000, 3), points)
+    covariance = np.cov(samples.T)
+    expected = field.kernel(points[:, None] - points[None, :])
+    # 40k samples: standard error of a covariance entry ~ sqrt(2 / 40k) = 0.007
+    np.testing.assert_allclose(covariance, expected, atol=0.03)
+    assert abs(samples.mean()) < 0.02
+
+
+def test_advection_data_is_the_shifted_initial_condition() -> None:
+    data = make_advection_data(5, nx=40, nt=40, seed=2)
+    outputs = data["outputs"].reshape(5, 40, 40)  # (function, x, t), t fastest
+    np.testing.assert_allclose(outputs[:, :, 0], data["branch"], atol=1e-12)  # u(x, 0) = v(x)
+    # t = k dx shifts by exactly k grid cells: u(x_j, t) = v(x_{j-k}) (periodic)
+    dx = 1.0 / 40
+    shifted = make_advection_data(5, nx=40, nt=41, t_final=40 * dx, seed=2)
+    u = shifted["outputs"].reshape(5, 40, 41)
+    np.testing.assert_allclose(u[:, :, 3], np.roll(shifted["branch"], 3, axis=1), atol=1e-12)
+
+
+def test_advection_solution_satisfies_the_pde() -> None:
+    field = PeriodicGaussianRandomField(0.2)
+    coefficients = field.sample_coefficients(3, 7)
+    x, t, h = np.linspace(0.1, 0.9, 9), 0.37, 1e-5
+
+    def u(x: np.ndarray, t: float) -> np.ndarray:
+        return field.evaluate(coefficients, np.mod(x - t, 1.0))
+
+    u_t = (u(x, t + h) - u(x, t - h)) / (2 * h)
+    u_x = (u(x + h, t) - u(x - h, t)) / (2 * h)
+    np.testing.assert_allclose(u_t + u_x, 0.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- DeepONet forms
+def test_indexed_form_equals_the_pointwise_form() -> None:
+    torch.manual_seed(0)
+    net = DeepONet(7, 2, out_features=2, branch_hidden=[9], trunk_hidden=[9], latent=5)
+    branch, trunk = torch.randn(4, 7), torch.randn(10, 2)
+    index = torch.tensor([0, 3, 3, 1, 2, 0, 0, 1, 2, 3])
+    expected = net(branch[index], trunk)
+    torch.testing.assert_close(net.forward_indexed(branch, trunk, index), expected)
+
+
+# ----------------------------------------------------------------- module pieces
+def test_function_errors_are_means_over_functions_of_relative_l2() -> None:
+    reference = torch.tensor([[[3.0], [4.0]], [[1.0], [0.0]]])  # norms 5 and 1
+    prediction = reference + torch.tensor([[[0.0], [0.5]], [[0.1], [0.0]]])  # errors 0.5, 0.1
+    assert function_errors(prediction, reference, ("u",))["u"] == pytest.approx((0.1 + 0.1) / 2)
+
+
+def test_relative_l2_loss_is_layout_independent(tmp_path: Path) -> None:
+    """The mean relative L2 loss of unaligned rows equals that of the same pairs aligned."""
+    aligned = run_module("antiderivative", tmp_path / "a", "problem.data_loss=rel_l2")
+    module = aligned
+    data = module.train_set
+    prediction = module.model.forward_aligned(data.branch.float(), data.trunk.float())
+    loss_aligned = module._data_loss(prediction, data.outputs.float(), None)
+    n, p = data.outputs.shape[:2]
+    index = torch.arange(n).repeat_interleave(p)
+    loss_rows = module._data_loss(
+        prediction.reshape(n * p, -1), data.outputs.float().reshape(n * p, -1), index
+    )
+    torch.testing.assert_close(loss_rows, loss_aligned)
+    error = (prediction - data.outputs.float()).pow(2).sum((1, 2)).sqrt()
+    norm = data.outputs.float().pow(2).sum((1, 2)).sqrt()
+    torch.testing.assert_close(loss_aligned, (error / norm).mean())
+
+
+def run_module(problem: str, tmp_path: Path, *extra: str) -> OperatorModule:
+    from mpsciml.train import build
+
+    module, _, _ = build(operator_config(problem, tmp_path, *extra))
+    assert isinstance(module, OperatorModule)
+    return module
+
+
+def test_physics_points_carry_the_source_at_their_x(tmp_path: Path) -> None:
+    problem = DiffusionReaction(n_train=5, n_test=2, nx=21, nt=21, n_domain=30)
+    conditions = problem.physics_conditions()
+    source = torch.from_numpy(problem._arrays(5, 0)["source"])
+    points, known = conditions["pde"].points, conditions["pde"].known
+    column = torch.round(points[..., 0] * 20).long()
+    torch.testing.assert_close(known[..., 0], torch.gather(source, 1, column))
+    assert (points[..., 1] >= 0).all() and (points[..., 1] <= 1).all()
+    assert (conditions["ic"].points[..., 1] == 0).all()
+    assert set(conditions["bc"].points[..., 0].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_diffusion_reaction_residual_vanishes_on_a_manufactured_solution() -> None:
+    """pde(d, v) = u_t - D u_xx - k u^2 - v is zero for u = sin(pi x) t and the matching v."""
+    from mpsciml.diff import Derivatives
+
+    problem = DiffusionReaction(n_train=2, n_test=1)
+    xt = torch.rand(50, 2, dtype=torch.float64, requires_grad=True)
+    x, t = xt[:, 0], xt[:, 1]
+    u = torch.sin(math.pi * x) * t
+    v = torch.sin(math.pi * x) * (1 + problem.diffusion * math.pi**2 * t) - problem.reaction * u**2
+    d = Derivatives(xt, u[:, None], ("x", "t"), ("u",))
+    residual = problem.pde(d, v.detach()[:, None])
+    assert residual.abs().max() < 1e-12
+
+
+# ------------------------------------------------------------------ training runs
+@pytest.mark.parametrize("precision", ["fp32", "mixed"])
+@pytest.mark.parametrize("problem", sorted(OPERATOR_TINY))
+def test_operator_problem_trains(tmp_path: Path, problem: str, precision: str) -> None:
+    cfg = operator_config(problem, tmp_path, f"precision={precision}")
+    summary = run(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert summary["status"] == "ok", summary.get("error")
+    assert summary["model"] == "DeepONet"
+    assert math.isfinite(summary["l2"]["u"])
+    assert summary["precision"]["matmul_dtype"] == (
+        "float16" if precision == "mixed" else "float32"
+    )
+    expected_terms = {"data"} if problem != "diffusion_reaction" else {"pde", "ic", "bc"}
+    assert set(summary["final_losses"]) == expected_terms | {"total"}
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+    assert (out / "plots" / "u.png").stat().st_size > 5000
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert "val/l2_u" in header and "train/loss" in header
+
+
+def test_unaligned_antiderivative_trains_and_learns(tmp_path: Path) -> None:
+    cfg = operator_config(
+        "antiderivative", tmp_path, "problem.layout=unaligned", "trainer.max_steps=300"
+    )
+    summary = run(cfg)
+    assert summary["status"] == "ok"
+    assert summary["l2"]["u"] < 0.5  # starts near 1: it learns from scattered points
+
+
+def test_supervised_diffusion_reaction_adds_a_data_term(tmp_path: Path) -> None:
+    summary = run(operator_config("diffusion_reaction", tmp_path, "problem.supervised=true"))
+    assert set(summary["final_losses"]) == {"data", "pde", "ic", "bc", "total"}
+
+
+def test_unknown_loss_weight_names_the_terms(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="terms: data"):
+        run(operator_config("antiderivative", tmp_path, "loss_weights={physics: 1}"))
+
+
+def test_operator_problem_with_a_pointwise_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs model=deeponet"):
+        run(operator_config("antiderivative", tmp_path, "model=mlp"))
+
+
+def test_pde_problem_with_a_deeponet_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = compose_config(["model=deeponet", *COMMON], tmp_path / "run")
+    with pytest.raises(ConfigError, match="needs a pointwise model"):
+        run(cfg)
+
+
+def test_recipes_pin_the_papers_networks(tmp_path: Path) -> None:
+    advection = OmegaConf.to_container(compose_config(["problem=advection"], tmp_path))
+    assert advection["model"]["branch_hidden"] == [512]
+    assert advection["model"]["trunk_hidden"] == [512, 512]
+    assert advection["problem"]["data_loss"] == "rel_l2"
+    reaction = OmegaConf.to_container(compose_config(["problem=diffusion_reaction"], tmp_path))
+    assert reaction["model"]["activation"] == "tanh"
+    assert reaction["model"]["branch_hidden"] == [128, 128]
+    assert reaction["problem"]["m"] == 50
+
+
+def test_generate_data_builds_exactly_what_the_recipes_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After scripts/generate_data.py, the default problems find every file in the cache."""
+    import importlib.util
+
+    from mpsciml.problems.advection import Advection
+    from mpsciml.problems.antiderivative import Antiderivative
+
+    spec = importlib.util.spec_from_file_location(
+        "generate_data", Path(__file__).parents[1] / "scripts" / "generate_data.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "generate_data", script)  # dataclasses look it up
+    spec.loader.exec_module(script)
+    root = tmp_path / "data"  # MPSCIML_DATA_DIR (the autouse fixture)
+    assert script.main(["--data-dir", str(root)]) == 0
+    files = sorted(root.iterdir())
+    for problem in (Antiderivative(), Antiderivative(layout="unaligned"), Advection()):
+        problem.train_data(), problem.test_data()
+    reaction = DiffusionReaction()
+    reaction.test_data(), reaction.physics_conditions()
+    assert sorted(root.iterdir()) == files
