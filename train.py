@@ -1,25 +1,50 @@
-"""Entry point: `python train.py [group=option ...] [key=value ...]`; see README and conf/."""
+"""Entry point: `python train.py [group=option ...] [key=value ...]`; see README and conf/.
+
+Returns the run's `objective` (default: mean relative L2 over the fields) so that a sweeper such
+as Optuna can minimise it. In a multirun (`-m`) a job that raises is recorded (its summary.json
+says `status: failed` and holds the error), logged in one line, and answered with +inf, so the
+sweep goes on to the next job: re-raising would make Hydra stop the sweep (the basic sweeper
+raises the first failure once its batch is done; the Optuna sweeper aborts the study at its
+default `max_failure_rate: 0`). A single run still stops with the error and a non-zero exit.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from mpsciml.config import ConfigError, register_resolvers
+from mpsciml.config import ConfigError, is_multirun, register_resolvers
+from mpsciml.sweep import failed_objective, objective_value
 from mpsciml.train import run
 
+log = logging.getLogger("mpsciml")
+
+# Once, here: Hydra's joblib and submitit launchers carry the registered resolvers to their
+# workers with the rest of Hydra's state (Singleton.get_state), so jobs there resolve them too.
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | list[float]:
+    objective = cfg.get("objective", "l2")
     try:
         summary = run(cfg)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except Exception as exc:
+        if is_multirun():
+            log.error(
+                "job failed, the sweep goes on: %s: %s (%s/summary.json)",
+                type(exc).__name__,
+                exc,
+                cfg.paths.output_dir,
+            )
+            return failed_objective(objective)
+        if isinstance(exc, ConfigError):
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
     l2 = summary.get("l2") or {}
     fields = ", ".join(f"{name} {error:.3e}" for name, error in l2.items())
     print(
@@ -27,7 +52,7 @@ def main(cfg: DictConfig) -> float | None:
         f"| {summary.get('steps')} steps, {summary.get('step_ms') or float('nan'):.2f} ms/step "
         f"| {summary['output_dir']}"
     )
-    return sum(l2.values()) / len(l2) if l2 else None
+    return objective_value(summary, objective)
 
 
 if __name__ == "__main__":

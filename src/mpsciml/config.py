@@ -7,9 +7,13 @@ half-trained run. Constructors validate their own arguments too; `ConfigError` c
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mpsciml.precision.registry import PRECISIONS
 
@@ -28,10 +32,51 @@ def int_fraction(total: int, fraction: float) -> int:
     return int(int(total) * float(fraction))
 
 
+def is_multirun() -> bool:
+    """True inside a job of `train.py -m ...` (any sweeper, any launcher)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_group() -> str | None:
+    """`${sweep_group:}`: the W&B group of a run, so that the jobs of one sweep sit together.
+
+    The sweep folder's path below `multirun/` (`2026-11-22_08-30-00` for the default
+    `outputs/multirun/2026-11-22/08-30-00`), else the folder's own name; null in a single run.
+    """
+    if not is_multirun():
+        return None
+    parts = Path(str(HydraConfig.get().sweep.dir)).parts
+    below = parts[len(parts) - parts[::-1].index("multirun") :] if "multirun" in parts else ()
+    return "_".join(below) or parts[-1]
+
+
+def run_tags(user_tags: ListConfig | list[str] | None, facts: DictConfig | dict) -> ListConfig:
+    """`${run_tags:${tags},{problem: ..., precision: ...}}`: `key:value` tags that let W&B filter
+    runs by what they ran, followed by the user's own `tags`. (A ListConfig, not a list, so that
+    `--cfg job --resolve` can resolve it in place.)"""
+    tags = [f"{key}:{value}" for key, value in facts.items()] + [str(t) for t in user_tags or []]
+    return ListConfig(tags)
+
+
 def register_resolvers() -> None:
-    for name, resolver in (("wandb_offline", wandb_offline), ("int_fraction", int_fraction)):
+    """Idempotent; called at import of train.py. Launchers that run jobs in other processes
+    (joblib, submitit) restore Hydra's state there, which includes OmegaConf's resolvers."""
+    for name, resolver in (
+        ("wandb_offline", wandb_offline),
+        ("int_fraction", int_fraction),
+        ("sweep_group", sweep_group),
+        ("run_tags", run_tags),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+
+
+# What `objective` may name: numbers of summary.json that a sweeper can minimise.
+OBJECTIVE = re.compile(r"l2|l2_\w+|step_ms|train_seconds|wall_seconds")
+OBJECTIVE_HELP = (
+    "l2 (mean relative L2 over the fields), l2_<field>, step_ms, train_seconds or wall_seconds, "
+    "or a list of these (multi-objective)"
+)
 
 
 def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
@@ -73,6 +118,21 @@ def validate(cfg: DictConfig) -> None:
             switch,
             f"must be an integer step in [0, trainer.max_steps={steps}]",
         )
+    objective = cfg.get("objective", "l2")
+    names = [objective] if isinstance(objective, str) else list(objective or [])
+    _require(
+        bool(names) and all(isinstance(n, str) and OBJECTIVE.fullmatch(n) for n in names),
+        "objective",
+        objective,
+        OBJECTIVE_HELP,
+    )
+    threads = cfg.get("threads")
+    _require(
+        threads is None or (isinstance(threads, int) and threads > 0),
+        "threads",
+        threads,
+        "null (torch's default) or an integer > 0",
+    )
     for key, weight in (cfg.get("loss_weights") or {}).items():
         _require(
             isinstance(weight, int | float) and weight >= 0,

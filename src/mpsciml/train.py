@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -27,7 +28,7 @@ from mpsciml.callbacks.precision_monitor import PrecisionMonitor
 from mpsciml.callbacks.precision_probe import PrecisionProbe
 from mpsciml.callbacks.precision_schedule import PrecisionSchedule
 from mpsciml.callbacks.step_timer import StepTimer
-from mpsciml.config import ConfigError, validate
+from mpsciml.config import ConfigError, is_multirun, validate
 from mpsciml.modules.base import SciMLModule
 from mpsciml.modules.operator import OperatorModule
 from mpsciml.modules.pinn import PINNModule
@@ -37,6 +38,8 @@ from mpsciml.precision.registry import resolve_device
 from mpsciml.problems.base import Problem
 from mpsciml.problems.operator import OperatorProblem
 from mpsciml.summary import environment_facts, peak_memory, write_summary
+from mpsciml.sweep import check_objective
+from mpsciml.wandb_logger import WandbLogger as ArtifactWandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; returns the summary that was written to disk."""
     out_dir = Path(cfg.paths.output_dir)
     started = time.perf_counter()
+    threads = cfg.get("threads")
+    if isinstance(threads, int) and threads > 0:  # else validate() names the bad value
+        torch.set_num_threads(threads)
+    if is_multirun() and os.environ.pop("WANDB_RUN_ID", None):
+        log.warning("WANDB_RUN_ID is ignored in a multirun: every job gets a W&B run of its own")
     summary: dict[str, Any] = {
         "status": "failed",
         "problem": cfg.problem._target_.rsplit(".", 1)[-1],
@@ -162,6 +170,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     parts: dict[str, Any] = {"loggers": []}
     try:
         module, trainer, parts = build(cfg)
+        check_objective(cfg.get("objective", "l2"), getattr(module, "output_names", None))
         for logger in parts["loggers"]:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         fit_started = time.perf_counter()
@@ -176,6 +185,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finally:
         summary["wall_seconds"] = round(time.perf_counter() - started, 3)
         summary["memory"] = peak_memory()
+        summary["wandb"] = wandb_facts(parts["loggers"], out_dir)
         write_summary(out_dir / "summary.json", summary)
         finish_wandb(parts["loggers"], summary)
     return summary
@@ -247,8 +257,26 @@ def last_checkpoint(out_dir: Path) -> str | None:
     return str(path.relative_to(out_dir)) if path.exists() else None
 
 
+def wandb_facts(loggers: list[Any], out_dir: Path) -> dict[str, Any] | None:
+    """Which W&B run this was (id, group, folder), so a report or a test can find it."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            run = logger.experiment
+            run_dir = Path(run.dir).parent  # .../wandb/offline-run-<time>-<id>
+            return {
+                "id": run.id,
+                "group": run.group or None,
+                "run_dir": str(run_dir.relative_to(out_dir.resolve()))
+                if run_dir.is_relative_to(out_dir.resolve())
+                else str(run_dir),
+            }
+    return None
+
+
 def finish_wandb(loggers: list[Any], summary: dict[str, Any]) -> None:
-    """Put the summary in the W&B run and close it, whatever happened in the run."""
+    """Put the summary (and with `log_model` the final checkpoint) in the W&B run and finish it,
+    whatever happened in the run: an unfinished run would swallow the next multirun job's logs."""
+    exit_code = 0 if summary["status"] == "ok" else 1
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             flat = {
@@ -261,5 +289,12 @@ def finish_wandb(loggers: list[Any], summary: dict[str, Any]) -> None:
             logger.experiment.config.update(
                 {"precision_used": summary["precision"]}, allow_val_change=True
             )
-            logger.experiment.finish(exit_code=0 if summary["status"] == "ok" else 1)
+            if isinstance(logger, ArtifactWandbLogger) and summary.get("checkpoint"):
+                metadata = {k: summary.get(k) for k in ("status", "steps", "l2", "seed")}
+                path = Path(summary["output_dir"]) / summary["checkpoint"]
+                logger.log_final_checkpoint(path, metadata)
+            logger.experiment.finish(exit_code=exit_code)
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:  # opened by anything else in this job
+        wandb.finish(exit_code=exit_code)
     os.environ.pop("WANDB_RUN_ID", None)
