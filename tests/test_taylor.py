@@ -16,6 +16,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from mpsciml import taylor_rules
+from mpsciml.benchmark.saved_bytes import SavedTensorMeter
 from mpsciml.diff import Derivatives
 from mpsciml.models.deeponet import DeepONet
 from mpsciml.models.mlp import MLP
@@ -324,3 +326,115 @@ def test_probe_derivatives_for_navier_stokes() -> None:
     points = problem.conditions(0)["pde"].points
     carry = {k: probe_derivatives(r, model, points, *names) for k, r in residuals.items()}
     assert carry == {"pde": {("x",), ("y",), ("x", "x"), ("y", "y")}, "bc": set(), "outlet": set()}
+
+
+# ---------------------------------------- low-precision activation steps: memory, not results
+
+
+def _activation_module(name: str) -> nn.Module:
+    special = {
+        "gelu_tanh": nn.GELU(approximate="tanh"),
+        "sigmoid": nn.Sigmoid(),
+        "softplus_beta": nn.Softplus(beta=2.0, threshold=1.0),  # both branches at |z| ~ 1
+    }
+    return special[name] if name in special else _mlp(name).net[1]
+
+
+STEP_ACTIVATIONS = [*ACTIVATIONS, "gelu_tanh", "sigmoid", "softplus_beta"]
+
+
+@pytest.mark.parametrize("activation", STEP_ACTIVATIONS)
+def test_low_precision_step_is_twice_differentiable_in_fp64(activation: str) -> None:
+    """gradcheck and gradgradcheck of the recomputing Function (sigma''' included), with
+    point-independent and per-point first streams, with and without incoming second streams
+    and with a seed ratio != 1; twice, because the mixed-partial fallback differentiates its
+    backward again."""
+    layer = _activation_module(activation)
+    generator = torch.Generator().manual_seed(4)
+
+    def randn(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_(True)
+
+    z, first, first_shared, second = randn(3, 2), randn(3, 3, 2), randn(3, 1, 2), randn(2, 3, 2)
+    for streams in [(z, first, second), (z, first_shared, second), (z, first_shared, None)]:
+
+        def step(z: Tensor, first: Tensor, second: Tensor | None = None) -> tuple[Tensor, ...]:
+            outputs = taylor_rules._LowPrecisionStep.apply(layer, 2, 0.7, z, first, second)
+            return tuple(output for output in outputs if output is not None)
+
+        inputs = tuple(tensor for tensor in streams if tensor is not None)
+        assert torch.autograd.gradcheck(step, inputs)
+        assert torch.autograd.gradgradcheck(step, inputs)
+
+
+def _graph_has(tensor: Tensor, node_name: str) -> bool:
+    """Whether the autograd graph that made `tensor` has a node of that type name."""
+    seen, todo = set(), [tensor.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ == node_name:
+            return True
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return False
+
+
+def _loss_and_gradients(model: nn.Module, inputs: Tensor) -> tuple[Tensor, ...]:
+    """A residual-like loss from streams and one autograd fallback (u_xy), and its gradients."""
+    d = TaylorDerivatives(model, inputs, NAMES_IN, NAMES_OUT)
+    loss = torch.mean(
+        (d("u", "t") - d.laplacian("v")) ** 2 + d["v"] ** 2 + d("u", "x", "y") ** 2 + d("v", "x")
+    )
+    return (loss, *torch.autograd.grad(loss, list(model.parameters())))
+
+
+@pytest.mark.parametrize("low", [None, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("activation", STEP_ACTIVATIONS)
+def test_recomputing_step_gives_the_plain_losses_and_gradients(
+    activation: str, low: torch.dtype | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loss and weight gradients with the recomputing step equal those of the plain autograd
+    step: to 1e-6 in fp32 (where it is forced on), to rounding under fp16/bf16 autocast."""
+    model = _mlp("tanh", torch.float32, hidden=(16, 16))
+    layer = _activation_module(activation)
+    model.net = nn.Sequential(*[layer if isinstance(m, nn.Tanh) else m for m in model.net])
+    inputs = _points(64, dtype=torch.float32)
+    dtype = low or torch.float32
+    results = []
+    for recompute in (set(), {dtype}):
+        monkeypatch.setattr(taylor_rules, "RECOMPUTE_DTYPES", recompute)
+        with torch.autocast("cpu", dtype=dtype, enabled=low is not None):
+            streams = taylor_forward(model, inputs)
+            uses_function = _graph_has(streams.value, "_LowPrecisionStepBackward")
+            results.append(_loss_and_gradients(model, inputs))
+        assert uses_function == bool(recompute)  # the path under test was taken
+    rel = 1e-6 if low is None else 2e-2
+    for i, (new, plain) in enumerate(zip(results[1], results[0], strict=True)):
+        assert torch.isfinite(new).all()
+        _assert_close(new, plain, rel, "loss" if i == 0 else f"gradient of parameter {i - 1}")
+
+
+@pytest.mark.parametrize("low", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_mixed_precision_halves_the_memory_saved_for_backward(
+    low: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes autograd saves for a Taylor forward + residual of a 2-[64]x3-3 MLP on 512 points
+    with second derivatives: under autocast <= 0.55x fp32; with the fp32 intermediates saved
+    (the plain step) it is not, so the bound measures the recomputing step."""
+    torch.manual_seed(0)
+    model = MLP(2, 3, hidden=(64, 64, 64))
+    inputs = _points(512, dim=2, dtype=torch.float32)
+
+    def saved_bytes(autocast: bool) -> int:
+        with SavedTensorMeter() as meter, torch.autocast("cpu", dtype=low, enabled=autocast):
+            d = TaylorDerivatives(model, inputs, ("x", "y"), ("u", "v", "p"))
+            residual = d["u"] * d("u", "x") + d("p", "y") - 0.05 * d.laplacian("v")
+            torch.mean(residual**2).backward()
+        return meter.total_bytes
+
+    fp32 = saved_bytes(autocast=False)
+    assert saved_bytes(autocast=True) <= 0.55 * fp32
+    monkeypatch.setattr(taylor_rules, "RECOMPUTE_DTYPES", set())
+    assert saved_bytes(autocast=True) > 0.8 * fp32

@@ -21,14 +21,16 @@ Precision of each stream: matmuls of all streams run in the layer's compute dtyp
 dtype under ``torch.autocast``, otherwise the weight dtype, e.g. fp16 for pure fp16); activation
 rules (sigma, sigma', sigma'' and the products above) are evaluated in fp32 (fp64 for fp64) from
 the rounded matmul outputs and rounded back to the compute dtype, so z_i^2 cannot overflow fp16 in
-an intermediate. Final streams are converted to `assembly_dtype` (fp32, fp64 for fp64) and the
-derivative seeds are divided out there. Seeds work as in reverse mode: the order-k streams are
-carried multiplied by ``seed(k)``, so a `DerivativeScaler` keeps fp16 tangents in range.
+an intermediate. For fp16/bf16 streams an activation saves for backward only its low-precision
+inputs and recomputes the fp32 rule in backward (`mpsciml.taylor_rules`): saving the fp32
+intermediates would keep mixed precision from halving the activation memory. Final streams are
+converted to `assembly_dtype` (fp32, fp64 for fp64) and the derivative seeds are divided out there.
+Seeds work as in reverse mode: the order-k streams are carried multiplied by ``seed(k)``, so a
+`DerivativeScaler` keeps fp16 tangents in range.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,73 +40,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mpsciml.diff import Derivatives
-from mpsciml.models.mlp import MLP, Sine
+from mpsciml.models.mlp import MLP
+from mpsciml.taylor_rules import (
+    ACTIVATION_RULES,
+    ActivationRule,
+    activation_step,
+    register_activation,
+)
 
-# A rule maps the pre-activation z to (sigma, sigma', sigma''); sigma'' None means identically 0.
-ActivationRule = Callable[[nn.Module, Tensor], tuple[Tensor, Tensor, Tensor | None]]
-
-_SQRT_HALF, _INV_SQRT_2PI = math.sqrt(0.5), 1.0 / math.sqrt(2.0 * math.pi)
-_GELU_K, _GELU_C = math.sqrt(2.0 / math.pi), 0.044715  # GELU(approximate="tanh")
-
-
-def _tanh(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    s = torch.tanh(z)
-    d1 = 1 - s * s
-    return s, d1, -2 * s * d1
-
-
-def _sigmoid(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    s = torch.sigmoid(z)
-    d1 = s * (1 - s)
-    return s, d1, d1 * (1 - 2 * s)
-
-
-def _softplus(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Softplus(beta, threshold) is linear above the threshold; so are torch's own derivatives."""
-    beta, threshold = float(module.beta), float(module.threshold)
-    linear, sig = beta * z > threshold, torch.sigmoid(beta * z)
-    d1 = torch.where(linear, torch.ones_like(z), sig)
-    d2 = torch.where(linear, torch.zeros_like(z), beta * sig * (1 - sig))
-    return F.softplus(z, beta=beta, threshold=threshold), d1, d2
-
-
-def _silu(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    sig = torch.sigmoid(z)
-    dsig = sig * (1 - sig)
-    return z * sig, sig + z * dsig, dsig * (2 + z * (1 - 2 * sig))
-
-
-def _gelu(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    if module.approximate == "tanh":  # 0.5 z (1 + tanh(u)), u = K (z + C z^3)
-        du, ddu = _GELU_K * (1 + 3 * _GELU_C * z * z), 6 * _GELU_K * _GELU_C * z
-        t = torch.tanh(_GELU_K * (z + _GELU_C * z**3))
-        sech2 = 1 - t * t
-        d2 = sech2 * (du + 0.5 * z * (ddu - 2 * t * du * du))
-        return 0.5 * z * (1 + t), 0.5 * (1 + t) + 0.5 * z * sech2 * du, d2
-    cdf = 0.5 * (1 + torch.erf(z * _SQRT_HALF))
-    pdf = _INV_SQRT_2PI * torch.exp(-0.5 * z * z)
-    return z * cdf, cdf + z * pdf, pdf * (2 - z * z)
-
-
-def _sine(module: nn.Module, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    s = torch.sin(z)
-    return s, torch.cos(z), -s
-
-
-ACTIVATION_RULES: dict[type[nn.Module], ActivationRule] = {
-    nn.Tanh: _tanh,
-    nn.Sigmoid: _sigmoid,
-    nn.Softplus: _softplus,
-    nn.SiLU: _silu,
-    nn.GELU: _gelu,
-    Sine: _sine,
-    nn.ReLU: lambda module, z: (torch.relu(z), (z > 0).to(z.dtype), None),
-}
-
-
-def register_activation(module_type: type[nn.Module], rule: ActivationRule) -> None:
-    """Teach the engine an elementwise activation: rule(module, z) -> (sigma, sigma', sigma'')."""
-    ACTIVATION_RULES[module_type] = rule
+__all__ = [
+    "ACTIVATION_RULES",
+    "ActivationRule",
+    "TaylorDerivatives",
+    "TaylorStreams",
+    "UnsupportedModelError",
+    "probe_derivatives",
+    "register_activation",
+    "supports_taylor",
+    "taylor_forward",
+]
 
 
 class UnsupportedModelError(TypeError):
@@ -182,22 +136,9 @@ def _linear(layer: nn.Linear, state: TaylorStreams) -> TaylorStreams:
 
 def _activation(layer: nn.Module, state: TaylorStreams, ratio: float) -> TaylorStreams:
     """Chain rule for an elementwise sigma; `ratio` = seed(2) / seed(1)^2 (see module doc)."""
-    dtype = state.value.dtype
-    rule_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    s, d1, d2 = ACTIVATION_RULES[type(layer)](layer, state.value.to(rule_dtype))
-    first = second = None
-    if state.first is not None:
-        f = state.first.to(rule_dtype)
-        first = (d1 * f).to(dtype)
-        k = len(state.second_dirs)
-        if k and state.second is not None:
-            second = d1 * state.second.to(rule_dtype)
-        if k and d2 is not None:
-            fk = f[:k]
-            curvature = d2 * fk if ratio == 1.0 else (ratio * d2) * fk
-            second = curvature * fk if second is None else torch.addcmul(second, curvature, fk)
-        second = None if second is None else second.to(dtype)
-    return TaylorStreams(s.to(dtype), first, second, state.first_dirs, state.second_dirs)
+    k = len(state.second_dirs)
+    value, first, second = activation_step(layer, state.value, state.first, state.second, k, ratio)
+    return TaylorStreams(value, first, second, state.first_dirs, state.second_dirs)
 
 
 def taylor_forward(
