@@ -11,6 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_ROOT_USER_ACTION=ignore \
     WANDB_MODE=offline \
     WANDB_DIR=/app/outputs \
+    MPSCIML_DATA_DIR=/app/outputs/data_cache \
     MPLBACKEND=Agg
 
 # Non-root user; pass --build-arg APP_UID=$(id -u) so files in a bind-mounted outputs/

@@ -257,3 +257,13 @@ def test_generate_data_builds_exactly_what_the_recipes_load(
     reaction = DiffusionReaction()
     reaction.test_data(), reaction.physics_conditions()
     assert sorted(root.iterdir()) == files
+
+
+def test_pod_deeponet_trains_from_the_command_line_config(tmp_path: Path) -> None:
+    summary = run(operator_config("antiderivative", tmp_path, "model.pod_modes=5"))
+    assert summary["status"] == "ok" and math.isfinite(summary["l2"]["u"])
+
+
+def test_pod_trunk_needs_aligned_data_without_physics(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="POD trunk exists only"):
+        run(operator_config("diffusion_reaction", tmp_path, "model.pod_modes=5"))

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -29,14 +28,11 @@ from mpsciml.callbacks.precision_probe import PrecisionProbe
 from mpsciml.callbacks.precision_schedule import PrecisionSchedule
 from mpsciml.callbacks.step_timer import StepTimer
 from mpsciml.config import ConfigError, is_multirun, validate
+from mpsciml.factory import build_model, build_module, check_model_fits
 from mpsciml.modules.base import SciMLModule
-from mpsciml.modules.operator import OperatorModule
-from mpsciml.modules.pinn import PINNModule
 from mpsciml.plots import plot_losses
 from mpsciml.precision.plugin import SciMLPrecision, build_precision_plugin
 from mpsciml.precision.registry import resolve_device
-from mpsciml.problems.base import Problem
-from mpsciml.problems.operator import OperatorProblem
 from mpsciml.summary import environment_facts, peak_memory, write_summary
 from mpsciml.sweep import check_objective
 from mpsciml.wandb_logger import WandbLogger as ArtifactWandbLogger
@@ -52,7 +48,7 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
     try:
         problem = instantiate(cfg.problem)
         check_model_fits(cfg, problem)
-        model = instantiate(cfg.model, **problem.model_sizes())
+        model = build_model(cfg.model, problem)
         module = build_module(cfg, problem, model)
     except InstantiationException as exc:
         raise ConfigError(str(exc.__cause__ or exc)) from exc
@@ -87,47 +83,6 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
         plugins=[plugin],
     )
     return module, trainer, {"probe": probe, "timer": timer, "monitor": monitor, "loggers": loggers}
-
-
-def check_model_fits(cfg: DictConfig, problem: Any) -> None:
-    """An operator problem needs a DeepONet, a PDE problem a pointwise network: say so plainly
-    instead of failing on a keyword argument deep inside instantiation."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    model_name = choices.get("model", cfg.model._target_.rsplit(".", 1)[-1])
-    problem_name = choices.get("problem", type(problem).__name__)
-    is_operator_model = cfg.model._target_.endswith(".DeepONet")
-    if isinstance(problem, OperatorProblem) and not is_operator_model:
-        raise ConfigError(
-            f"problem={problem_name} learns an operator and needs model=deeponet "
-            f"(got model={model_name})"
-        )
-    if isinstance(problem, Problem) and is_operator_model:
-        raise ConfigError(
-            f"problem={problem_name} is a PDE solved by a PINN and needs a pointwise model such "
-            f"as model=mlp (got model={model_name}; DeepONet problems: antiderivative, "
-            "advection, diffusion_reaction)"
-        )
-
-
-def build_module(cfg: DictConfig, problem: Any, model: Any) -> SciMLModule:
-    """The LightningModule for the problem's kind: PINN for PDEs, operator learning otherwise."""
-    if isinstance(problem, OperatorProblem):
-        return OperatorModule(
-            problem,
-            model,
-            cfg.optimizer,
-            loss_weights=cfg.loss_weights,
-            seed=cfg.seed,
-        )
-    return PINNModule(
-        problem,
-        model,
-        cfg.optimizer,
-        loss_weights=cfg.loss_weights,
-        seed=cfg.seed,
-        resample_every=cfg.get("resample_every"),
-        derivatives=cfg.get("derivatives", "autograd"),
-    )
 
 
 def apply_precision_optimizer_floor(cfg: DictConfig) -> None:
