@@ -267,3 +267,24 @@ def test_pod_deeponet_trains_from_the_command_line_config(tmp_path: Path) -> Non
 def test_pod_trunk_needs_aligned_data_without_physics(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="POD trunk exists only"):
         run(operator_config("diffusion_reaction", tmp_path, "model.pod_modes=5"))
+
+
+def test_sampled_data_term_compares_prediction_and_target_at_the_same_points(
+    tmp_path: Path,
+) -> None:
+    module = run_module(
+        "diffusion_reaction",
+        tmp_path,
+        "problem.supervised=true",
+        "problem.data_points_per_function=7",
+        "precision=fp64",
+    )
+    module.model.double()
+    data = module.train_set
+    branch, trunk, target = data.branch[:3], data.trunk, data.outputs[:3]
+    loss = module._sampled_data_term(branch, trunk, target)
+    generator = torch.Generator().manual_seed(module.seed * 1_000_033 + module.global_step)
+    columns = torch.randint(0, trunk.shape[0], (3, 7), generator=generator)
+    aligned = module.model.forward_aligned(branch, trunk)
+    expected = torch.stack([(aligned[n, columns[n]] - target[n, columns[n]]) for n in range(3)])
+    torch.testing.assert_close(loss, expected.pow(2).mean())

@@ -88,6 +88,8 @@ class OperatorModule(SciMLModule):
         if self.train_set is not None and self.train_set.aligned:
             if batch is not None:
                 branch, target = branch[batch], target[batch]
+            if self.problem.data_points_per_function is not None:
+                return self._sampled_data_term(branch, trunk, target)
             prediction = self.model.forward_aligned(branch, trunk)
             return self._data_loss(prediction, target, None)
         index = data["index"]
@@ -96,6 +98,18 @@ class OperatorModule(SciMLModule):
             trunk, target, index = trunk[rows], target[rows], index[rows]
         prediction = self.model.forward_indexed(branch, trunk, index)
         return self._data_loss(prediction, target, index)
+
+    def _sampled_data_term(self, branch: Tensor, trunk: Tensor, target: Tensor) -> Tensor:
+        """The data term on a random subset of each function's grid points (seeded by step)."""
+        n_functions, n_points = target.shape[:2]
+        per_function = min(self.problem.data_points_per_function or n_points, n_points)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_033 + self.global_step)
+        columns = torch.randint(0, n_points, (n_functions, per_function), generator=generator)
+        columns = columns.to(target.device)
+        rows = torch.arange(n_functions, device=target.device).repeat_interleave(per_function)
+        points = trunk[columns.flatten()]
+        prediction = self.model.forward_indexed(branch, points, rows)
+        return self._data_loss(prediction, target[rows, columns.flatten()], rows)
 
     def _data_loss(self, prediction: Tensor, target: Tensor, index: Tensor | None) -> Tensor:
         """MSE, or the mean over functions of ||error|| / ||target|| (assembled in >= fp32)."""

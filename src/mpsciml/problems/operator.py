@@ -69,6 +69,8 @@ class OperatorProblem(ABC):
     `functions_per_step` is the number of training functions in one step (None: all), and
     `data_loss` the data term: "mse", or "rel_l2", the mean over functions of the relative L2
     error, which weighs small and large functions alike (the advection case of Lu et al. 2022).
+    `data_points_per_function` draws that many of the aligned grid's points per function and
+    step for the data term (None: all), for large grids where the full product is costly.
     """
 
     input_names: tuple[str, ...]
@@ -76,7 +78,11 @@ class OperatorProblem(ABC):
     n_sensors: int
 
     def __init__(
-        self, functions_per_step: int | None = None, data_loss: str = "mse", data_seed: int = 0
+        self,
+        functions_per_step: int | None = None,
+        data_loss: str = "mse",
+        data_seed: int = 0,
+        data_points_per_function: int | None = None,
     ) -> None:
         if data_loss not in DATA_LOSSES:
             raise ValueError(
@@ -84,7 +90,12 @@ class OperatorProblem(ABC):
             )
         if functions_per_step is not None and functions_per_step < 1:
             raise ValueError(f"problem.functions_per_step={functions_per_step} must be >= 1")
+        if data_points_per_function is not None and data_points_per_function < 1:
+            raise ValueError(
+                f"problem.data_points_per_function={data_points_per_function} must be >= 1"
+            )
         self.functions_per_step = functions_per_step
+        self.data_points_per_function = data_points_per_function
         self.data_loss = data_loss
         self.data_seed = data_seed
 
