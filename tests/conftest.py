@@ -30,6 +30,7 @@ TINY = [
     "logger=csv",
     "optimizer=adam",  # the problem recipes finish with L-BFGS; tests choose explicitly
     "problem.n_domain=64",
+    "plots=false",  # ~3 s per run; the tests of plots ask for them
 ]
 
 

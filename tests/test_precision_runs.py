@@ -121,7 +121,9 @@ def test_finite_checkpoint_refuses_nan_weights(tiny_config, monkeypatch):
 
 
 def test_diagnostics_are_logged_and_plotted(tiny_config):
-    cfg = tiny_config("precision=fp16", "trainer.max_steps=6", "precision.diagnostics_every=2")
+    cfg = tiny_config(
+        "precision=fp16", "trainer.max_steps=6", "precision.diagnostics_every=2", "plots=true"
+    )
     summary = run(cfg)
     out = Path(cfg.paths.output_dir)
     facts = summary["precision"]

@@ -20,7 +20,7 @@ EXPECTED = {
 @pytest.mark.parametrize("problem", ["burgers", "navier_stokes"])
 @pytest.mark.parametrize("precision", ["fp32", "mixed"])
 def test_each_problem_trains_and_leaves_its_outputs(tiny_config, problem, precision):
-    cfg = tiny_config(f"problem={problem}", f"precision={precision}")
+    cfg = tiny_config(f"problem={problem}", f"precision={precision}", "plots=true")
     summary = run(cfg)
     out = Path(cfg.paths.output_dir)
 
@@ -147,7 +147,7 @@ def test_loggers_csv_tensorboard_none(tiny_config):
 def test_wandb_offline_run_is_created_and_finished(tiny_config):
     import wandb
 
-    cfg = tiny_config("logger=wandb", "tags=[unit]")
+    cfg = tiny_config("logger=wandb", "tags=[unit]", "plots=true")
     summary = run(cfg)
     out = Path(cfg.paths.output_dir)
     runs = list((out / "wandb").glob("offline-run-*"))

@@ -153,11 +153,7 @@ def evaluate(
     errors = module.evaluation_errors()
     losses = {name: float(value) for name, value in module.last_terms.items()}
     finite = all(math.isfinite(v) for v in [*errors.values(), *losses.values()])
-    title = f"{cfg.problem._target_.rsplit('.', 1)[-1]} | {cfg.precision.name} | seed {cfg.seed}"
-    plots = module.evaluation_plots(out_dir / "plots", title)
-    loss_plot = plot_losses(out_dir / "metrics.csv", out_dir / "plots" / "losses.png", title)
-    precision_plot = parts["monitor"].plot(out_dir / "plots" / "precision.png", title)
-    plots += [p for p in (loss_plot, precision_plot) if p is not None]
+    plots = make_plots(cfg, module, parts, out_dir) if cfg.get("plots", True) else []
     for logger in parts["loggers"]:
         if isinstance(logger, WandbLogger):
             for path in plots:
@@ -176,6 +172,17 @@ def evaluate(
         "checkpoint": last_checkpoint(out_dir),
         "plots": [str(p.relative_to(out_dir)) for p in plots],
     }
+
+
+def make_plots(
+    cfg: DictConfig, module: SciMLModule, parts: dict[str, Any], out_dir: Path
+) -> list[Path]:
+    """Fields vs reference, loss curves and precision diagnostics as PNGs under plots/."""
+    title = f"{cfg.problem._target_.rsplit('.', 1)[-1]} | {cfg.precision.name} | seed {cfg.seed}"
+    plots = module.evaluation_plots(out_dir / "plots", title)
+    loss_plot = plot_losses(out_dir / "metrics.csv", out_dir / "plots" / "losses.png", title)
+    precision_plot = parts["monitor"].plot(out_dir / "plots" / "precision.png", title)
+    return plots + [p for p in (loss_plot, precision_plot) if p is not None]
 
 
 def precision_facts(trainer: pl.Trainer, cfg: DictConfig) -> dict[str, Any]:
