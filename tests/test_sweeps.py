@@ -128,6 +128,18 @@ def test_failing_jobs_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert not list((sweep_dir / config_errors[0]).glob("wandb/offline-run-*"))
     assert output.count("job failed, the sweep goes on") == 3
     assert "1 ok" in output and "3 failed" in output  # the end-of-sweep line
+    # the report reads the sweep, failures included
+    report = subprocess.run(
+        [sys.executable, "scripts/report.py", str(sweep_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    table = (sweep_dir / "report.md").read_text()
+    assert "Invalid epsilon" in table and "nonexistent" in table
+    assert (sweep_dir / "report_l2.png").stat().st_size > 5000
 
 
 def test_optuna_trials_run_in_parallel_on_joblib_and_the_best_value_is_written(tmp_path):
