@@ -49,7 +49,7 @@ def _panels(count: int, width: float = 5.0, height: float = 3.8) -> tuple[Figure
     fig, axes = plt.subplots(
         rows,
         columns,
-        figsize=(width * columns, height * rows),
+        figsize=(max(width * columns, 7.0), height * rows),  # room for the two-line title
         squeeze=False,
         constrained_layout=True,
     )
@@ -116,7 +116,7 @@ def l2_by_precision(rows: list[Row], runs: list[Run], path: Path) -> Path | str:
                 for j in range(len(fields))
             ]
             ax.legend(handles, [f"field {name}" for name in fields], fontsize=8)
-    fig.suptitle("Relative L2 error by precision (bar: mean, whisker: +1 std, dots: seeds)")
+    fig.suptitle("Relative L2 error by precision\n(bar: mean, whisker: +1 std, dots: seeds)")
     return _save(fig, path)
 
 
@@ -156,7 +156,7 @@ def loss_curves(rows: list[Row], runs: list[Run], path: Path) -> Path | str:
         ax.set(title=panel_title(panel), xlabel="training step", ylabel="train/loss")
         ax.grid(which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Training loss by precision (line: median over seeds, band: min-max)")
+    fig.suptitle("Training loss by precision\n(line: median over seeds, band: min-max)")
     return _save(fig, path)
 
 
