@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
@@ -265,8 +264,12 @@ def test_float64_model_computes_in_float64() -> None:
 
 def test_yaml_composes_into_the_deepxde_antiderivative_network() -> None:
     """conf/model/deeponet.yaml + the problem's sizes builds DeepXDE's antiderivative net."""
+    from mpsciml.factory import build_model
+    from mpsciml.problems.antiderivative import Antiderivative
+
     cfg = OmegaConf.load(CONF)
     assert cfg._target_ == "mpsciml.models.deeponet.DeepONet"
-    net = instantiate(cfg, n_sensors=100, coord_dim=1, out_features=1)
+    assert cfg.pod_modes is None  # a learned trunk unless asked
+    net = build_model(cfg, Antiderivative())
     assert isinstance(net, DeepONet) and net.latent == 40
     assert net.forward_aligned(torch.rand(2, 100), torch.rand(10, 1)).shape == (2, 10, 1)
