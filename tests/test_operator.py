@@ -288,3 +288,11 @@ def test_sampled_data_term_compares_prediction_and_target_at_the_same_points(
     aligned = module.model.forward_aligned(branch, trunk)
     expected = torch.stack([(aligned[n, columns[n]] - target[n, columns[n]]) for n in range(3)])
     torch.testing.assert_close(loss, expected.pow(2).mean())
+
+
+def test_advection_plot_grid_is_the_data_grid() -> None:
+    """test_grid is built from the sizes alone; it must list the data's points in their order."""
+    from mpsciml.problems.advection import Advection
+
+    problem = Advection(n_train=2, n_test=2, nx=8, nt=5)
+    torch.testing.assert_close(problem.test_grid().points, problem.test_data().trunk)

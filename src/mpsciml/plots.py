@@ -14,9 +14,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from mpsciml.problems.base import EvaluationGrid
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
+    """Write a PNG (creating its folder) and free the figure: pyplot keeps every open one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def plot_fields(
@@ -44,9 +53,7 @@ def plot_fields(
                 ax.set(title=f"{field}: {label}", xlabel=input_names[0])
         fig.suptitle(f"{title}  {field}: max |error| {float(error.max()):.3g}")
         path = out_dir / f"{field}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, path))
     return paths
 
 
@@ -90,7 +97,4 @@ def plot_losses(metrics_csv: Path, out_path: Path, title: str = "") -> Path | No
         if ax.lines:
             ax.legend(fontsize=8)
     fig.suptitle(title)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)

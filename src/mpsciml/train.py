@@ -150,10 +150,11 @@ def evaluate(
     cfg: DictConfig, module: SciMLModule, trainer: pl.Trainer, parts: dict[str, Any], out_dir: Path
 ) -> dict[str, Any]:
     """Final errors against the reference, losses, timings, precision facts and plots."""
-    errors = module.evaluation_errors()
+    prediction = module.predict_evaluation()
+    errors = module.evaluation_errors(prediction)
     losses = {name: float(value) for name, value in module.last_terms.items()}
     finite = all(math.isfinite(v) for v in [*errors.values(), *losses.values()])
-    plots = make_plots(cfg, module, parts, out_dir) if cfg.get("plots", True) else []
+    plots = make_plots(cfg, module, prediction, parts, out_dir) if cfg.get("plots", True) else []
     for logger in parts["loggers"]:
         if isinstance(logger, WandbLogger):
             for path in plots:
@@ -175,11 +176,11 @@ def evaluate(
 
 
 def make_plots(
-    cfg: DictConfig, module: SciMLModule, parts: dict[str, Any], out_dir: Path
+    cfg: DictConfig, module: SciMLModule, prediction: Any, parts: dict[str, Any], out_dir: Path
 ) -> list[Path]:
     """Fields vs reference, loss curves and precision diagnostics as PNGs under plots/."""
     title = f"{cfg.problem._target_.rsplit('.', 1)[-1]} | {cfg.precision.name} | seed {cfg.seed}"
-    plots = module.evaluation_plots(out_dir / "plots", title)
+    plots = module.evaluation_plots(prediction, out_dir / "plots", title)
     loss_plot = plot_losses(out_dir / "metrics.csv", out_dir / "plots" / "losses.png", title)
     precision_plot = parts["monitor"].plot(out_dir / "plots" / "precision.png", title)
     return plots + [p for p in (loss_plot, precision_plot) if p is not None]

@@ -112,6 +112,8 @@ def plot_sizes(cases: Sequence[dict[str, Any]], path: Path, title: str) -> Path 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mpsciml.plots import save_figure
+
     fig, (ax_time, ax_saved) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     widths = sorted({c["width"] for c in cases})
     styles = ["-", "--", ":", "-."]
@@ -148,7 +150,4 @@ def plot_sizes(cases: Sequence[dict[str, Any]], path: Path, title: str) -> Path 
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -80,6 +80,8 @@ class PrecisionMonitor(pl.Callback):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        from mpsciml.plots import save_figure
+
         panels = [
             ("loss_scale", "loss scale", True),
             ("skipped_steps", "skipped steps (cumulative)", False),
@@ -99,7 +101,4 @@ class PrecisionMonitor(pl.Callback):
             ax.set(title=label, xlabel="step")
             ax.grid(True, alpha=0.3)
         fig.suptitle(title)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path, dpi=100)

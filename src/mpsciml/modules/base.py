@@ -6,7 +6,7 @@ followed by L-BFGS, and L-BFGS needs a closure that re-evaluates the loss severa
 doing it by hand keeps one code path for both and lets the precision plugin scale the backward.
 
 A subclass says what the loss is (`loss_terms`) and how far the model is from the reference
-(`evaluation_errors`); PINNs and operator learning differ only there.
+(`predict_evaluation` + `evaluation_errors`); PINNs and operator learning differ only there.
 """
 
 from __future__ import annotations
@@ -52,11 +52,16 @@ class SciMLModule(pl.LightningModule):
         """The unweighted loss terms of one step, by name."""
 
     @abstractmethod
-    def evaluation_errors(self) -> dict[str, float]:
+    def predict_evaluation(self) -> Tensor:
+        """The model where the reference is known, in the run's precision (float64, CPU).
+        Computed once per evaluation and handed to the two methods below."""
+
+    @abstractmethod
+    def evaluation_errors(self, prediction: Tensor) -> dict[str, float]:
         """Relative L2 error per output field against the reference solution."""
 
     @abstractmethod
-    def evaluation_plots(self, out_dir: Path, title: str) -> list[Path]:
+    def evaluation_plots(self, prediction: Tensor, out_dir: Path, title: str) -> list[Path]:
         """Pictures of prediction vs reference, written under out_dir."""
 
     def on_step_start(self) -> None:
@@ -200,7 +205,7 @@ class SciMLModule(pl.LightningModule):
 
     # ------------------------------------------------------------- validation
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        errors = self.evaluation_errors()
+        errors = self.evaluation_errors(self.predict_evaluation())
         for field, error in errors.items():
             self.log(f"val/l2_{field}", error, prog_bar=field == self.output_names[0], batch_size=1)
         finite = [e for e in errors.values() if math.isfinite(e)]

@@ -166,18 +166,20 @@ class OperatorModule(SciMLModule):
                 chunks.append(prediction.double().cpu())
         return torch.cat(chunks)
 
-    def evaluation_errors(self) -> dict[str, float]:
-        return function_errors(self.predict_test(), self.test_set.outputs, self.output_names)
+    def predict_evaluation(self) -> Tensor:
+        return self.predict_test()
 
-    def evaluation_plots(self, out_dir: Path, title: str) -> list[Path]:
+    def evaluation_errors(self, prediction: Tensor) -> dict[str, float]:
+        return function_errors(prediction, self.test_set.outputs, self.output_names)
+
+    def evaluation_plots(self, prediction: Tensor, out_dir: Path, title: str) -> list[Path]:
         """Prediction, reference and error of the first test function."""
         grid = self.problem.test_grid() or EvaluationGrid(
             self.test_set.trunk, (self.test_set.trunk.shape[0],), [self.test_set.trunk[:, 0]]
         )
-        prediction = self.predict_test()[0]
         names = (self.problem.input_names, self.output_names)
         title = f"{title} | test function 0"
-        return plot_fields(grid, prediction, self.test_set.outputs[0], *names, out_dir, title)
+        return plot_fields(grid, prediction[0], self.test_set.outputs[0], *names, out_dir, title)
 
     # ---------------------------------------------------------------- helpers
     def _device_data(self) -> dict[str, Tensor]:

@@ -131,14 +131,15 @@ class PINNModule(SciMLModule):
             for i, field in enumerate(self.problem.output_names)
         }
 
-    def evaluation_errors(self) -> dict[str, float]:
-        return self.field_errors(self.predict_grid())
+    def predict_evaluation(self) -> Tensor:
+        return self.predict_grid()
 
-    def evaluation_plots(self, out_dir: Path, title: str) -> list[Path]:
+    def evaluation_errors(self, prediction: Tensor) -> dict[str, float]:
+        return self.field_errors(prediction)
+
+    def evaluation_plots(self, prediction: Tensor, out_dir: Path, title: str) -> list[Path]:
         names = (self.problem.input_names, self.problem.output_names)
-        return plot_fields(
-            self.grid, self.predict_grid(), self.grid_reference, *names, out_dir, title
-        )
+        return plot_fields(self.grid, prediction, self.grid_reference, *names, out_dir, title)
 
     # ---------------------------------------------------------------- helpers
     def _device_points(self) -> dict[str, Tensor]:

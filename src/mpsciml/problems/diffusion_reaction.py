@@ -58,8 +58,15 @@ class DiffusionReaction(OperatorProblem):
         self.n_domain, self.n_boundary, self.n_initial = n_domain, n_boundary, n_initial
         self.diffusion, self.reaction, self.length_scale = diffusion, reaction, length_scale
         self.supervised = supervised
+        self._loaded: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
     def _arrays(self, n: int, seed: int) -> dict[str, np.ndarray]:
+        """The dataset, read from the cache once: data, physics points and branch share it."""
+        if (n, seed) not in self._loaded:
+            self._loaded[n, seed] = self._load(n, seed)
+        return self._loaded[n, seed]
+
+    def _load(self, n: int, seed: int) -> dict[str, np.ndarray]:
         return cached_diffusion_reaction_data(
             n,
             self.n_sensors,

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from mpsciml.plots import save_figure
 from mpsciml.report.aggregate import BASELINE, PRECISION_ORDER, Row, group_key, precision_rank
 from mpsciml.report.collect import Run, read_loss_curve
 
@@ -64,12 +65,6 @@ def _by_panel(rows: list[Row]) -> dict[Panel, list[Row]]:
     for row in rows:
         panels[row.panel].append(row)
     return dict(panels)
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def l2_by_precision(rows: list[Row], runs: list[Run], path: Path) -> Path | str:
@@ -117,7 +112,7 @@ def l2_by_precision(rows: list[Row], runs: list[Run], path: Path) -> Path | str:
             ]
             ax.legend(handles, [f"field {name}" for name in fields], fontsize=8)
     fig.suptitle("Relative L2 error by precision\n(bar: mean, whisker: +1 std, dots: seeds)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def loss_curves(rows: list[Row], runs: list[Run], path: Path) -> Path | str:
@@ -157,7 +152,7 @@ def loss_curves(rows: list[Row], runs: list[Run], path: Path) -> Path | str:
         ax.grid(which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Training loss by precision\n(line: median over seeds, band: min-max)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ratios_vs_baseline(rows: list[Row], path: Path) -> Path | str:
@@ -203,7 +198,7 @@ def ratios_vs_baseline(rows: list[Row], path: Path) -> Path | str:
         ax.legend(fontsize=8)
     ax_time.set_title(f"Time per step relative to {BASELINE}")
     ax_memory.set_title(f"Memory relative to {BASELINE}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_figures(rows: list[Row], runs: list[Run], out: Path) -> dict[str, Path | str]:
