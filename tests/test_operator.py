@@ -206,6 +206,21 @@ def test_supervised_diffusion_reaction_adds_a_data_term(tmp_path: Path) -> None:
     assert set(summary["final_losses"]) == {"data", "pde", "ic", "bc", "total"}
 
 
+def test_hard_constraints_make_initial_and_wall_values_exactly_zero(tmp_path: Path) -> None:
+    """With problem.hard_constraints the ic/bc terms go and every prediction, in training
+    (indexed) and in evaluation (aligned), is zero at t = 0 and on both walls."""
+    module = run_module("diffusion_reaction", tmp_path, "problem.hard_constraints=true")
+    assert module.term_names == ["pde"]
+    edge = torch.tensor([[0.3, 0.0], [0.0, 0.6], [1.0, 0.2], [0.5, 0.5]])
+    branch = torch.randn(3, module.problem.n_sensors)
+    aligned = module._predict_aligned(branch, edge)
+    indexed = module._predict_indexed(branch, edge, torch.tensor([0, 1, 2, 0]))
+    assert (aligned[:, :3] == 0).all() and (indexed[:3] == 0).all()
+    assert (aligned[:, 3] != 0).all() and indexed[3] != 0
+    summary = run(operator_config("diffusion_reaction", tmp_path, "problem.hard_constraints=true"))
+    assert summary["status"] == "ok" and set(summary["final_losses"]) == {"pde", "total"}
+
+
 def test_unknown_loss_weight_names_the_terms(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="terms: data"):
         run(operator_config("antiderivative", tmp_path, "loss_weights={physics: 1}"))

@@ -90,13 +90,13 @@ class OperatorModule(SciMLModule):
                 branch, target = branch[batch], target[batch]
             if self.problem.data_points_per_function is not None:
                 return self._sampled_data_term(branch, trunk, target)
-            prediction = self.model.forward_aligned(branch, trunk)
+            prediction = self._predict_aligned(branch, trunk)
             return self._data_loss(prediction, target, None)
         index = data["index"]
         if batch is not None:
             rows = torch.isin(index, batch)
             trunk, target, index = trunk[rows], target[rows], index[rows]
-        prediction = self.model.forward_indexed(branch, trunk, index)
+        prediction = self._predict_indexed(branch, trunk, index)
         return self._data_loss(prediction, target, index)
 
     def _sampled_data_term(self, branch: Tensor, trunk: Tensor, target: Tensor) -> Tensor:
@@ -108,7 +108,7 @@ class OperatorModule(SciMLModule):
         columns = columns.to(target.device)
         rows = torch.arange(n_functions, device=target.device).repeat_interleave(per_function)
         points = trunk[columns.flatten()]
-        prediction = self.model.forward_indexed(branch, points, rows)
+        prediction = self._predict_indexed(branch, points, rows)
         return self._data_loss(prediction, target[rows, columns.flatten()], rows)
 
     def _data_loss(self, prediction: Tensor, target: Tensor, index: Tensor | None) -> Tensor:
@@ -144,7 +144,7 @@ class OperatorModule(SciMLModule):
             index = torch.arange(n_functions, device=points.device)
             index = index.repeat_interleave(per_function)
             inputs = points.reshape(-1, points.shape[-1]).detach().requires_grad_(True)
-            outputs = self.model.forward_indexed(branch, inputs, index)
+            outputs = self._predict_indexed(branch, inputs, index)
             derivatives = Derivatives(inputs, outputs, *names, seed=seed, track_nonfinite=scaled)
             derivative_sets.append(derivatives)
             residual = condition.residual(derivatives, known.reshape(inputs.shape[0], -1))
@@ -162,7 +162,7 @@ class OperatorModule(SciMLModule):
         chunks = []
         with self.forward_context():
             for branch in self.test_set.branch.split(self.eval_functions):
-                prediction = self.model.forward_aligned(branch.to(self.device, dtype), trunk)
+                prediction = self._predict_aligned(branch.to(self.device, dtype), trunk)
                 chunks.append(prediction.double().cpu())
         return torch.cat(chunks)
 
@@ -182,6 +182,15 @@ class OperatorModule(SciMLModule):
         return plot_fields(grid, prediction[0], self.test_set.outputs[0], *names, out_dir, title)
 
     # ---------------------------------------------------------------- helpers
+    def _predict_aligned(self, branch: Tensor, trunk: Tensor) -> Tensor:
+        """(N, P, out) predictions, with the problem's hard constraints applied."""
+        return self.problem.constrain_output(trunk, self.model.forward_aligned(branch, trunk))
+
+    def _predict_indexed(self, branch: Tensor, points: Tensor, index: Tensor) -> Tensor:
+        """(B, out) predictions at points of the functions `index`, constraints applied."""
+        outputs = self.model.forward_indexed(branch, points, index)
+        return self.problem.constrain_output(points, outputs)
+
     def _device_data(self) -> dict[str, Tensor]:
         """Training data and collocation points on the model's device and dtype, cast once."""
         dtype = next(self.model.parameters()).dtype

@@ -52,12 +52,14 @@ class DiffusionReaction(OperatorProblem):
         data_loss: str = "mse",
         data_seed: int = 0,
         data_points_per_function: int | None = 100,
+        hard_constraints: bool = False,
     ) -> None:
         super().__init__(functions_per_step, data_loss, data_seed, data_points_per_function)
         self.n_train, self.n_test, self.n_sensors, self.nx, self.nt = n_train, n_test, m, nx, nt
         self.n_domain, self.n_boundary, self.n_initial = n_domain, n_boundary, n_initial
         self.diffusion, self.reaction, self.length_scale = diffusion, reaction, length_scale
         self.supervised = supervised
+        self.hard_constraints = hard_constraints
         self._loaded: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
     def _arrays(self, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -110,6 +112,13 @@ class DiffusionReaction(OperatorProblem):
             - source[:, 0].to(u.dtype)
         )
 
+    def constrain_output(self, inputs: Tensor, outputs: Tensor) -> Tensor:
+        """u = x (1 - x) t N(x, t): zero initial and boundary values by construction."""
+        if not self.hard_constraints:
+            return outputs
+        x, t = inputs[..., 0:1], inputs[..., 1:2]
+        return x * (1 - x) * t * outputs
+
     def boundary_value(self, d: Derivatives, known: Tensor) -> Tensor:
         return d["u"]
 
@@ -128,8 +137,10 @@ class DiffusionReaction(OperatorProblem):
         initial = torch.stack([uniform(n, self.n_initial), torch.zeros(n, self.n_initial)], -1)
         wall = (uniform(n, self.n_boundary) < 0.5).double()
         boundary = torch.stack([wall, uniform(n, self.n_boundary)], dim=-1)
-        return {
-            "pde": OperatorCondition(domain, source, self.pde),
+        pde = {"pde": OperatorCondition(domain, source, self.pde)}
+        if self.hard_constraints:  # u = 0 at t = 0 and on the walls holds exactly
+            return pde
+        return pde | {
             "ic": OperatorCondition(
                 initial, torch.zeros(n, self.n_initial, 0), self.boundary_value
             ),

@@ -127,6 +127,15 @@ class OperatorProblem(ABC):
         """Branch inputs (N, m) of the functions the physics conditions are posed for."""
         return None
 
+    def constrain_output(self, inputs: Tensor, outputs: Tensor) -> Tensor:
+        """The network output mapped to the model's prediction (default: unchanged).
+
+        A problem overrides this to build known initial or boundary values into every
+        prediction (a hard constraint), so those conditions need no loss term. `inputs` is
+        (..., d) and `outputs` (..., out), broadcastable: (P, d) against (N, P, out) works.
+        """
+        return outputs
+
     def test_grid(self) -> EvaluationGrid | None:
         """The test trunk as a tensor-product grid, for field plots (None: plot as lines)."""
         return None
