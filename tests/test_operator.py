@@ -221,6 +221,25 @@ def test_hard_constraints_make_initial_and_wall_values_exactly_zero(tmp_path: Pa
     assert summary["status"] == "ok" and set(summary["final_losses"]) == {"pde", "total"}
 
 
+def test_physics_points_per_function_draws_distinct_pool_points(tmp_path: Path) -> None:
+    """Each function keeps its own points and their source values; conditions without known
+    values (ic, bc) sample the same way; a run with the option trains."""
+    module = run_module("diffusion_reaction", tmp_path, "problem.physics_points_per_function=5")
+    pool = module.conditions["pde"]
+    points, known = module._sampled_physics_points("pde", pool.points, pool.known)
+    assert points.shape == (8, 5, 2) and known.shape == (8, 5, 1)
+    for f in range(points.shape[0]):
+        rows = (pool.points[f, None] == points[f, :, None]).all(-1).nonzero()[:, 1]
+        assert len(rows.unique()) == 5  # five distinct points of this function's pool
+        torch.testing.assert_close(known[f], pool.known[f, rows])
+    ic = module.conditions["ic"]
+    assert module._sampled_physics_points("ic", ic.points, ic.known)[1].shape == (8, 5, 0)
+    summary = run(
+        operator_config("diffusion_reaction", tmp_path / "b", "problem.physics_points_per_function=5")
+    )
+    assert summary["status"] == "ok"
+
+
 def test_unknown_loss_weight_names_the_terms(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="terms: data"):
         run(operator_config("antiderivative", tmp_path, "loss_weights={physics: 1}"))

@@ -140,6 +140,7 @@ class OperatorModule(SciMLModule):
             points, known = data[f"{name}/points"], data[f"{name}/known"]
             if batch is not None:
                 points, known = points[batch], known[batch]
+            points, known = self._sampled_physics_points(name, points, known)
             n_functions, per_function = points.shape[:2]
             index = torch.arange(n_functions, device=points.device)
             index = index.repeat_interleave(per_function)
@@ -152,6 +153,26 @@ class OperatorModule(SciMLModule):
         if scaled:
             self.report_nonfinite(derivative_sets)
         return terms
+
+    def _sampled_physics_points(
+        self, name: str, points: Tensor, known: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """`physics_points_per_function` of each function's points (seeded by step and term)."""
+        n_functions, pool = points.shape[:2]
+        per_step = self.problem.physics_points_per_function
+        if per_step is None or per_step >= pool:
+            return points, known
+        term_offset = list(self.conditions).index(name)
+        generator = torch.Generator().manual_seed(
+            self.seed * 1_000_037 + self.global_step * 17 + term_offset
+        )
+        columns = torch.rand(n_functions, pool, generator=generator).argsort(dim=1)[:, :per_step]
+        columns = columns.to(points.device)
+        pick = columns.unsqueeze(-1)
+        return (
+            torch.gather(points, 1, pick.expand(-1, -1, points.shape[-1])),
+            torch.gather(known, 1, pick.expand(-1, -1, known.shape[-1])),
+        )
 
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()

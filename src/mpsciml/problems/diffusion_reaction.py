@@ -53,8 +53,15 @@ class DiffusionReaction(OperatorProblem):
         data_seed: int = 0,
         data_points_per_function: int | None = 100,
         hard_constraints: bool = False,
+        physics_points_per_function: int | None = None,
     ) -> None:
-        super().__init__(functions_per_step, data_loss, data_seed, data_points_per_function)
+        super().__init__(
+            functions_per_step,
+            data_loss,
+            data_seed,
+            data_points_per_function,
+            physics_points_per_function,
+        )
         self.n_train, self.n_test, self.n_sensors, self.nx, self.nt = n_train, n_test, m, nx, nt
         self.n_domain, self.n_boundary, self.n_initial = n_domain, n_boundary, n_initial
         self.diffusion, self.reaction, self.length_scale = diffusion, reaction, length_scale

@@ -71,6 +71,9 @@ class OperatorProblem(ABC):
     error, which weighs small and large functions alike (the advection case of Lu et al. 2022).
     `data_points_per_function` draws that many of the aligned grid's points per function and
     step for the data term (None: all), for large grids where the full product is costly.
+    `physics_points_per_function` likewise draws that many of each function's collocation
+    points per condition and step (None: all): more functions at fewer points per step teaches
+    the branch faster for the same cost, while the pool keeps the points from being memorised.
     """
 
     input_names: tuple[str, ...]
@@ -83,6 +86,7 @@ class OperatorProblem(ABC):
         data_loss: str = "mse",
         data_seed: int = 0,
         data_points_per_function: int | None = None,
+        physics_points_per_function: int | None = None,
     ) -> None:
         if data_loss not in DATA_LOSSES:
             raise ValueError(
@@ -94,7 +98,12 @@ class OperatorProblem(ABC):
             raise ValueError(
                 f"problem.data_points_per_function={data_points_per_function} must be >= 1"
             )
+        if physics_points_per_function is not None and physics_points_per_function < 1:
+            raise ValueError(
+                f"problem.physics_points_per_function={physics_points_per_function} must be >= 1"
+            )
         self.functions_per_step = functions_per_step
+        self.physics_points_per_function = physics_points_per_function
         self.data_points_per_function = data_points_per_function
         self.data_loss = data_loss
         self.data_seed = data_seed
