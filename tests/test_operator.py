@@ -234,9 +234,8 @@ def test_physics_points_per_function_draws_distinct_pool_points(tmp_path: Path) 
         torch.testing.assert_close(known[f], pool.known[f, rows])
     ic = module.conditions["ic"]
     assert module._sampled_physics_points("ic", ic.points, ic.known)[1].shape == (8, 5, 0)
-    summary = run(
-        operator_config("diffusion_reaction", tmp_path / "b", "problem.physics_points_per_function=5")
-    )
+    option = "problem.physics_points_per_function=5"
+    summary = run(operator_config("diffusion_reaction", tmp_path / "b", option))
     assert summary["status"] == "ok"
 
 
