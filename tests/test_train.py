@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mpsciml.config import ConfigError
 from mpsciml.train import run
 
 EXPECTED = {
@@ -188,3 +189,29 @@ def test_resampling_moves_points_reproducibly(tiny_config):
     moved, again = points_after(3), points_after(3)
     assert not torch.equal(start, moved)
     assert torch.equal(moved, again)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "mixed"])
+def test_resume_continues_exactly_where_the_run_stopped(tiny_config, precision):
+    """3 steps, then resume=<that folder> up to 6 steps: the same weights, optimizer moments and
+    loss scale as 6 uninterrupted steps (batches and points are seeded by the step)."""
+    common = [f"precision={precision}"]
+    straight = run(tiny_config(*common, "trainer.max_steps=6"))
+    stopped = run(tiny_config(*common, "trainer.max_steps=3"))
+    resumed = run(tiny_config(*common, "trainer.max_steps=6", f"resume={stopped['output_dir']}"))
+    assert resumed["resumed_from"].endswith("checkpoints/last.ckpt")
+    assert resumed["steps"] == 6 and resumed["l2"] == straight["l2"]
+    finals = [
+        torch.load(Path(r["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
+        for r in (straight, resumed)
+    ]
+    for name, value in finals[0]["state_dict"].items():
+        torch.testing.assert_close(finals[1]["state_dict"][name], value, rtol=0, atol=0)
+    assert finals[0]["optimizer_states"][0]["state"][0]["exp_avg_sq"].equal(
+        finals[1]["optimizer_states"][0]["state"][0]["exp_avg_sq"]
+    )
+
+
+def test_resume_from_a_missing_checkpoint_names_the_key(tiny_config, tmp_path):
+    with pytest.raises(ConfigError, match=r"^resume=.*checkpoints/last\.ckpt"):
+        run(tiny_config(f"resume={tmp_path / 'nowhere'}"))

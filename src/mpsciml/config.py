@@ -140,3 +140,26 @@ def validate(cfg: DictConfig) -> None:
             weight,
             "must be a number >= 0",
         )
+    resume_checkpoint(cfg.get("resume"))
+
+
+def resume_checkpoint(resume: Any) -> str | None:
+    """The checkpoint `resume=` names: a .ckpt file, or a run folder (its checkpoints/last.ckpt).
+
+    A relative path is taken from where the user launched train.py, not the run folder Hydra
+    changed into, so `resume=outputs/<date>/<time>` works as typed.
+    """
+    if resume is None:
+        return None
+    path = Path(str(resume)).expanduser()
+    if not path.is_absolute() and HydraConfig.initialized():
+        path = Path(HydraConfig.get().runtime.cwd) / path
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    _require(
+        path.is_file(),
+        "resume",
+        str(resume),
+        f"no checkpoint at {path}; give a .ckpt file or a run folder with checkpoints/last.ckpt",
+    )
+    return str(path)
