@@ -32,6 +32,12 @@ def int_fraction(total: int, fraction: float) -> int:
     return int(int(total) * float(fraction))
 
 
+def decay_per_step(total: int, final_factor: float) -> float:
+    """`${decay_per_step:${trainer.max_steps},0.05}`: the ExponentialLR gamma that ends a run at
+    final_factor x the initial learning rate, so changing max_steps keeps the schedule's shape."""
+    return float(final_factor) ** (1.0 / max(int(total), 1))
+
+
 def is_multirun() -> bool:
     """True inside a job of `train.py -m ...` (any sweeper, any launcher)."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -64,6 +70,7 @@ def register_resolvers() -> None:
     for name, resolver in (
         ("wandb_offline", wandb_offline),
         ("int_fraction", int_fraction),
+        ("decay_per_step", decay_per_step),
         ("sweep_group", sweep_group),
         ("run_tags", run_tags),
     ):
