@@ -141,12 +141,12 @@ class DiffusionReaction(OperatorProblem):
         column = torch.randint(0, self.nx, (n, self.n_domain), generator=generator)
         domain = torch.stack([x_grid[column], uniform(n, self.n_domain)], dim=-1)
         source = torch.gather(as_tensor(arrays["source"]), 1, column).unsqueeze(-1)
-        initial = torch.stack([uniform(n, self.n_initial), torch.zeros(n, self.n_initial)], -1)
-        wall = (uniform(n, self.n_boundary) < 0.5).double()
-        boundary = torch.stack([wall, uniform(n, self.n_boundary)], dim=-1)
         pde = {"pde": OperatorCondition(domain, source, self.pde)}
         if self.hard_constraints:  # u = 0 at t = 0 and on the walls holds exactly
             return pde
+        initial = torch.stack([uniform(n, self.n_initial), torch.zeros(n, self.n_initial)], -1)
+        wall = (uniform(n, self.n_boundary) < 0.5).double()
+        boundary = torch.stack([wall, uniform(n, self.n_boundary)], dim=-1)
         return pde | {
             "ic": OperatorCondition(
                 initial, torch.zeros(n, self.n_initial, 0), self.boundary_value
