@@ -30,12 +30,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mpsciml.diff import Derivatives
+from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.taylor import TaylorDerivatives, probe_derivatives
 from mpsciml.models.mlp import MLP
 from mpsciml.problems.base import Problem
 from mpsciml.problems.burgers import Burgers
 from mpsciml.problems.navier_stokes import NavierStokes
-from mpsciml.taylor import TaylorDerivatives, probe_derivatives
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES: dict[str, Callable[[], tuple[Problem, tuple[int, ...]]]] = {

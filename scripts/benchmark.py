@@ -12,7 +12,7 @@ bar (they are not the training step); an override on the command line wins over 
 depth.
 
 How it measures, and why:
-- Every row is a real `trainer.fit` of the module `mpsciml.train.build` makes (our precision
+- Every row is a real `trainer.fit` of the module `mpsciml.compose.build` makes (our precision
   plugin, callbacks, `self.log`), plus a reference row `bare_fp32`: the same step in plain
   PyTorch (same model, points, residuals and derivative mode, Adam, fp32). Lightning fp32 over
   bare fp32 is the framework's overhead.

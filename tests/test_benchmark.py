@@ -21,7 +21,7 @@ from mpsciml.benchmark.bare_loop import BareLoop
 from mpsciml.benchmark.report import add_ratios, framework_overhead, markdown_table, write_json
 from mpsciml.benchmark.saved_bytes import SavedTensorMeter
 from mpsciml.benchmark.timing import Baton, StepClock, paired_ratio, summarize
-from mpsciml.train import build, module_dataloaders
+from mpsciml.compose import build, module_dataloaders
 
 ROOT = Path(__file__).resolve().parents[1]
 N, D, H = 64, 8, 16  # points, inputs, hidden width of the known graph

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mpsciml.diff import Derivatives
+from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.models.mlp import ACTIVATIONS, INITIALIZERS, MLP
 
 FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {

@@ -138,7 +138,7 @@ def test_relative_l2_loss_is_layout_independent(tmp_path: Path) -> None:
 
 
 def run_module(problem: str, tmp_path: Path, *extra: str) -> OperatorModule:
-    from mpsciml.train import build
+    from mpsciml.compose import build
 
     module, _, _ = build(operator_config(problem, tmp_path, *extra))
     assert isinstance(module, OperatorModule)
@@ -159,7 +159,7 @@ def test_physics_points_carry_the_source_at_their_x(tmp_path: Path) -> None:
 
 def test_diffusion_reaction_residual_vanishes_on_a_manufactured_solution() -> None:
     """pde(d, v) = u_t - D u_xx - k u^2 - v is zero for u = sin(pi x) t and the matching v."""
-    from mpsciml.diff import Derivatives
+    from mpsciml.derivatives.autograd import Derivatives
 
     problem = DiffusionReaction(n_train=2, n_test=1)
     xt = torch.rand(50, 2, dtype=torch.float64, requires_grad=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import mpsciml.diff
+import mpsciml.derivatives.autograd
 from mpsciml.problems.burgers import Burgers
 from mpsciml.train import run
 
@@ -58,7 +58,7 @@ def test_lbfgs_in_fp64_stays_fp64(tiny_config):
 
 
 def test_precision_schedule_switches_weights_and_optimizer_state(tiny_config):
-    from mpsciml.train import build, module_dataloaders
+    from mpsciml.compose import build, module_dataloaders
 
     cfg = tiny_config(
         "precision=fp16", "trainer.max_steps=4", "precision.schedule=[{step: 2, precision: fp32}]"
@@ -75,13 +75,13 @@ def test_precision_schedule_switches_weights_and_optimizer_state(tiny_config):
 
 
 def test_overflowing_derivatives_skip_the_step_and_back_off_their_seed(tiny_config, monkeypatch):
-    original = mpsciml.diff.gradient
+    original = mpsciml.derivatives.autograd.gradient
 
     def overflow_unless_scaled(output, inputs, seed=1.0):
         result = original(output, inputs, seed)
         return result * float("inf") if seed > 0.3 else result
 
-    monkeypatch.setattr(mpsciml.diff, "gradient", overflow_unless_scaled)
+    monkeypatch.setattr(mpsciml.derivatives.autograd, "gradient", overflow_unless_scaled)
     summary = run(tiny_config("precision=mixed", "trainer.max_steps=5"))
     facts = summary["precision"]
     assert facts["skip_reasons"].get("derivative_overflow") == 2  # seeds 1 -> 0.5 -> 0.25
@@ -108,7 +108,7 @@ def test_a_run_that_cannot_recover_ends_diverged_with_a_finite_checkpoint(tiny_c
 
 def test_finite_checkpoint_refuses_nan_weights(tiny_config, monkeypatch):
     from mpsciml.callbacks.finite_checkpoint import FiniteCheckpoint
-    from mpsciml.train import build, module_dataloaders
+    from mpsciml.compose import build, module_dataloaders
 
     module, trainer, _ = build(tiny_config("trainer.max_steps=1"))
     trainer.fit(module, *module_dataloaders(1))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mpsciml.diff import Derivatives, gradient
+from mpsciml.derivatives.autograd import Derivatives, gradient
 from mpsciml.precision.derivative_scaler import DerivativeScaler
 from mpsciml.precision.diagnostics import gradient_underflow_fraction, lost_update_fraction
 from mpsciml.precision.loss_scaler import DynamicLossScaler

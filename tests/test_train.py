@@ -121,7 +121,7 @@ def test_adam_then_lbfgs_switches_at_the_configured_step(tiny_config, monkeypatc
 
 
 def test_adam_lr_scheduler_is_applied(tiny_config):
-    from mpsciml.train import build
+    from mpsciml.compose import build
 
     cfg = tiny_config(
         "+optimizer.scheduler._target_=torch.optim.lr_scheduler.ExponentialLR",
@@ -129,7 +129,7 @@ def test_adam_lr_scheduler_is_applied(tiny_config):
         "+optimizer.scheduler.gamma=0.5",
     )
     module, trainer, _ = build(cfg)
-    from mpsciml.train import module_dataloaders
+    from mpsciml.compose import module_dataloaders
 
     trainer.fit(module, *module_dataloaders(3))
     assert module.optimizers().param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**3)
@@ -178,7 +178,7 @@ def test_taylor_derivatives_train_like_autograd(tiny_config):
 
 
 def test_resampling_moves_points_reproducibly(tiny_config):
-    from mpsciml.train import build, module_dataloaders
+    from mpsciml.compose import build, module_dataloaders
 
     def points_after(steps: int):
         module, trainer, _ = build(tiny_config(f"trainer.max_steps={steps}", "resample_every=2"))

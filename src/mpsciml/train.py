@@ -13,96 +13,24 @@ import os
 import sys
 import time
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
-from mpsciml.callbacks.precision_monitor import PrecisionMonitor
-from mpsciml.callbacks.precision_probe import PrecisionProbe
-from mpsciml.callbacks.precision_schedule import PrecisionSchedule
-from mpsciml.callbacks.step_timer import StepTimer
-from mpsciml.config import ConfigError, is_multirun, resume_checkpoint, validate
-from mpsciml.factory import build_model, build_module, check_model_fits
+from mpsciml.compose import build, module_dataloaders
+from mpsciml.config import ConfigError, is_multirun, resume_checkpoint
 from mpsciml.modules.base import SciMLModule
 from mpsciml.plots import plot_losses
-from mpsciml.precision.plugin import SciMLPrecision, build_precision_plugin
-from mpsciml.precision.registry import resolve_device
+from mpsciml.precision.plugin import SciMLPrecision
 from mpsciml.summary import environment_facts, peak_memory, write_summary
 from mpsciml.sweep import check_objective
 from mpsciml.wandb_logger import WandbLogger as ArtifactWandbLogger
 
 log = logging.getLogger(__name__)
-
-
-def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
-    """Instantiate problem, model, module, loggers, callbacks and trainer from the config."""
-    validate(cfg)
-    apply_precision_optimizer_floor(cfg)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    try:
-        problem = instantiate(cfg.problem)
-        check_model_fits(cfg, problem)
-        model = build_model(cfg.model, problem)
-        module = build_module(cfg, problem, model)
-    except InstantiationException as exc:
-        raise ConfigError(str(exc.__cause__ or exc)) from exc
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-
-    device = resolve_device(cfg.trainer.accelerator)
-    precision = cfg.precision
-    plugin = build_precision_plugin(
-        precision.name,
-        device,
-        allow_tf32=precision.allow_tf32,
-        loss_scaling=precision.loss_scaling,
-        init_scale=precision.init_scale,
-        derivative_scaling=precision.derivative_scaling,
-    )
-    module.max_skips = precision.max_consecutive_skips
-    probe, timer = PrecisionProbe(precision.name), StepTimer()
-    monitor = PrecisionMonitor(every_n_steps=precision.diagnostics_every)
-    callbacks = [probe, timer, monitor]
-    if precision.schedule:
-        callbacks.append(PrecisionSchedule(precision.schedule))
-    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    max_steps = cfg.trainer.max_steps
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers or False,
-        enable_checkpointing=bool(cfg.get("callbacks")),
-        val_check_interval=min(cfg.val_every, max_steps),
-        plugins=[plugin],
-    )
-    return module, trainer, {"probe": probe, "timer": timer, "monitor": monitor, "loggers": loggers}
-
-
-def apply_precision_optimizer_floor(cfg: DictConfig) -> None:
-    """Raise Adam's epsilon to the precision's floor (`precision.adam_eps`), saying so.
-
-    In pure fp16 the default 1e-8 rounds to 0, and v = (1 - beta2) g^2 underflows for
-    |g| < 2e-4, so m / (sqrt(v) + eps) is m / 0 and the first step writes inf into the weights.
-    """
-    floor = cfg.precision.get("adam_eps")
-    adam = cfg.optimizer.get("adam")
-    if floor is None or adam is None or adam.get("eps", 0.0) >= floor:
-        return
-    log.warning(
-        "precision=%s: optimizer.adam.eps raised from %g to %g (smaller is 0 in this precision)",
-        cfg.precision.name,
-        adam.get("eps", 0.0),
-        floor,
-    )
-    adam.eps = float(floor)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -207,20 +135,6 @@ def precision_facts(trainer: pl.Trainer, cfg: DictConfig) -> dict[str, Any]:
             }
         )
     return facts
-
-
-# The loaders below carry no data, only step ticks; modules draw their batches and points from
-# the global step, so a run resumed mid-epoch continues exactly (tests/test_train.py proves it).
-warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
-
-
-def module_dataloaders(max_steps: int) -> tuple[Any, Any]:
-    """A PINN's 'data' is its fixed collocation points, held by the module; the loaders only
-    tick: one epoch of `max_steps` steps (so the progress bar shows the whole run) and one
-    validation tick."""
-    train = torch.utils.data.DataLoader(range(max_steps), batch_size=None)
-    val = torch.utils.data.DataLoader(range(1), batch_size=None)
-    return train, val
 
 
 def last_checkpoint(out_dir: Path) -> str | None:

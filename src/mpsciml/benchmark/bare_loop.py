@@ -18,9 +18,9 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from mpsciml.diff import Derivatives
+from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
 from mpsciml.problems.base import Condition
-from mpsciml.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
 
 
 class BareLoop:

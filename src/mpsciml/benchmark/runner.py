@@ -1,6 +1,6 @@
 """Runners: one training loop per row of the benchmark, each in its own thread under a `Baton`.
 
-A Lightning runner is the run `python train.py` makes: `mpsciml.train.build(cfg)` gives module
+A Lightning runner is the run `python train.py` makes: `mpsciml.compose.build(cfg)` gives module
 and trainer (our precision plugin, the precision probe, step timer and diagnostics monitor), and
 `trainer.fit` runs unchanged; a callback placed first ticks the runner's `StepClock` at the start
 of every batch. Driving `training_step` by hand would skip Lightning's loop, hooks and logging,
@@ -27,8 +27,8 @@ from mpsciml.benchmark.bare_loop import BareLoop
 from mpsciml.benchmark.memory import PeakMemory
 from mpsciml.benchmark.saved_bytes import SavedTensorMeter
 from mpsciml.benchmark.timing import Baton, StepClock
+from mpsciml.compose import build, module_dataloaders
 from mpsciml.precision.registry import resolve_device
-from mpsciml.train import build, module_dataloaders
 
 EXTRA_STEPS = 2  # the memory step and the saved-bytes step after the timed ones
 

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
 
-from mpsciml.diff import Derivatives
+from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.precision.plugin import SciMLPrecision
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from mpsciml.diff import Derivatives, assembly_dtype
+from mpsciml.derivatives.autograd import Derivatives, assembly_dtype
 from mpsciml.models.deeponet import DeepONet
 from mpsciml.modules.base import SciMLModule
 from mpsciml.plots import plot_fields

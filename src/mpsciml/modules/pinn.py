@@ -14,12 +14,12 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from mpsciml.diff import Derivatives
+from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
 from mpsciml.metrics import relative_l2
 from mpsciml.modules.base import SciMLModule
 from mpsciml.plots import plot_fields
 from mpsciml.problems.base import Problem
-from mpsciml.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
 
 
 class PINNModule(SciMLModule):

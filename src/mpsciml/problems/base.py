@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from mpsciml.diff import Derivatives
+from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.sampling import SAMPLING_METHODS, Box
 
 Residual = Callable[[Derivatives], Tensor | Mapping[str, Tensor]]

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from mpsciml.diff import Derivatives
+from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import Condition, Problem
 from mpsciml.problems.burgers_exact import burgers_exact
 from mpsciml.problems.sampling import Box

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from mpsciml.data.diffusion_reaction import cached_diffusion_reaction_data
-from mpsciml.diff import Derivatives
+from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import EvaluationGrid
 from mpsciml.problems.operator import (
     OperatorCondition,

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from mpsciml.diff import Derivatives
+from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import Condition, Problem
 from mpsciml.problems.sampling import Box
 

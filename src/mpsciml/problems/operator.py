@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mpsciml.diff import Derivatives
+from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import EvaluationGrid
 
 DATA_LOSSES = ("mse", "rel_l2")

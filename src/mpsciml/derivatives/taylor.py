@@ -22,7 +22,7 @@ dtype under ``torch.autocast``, otherwise the weight dtype, e.g. fp16 for pure f
 rules (sigma, sigma', sigma'' and the products above) are evaluated in fp32 (fp64 for fp64) from
 the rounded matmul outputs and rounded back to the compute dtype, so z_i^2 cannot overflow fp16 in
 an intermediate. For fp16/bf16 streams an activation saves for backward only its low-precision
-inputs and recomputes the fp32 rule in backward (`mpsciml.taylor_rules`): saving the fp32
+inputs and recomputes the fp32 rule in backward (`mpsciml.derivatives.rules`): saving the fp32
 intermediates would keep mixed precision from halving the activation memory. Final streams are
 converted to `assembly_dtype` (fp32, fp64 for fp64) and the derivative seeds are divided out there.
 Seeds work as in reverse mode: the order-k streams are carried multiplied by ``seed(k)``, so a
@@ -39,14 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mpsciml.diff import Derivatives
-from mpsciml.models.mlp import MLP
-from mpsciml.taylor_rules import (
+from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.rules import (
     ACTIVATION_RULES,
     ActivationRule,
     activation_step,
     register_activation,
 )
+from mpsciml.models.mlp import MLP
 
 __all__ = [
     "ACTIVATION_RULES",
@@ -65,7 +65,7 @@ class UnsupportedModelError(TypeError):
     """The model is not a plain stack of Linear layers and known elementwise activations."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"no Taylor-mode derivatives: {reason}; use mpsciml.diff.Derivatives")
+        super().__init__(f"no Taylor-mode derivatives: {reason}; use the autograd engine")
 
 
 def _flatten(model: nn.Module) -> list[nn.Module]:

@@ -1,4 +1,4 @@
-"""Checks of `mpsciml.diff`: the derivatives every PINN residual is built from.
+"""Checks of `mpsciml.derivatives.autograd`: the derivatives every PINN residual is built from.
 
 A wrong derivative here silently corrupts every residual and every loss, so each derivative is
 compared with something computed independently: closed-form derivatives of known functions,
@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import Tensor
 
-import mpsciml.diff
-from mpsciml.diff import Derivatives, gradient
+import mpsciml.derivatives.autograd
+from mpsciml.derivatives.autograd import Derivatives, gradient
 from mpsciml.models.mlp import MLP
 from mpsciml.problems.burgers import Burgers
 from mpsciml.problems.burgers_exact import burgers_exact
@@ -165,14 +165,14 @@ def test_second_derivative_of_linear_field_is_zero() -> None:
 
 @pytest.fixture
 def count_passes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """Replace mpsciml.diff.gradient by a counting wrapper; returns the list of calls."""
+    """Replace derivatives.autograd.gradient by a counting wrapper; returns the calls."""
     calls: list[tuple[int, int]] = []
 
     def counting(output: Tensor, inputs: Tensor, seed: float = 1.0) -> Tensor:
         calls.append((id(output), id(inputs)))
         return gradient(output, inputs, seed)
 
-    monkeypatch.setattr(mpsciml.diff, "gradient", counting)
+    monkeypatch.setattr(mpsciml.derivatives.autograd, "gradient", counting)
     return calls
 
 

@@ -1,4 +1,4 @@
-"""Activation rules of the Taylor engine (`mpsciml.taylor`) and the step that applies them.
+"""Activation rules of the Taylor engine (`derivatives.taylor`) and the step that applies them.
 
 An activation s = sigma(z) maps the value, first and unmixed second streams as
 

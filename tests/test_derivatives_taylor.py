@@ -1,6 +1,6 @@
-"""Checks of `mpsciml.taylor`: forward-mode derivatives must be the autograd ones, only faster.
+"""Checks of `derivatives.taylor`: forward-mode derivatives must be the autograd ones, faster.
 
-`mpsciml.diff.Derivatives` is the reference (itself checked against closed forms in
+`mpsciml.derivatives.autograd.Derivatives` is the reference (itself checked against closed forms in
 test_diff.py): values, streams, fallback partials, PDE residuals, weight gradients and whole
 training runs of the two paths must agree to rounding, in fp64 and fp32. Low precisions are only
 asked to stay finite and close, and to report overflowed derivatives like `Derivatives` does.
@@ -16,20 +16,20 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mpsciml import taylor_rules
 from mpsciml.benchmark.saved_bytes import SavedTensorMeter
-from mpsciml.diff import Derivatives
-from mpsciml.models.deeponet import DeepONet
-from mpsciml.models.mlp import MLP
-from mpsciml.problems.burgers import Burgers
-from mpsciml.problems.navier_stokes import NavierStokes
-from mpsciml.taylor import (
+from mpsciml.derivatives import rules as taylor_rules
+from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.taylor import (
     TaylorDerivatives,
     UnsupportedModelError,
     probe_derivatives,
     supports_taylor,
     taylor_forward,
 )
+from mpsciml.models.deeponet import DeepONet
+from mpsciml.models.mlp import MLP
+from mpsciml.problems.burgers import Burgers
+from mpsciml.problems.navier_stokes import NavierStokes
 
 
 @pytest.fixture(autouse=True)
