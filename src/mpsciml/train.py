@@ -142,11 +142,20 @@ def last_checkpoint(out_dir: Path) -> str | None:
     return str(path.relative_to(out_dir)) if path.exists() else None
 
 
+def started_wandb_run(logger: Any) -> Any | None:
+    """The W&B run of a WandbLogger if one was started, without starting one (a run that failed
+    before logging anything has none). wandb keeps the active run in `wandb.run`, which the
+    logger's `experiment` then returns."""
+    wandb = sys.modules.get("wandb")
+    if not isinstance(logger, WandbLogger) or wandb is None or wandb.run is None:
+        return None
+    return logger.experiment
+
+
 def wandb_facts(loggers: list[Any], out_dir: Path) -> dict[str, Any] | None:
     """Which W&B run this was (id, group, folder), so a report or a test can find it."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            run = logger.experiment
+        if (run := started_wandb_run(logger)) is not None:
             run_dir = Path(run.dir).parent  # .../wandb/offline-run-<time>-<id>
             return {
                 "id": run.id,
@@ -163,7 +172,7 @@ def finish_wandb(loggers: list[Any], summary: dict[str, Any]) -> None:
     whatever happened in the run: an unfinished run would swallow the next multirun job's logs."""
     exit_code = 0 if summary["status"] == "ok" else 1
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if started_wandb_run(logger) is not None:
             flat = {
                 k: v for k, v in summary.items() if isinstance(v, int | float | str) or v is None
             }

@@ -13,6 +13,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from mpsciml.log_steps import is_log_step
+
 
 class StepTimer(pl.Callback):
     """Logs `perf/step_ms`; the summary takes the median after `warmup` steps."""
@@ -42,7 +44,7 @@ class StepTimer(pl.Callback):
     ) -> None:
         seconds = self._now(pl_module) - self._start
         self.step_seconds.append(seconds)
-        if trainer._logger_connector.should_update_logs:  # an unwritten self.log costs ~0.3 ms
+        if is_log_step(trainer):  # an unwritten self.log costs ~0.3 ms
             pl_module.log("perf/step_ms", 1000 * seconds, batch_size=1)
 
     def median_ms(self) -> float | None:
