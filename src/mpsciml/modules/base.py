@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.log_steps import is_log_step
 from mpsciml.precision.plugin import SciMLPrecision
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class SciMLModule(pl.LightningModule):
         """The loss terms, on the steps Lightning writes to the loggers (`log_every_n_steps`),
         and the total also on every step while a progress bar shows it. Each `self.log` costs
         ~0.3 ms of Python, as much as a small PINN's backward pass; unwritten, it is wasted."""
-        writes = self.trainer._logger_connector.should_update_logs
+        writes = is_log_step(self.trainer)
         if writes or self.trainer.progress_bar_callback is not None:
             self.log("train/loss", self.last_terms["total"], prog_bar=True, batch_size=1)
         if writes:
