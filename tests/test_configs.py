@@ -10,6 +10,7 @@ import torch
 from conftest import CONF_DIR, compose_config
 from omegaconf import OmegaConf
 
+from mpsciml.precision.registry import PRECISIONS
 from mpsciml.train import run
 
 GROUP_OPTIONS = sorted(
@@ -23,7 +24,7 @@ def test_the_config_tree_has_the_promised_groups():
     groups = {group for group, _ in GROUP_OPTIONS}
     assert {"problem", "model", "precision", "optimizer", "trainer", "logger"} <= groups
     precisions = {option for group, option in GROUP_OPTIONS if group == "precision"}
-    assert precisions == {"fp64", "fp32", "mixed", "bf16_mixed", "fp16", "bf16"}
+    assert precisions == set(PRECISIONS)  # one yaml per precision of the registry
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
@@ -46,8 +47,9 @@ EXPECTED_PRECISION = {
 }
 
 
-@pytest.mark.parametrize("precision", sorted(EXPECTED_PRECISION))
+@pytest.mark.parametrize("precision", list(PRECISIONS))
 def test_every_precision_runs_and_records_what_ran(tiny_config, precision):
+    assert precision in EXPECTED_PRECISION, f"a new precision {precision}: say what it promises"
     cfg = tiny_config(f"precision={precision}", "trainer=cpu")
     summary = run(cfg)
     recorded = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())["precision"]

@@ -3,7 +3,8 @@
 The dtypes are read during the first training step (a precision schedule may change them
 later; the plugin's `switches` say when). The dtype a matmul inside the model produces during
 a training step is the one check that sees through every layer of indirection (Lightning's CPU
-bf16 swap, autocast, casts).
+bf16 swap, autocast, casts). It watches a matmul of the network proper, outside the layers whose
+precision policy keeps them full, and reports those policies next to it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
+
+from mpsciml.precision.policy import find_policies
 
 
 def dtype_name(dtype: torch.dtype | None) -> str | None:
@@ -28,7 +31,11 @@ class PrecisionProbe(pl.Callback):
         self._handle: Any = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        linear = next((m for m in pl_module.modules() if isinstance(m, nn.Linear)), None)
+        kept = {id(m) for layer, _ in find_policies(pl_module).values() for m in layer.modules()}
+        linear = next(
+            (m for m in pl_module.modules() if isinstance(m, nn.Linear) and id(m) not in kept),
+            None,
+        )
         if linear is not None:
             self._handle = linear.register_forward_hook(self._record)
 
@@ -66,4 +73,5 @@ class PrecisionProbe(pl.Callback):
             "matmul_dtype": dtype_name(self.matmul_dtype),
             "scaler": self.scaler_used,
             "final_scale": scale,
+            "layer_policies": dict(getattr(plugin, "layer_policies", {})),
         }

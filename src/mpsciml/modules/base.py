@@ -111,11 +111,11 @@ class SciMLModule(pl.LightningModule):
         """Entering the L-BFGS phase: leave a low precision first (L-BFGS needs exact losses for
         its line search, and a loss scaler cannot sit inside its closure)."""
         plugin = self._precision_plugin()
-        if plugin is None or plugin.spec.name in ("fp32", "fp64"):
+        if plugin is None or plugin.spec.is_full:
             return
         if not isinstance(self._current_optimizer().optimizer, torch.optim.LBFGS):
             return
-        target = "fp64" if plugin.spec.param_dtype == torch.float64 else "fp32"
+        target = plugin.spec.full_precision
         log.warning(
             "step %d: L-BFGS phase starts; precision %s -> %s for it",
             self.global_step,

@@ -12,21 +12,39 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-# Below half the smallest fp16 subnormal (2^-24) a value rounds to zero when cast to fp16.
-FP16_UNDERFLOW = 2.0**-25
+#: The yardstick of every gradient whose layer has no precision policy: fp16, the narrowest range.
+#: In fp16 and mixed runs it is what happens; in the others, what fp16 would have done.
+YARDSTICK = torch.float16
 
 
-def gradient_underflow_fraction(grads: Sequence[Tensor | None]) -> float:
-    """Fraction of gradient entries that are zero in fp16 or would round to zero in fp16.
+def underflow_threshold(dtype: torch.dtype) -> float:
+    """Half the smallest subnormal of `dtype`: a value below it rounds to zero in `dtype`."""
+    info = torch.finfo(dtype)
+    return info.tiny * info.eps / 2
 
-    For fp16 gradients this is the fraction that did underflow (exact zeros); for the fp32
-    gradients of fp32 or mixed runs it is what fp16 without loss scaling would have lost.
+
+def gradient_underflow_fraction(
+    grads: Sequence[Tensor | None], yardsticks: Sequence[torch.dtype] | None = None
+) -> float:
+    """Fraction of gradient entries that are zero, or would round to zero in their yardstick.
+
+    Each gradient is measured against its own yardstick dtype (fp16 unless given): a layer that a
+    precision policy keeps in fp32 is measured against fp32, where its gradients live, not against
+    fp16, which they never pass through. The comparison runs in float64, where the thresholds of
+    fp16, bf16 and fp32 are representable (2^-25 is 0 in fp16: compared in fp16, not even an fp16
+    gradient's zeros would count).
     """
-    present = [g.detach() for g in grads if g is not None]
-    if not present:
-        return 0.0
-    small = sum(int(torch.count_nonzero(g.abs() < FP16_UNDERFLOW)) for g in present)
-    return small / sum(g.numel() for g in present)
+    if yardsticks is None:
+        yardsticks = [YARDSTICK] * len(grads)
+    small = total = 0
+    for grad, yardstick in zip(grads, yardsticks, strict=True):
+        if grad is None:
+            continue
+        magnitude = grad.detach().abs().to(torch.float64)
+        below = (magnitude == 0) | (magnitude < underflow_threshold(yardstick))
+        small += int(torch.count_nonzero(below))
+        total += grad.numel()
+    return small / total if total else 0.0
 
 
 def lost_update_fraction(
@@ -36,6 +54,7 @@ def lost_update_fraction(
 
     An optimizer moves every weight whose gradient is non-zero (Adam by lr-sized amounts); if the
     weight is bit-for-bit the same afterwards, the update was below half an ulp and rounded away.
+    Bitwise, so each weight is judged in its own dtype (an fp32 layer of an fp16 run in fp32).
     """
     lost = total = 0
     for old, new, grad in zip(before, after, grads, strict=True):

@@ -8,6 +8,11 @@ Why our own plugin instead of Lightning's strings:
   the L-BFGS phase, and `switch_to` also serves precision schedules (fp16 first, fp32 later).
 - PDE residuals take input derivatives through fp16 matmuls: `DerivativeScaler` keeps them in
   range, and a step with a non-finite derivative or gradient is skipped, never applied.
+- a layer may declare a precision policy (`mpsciml.precision.policy`): casting, autocast and the
+  diagnostics honour it, and `layer_policies` records the ones that ran.
+
+What a precision means (which scaler, whether derivatives are seeded, what L-BFGS falls back to)
+is read from its `PrecisionSpec`; nothing here compares precision names.
 """
 
 from __future__ import annotations
@@ -26,12 +31,20 @@ from torch.optim import LBFGS, Optimizer
 
 from mpsciml.precision.derivative_scaler import DerivativeScaler
 from mpsciml.precision.diagnostics import (
+    YARDSTICK,
     count_nonfinite,
     gradient_underflow_fraction,
     lost_update_fraction,
 )
 from mpsciml.precision.loss_scaler import DynamicLossScaler
-from mpsciml.precision.registry import PrecisionSpec, get_spec
+from mpsciml.precision.policy import (
+    PolicyHooks,
+    attach_hooks,
+    cast_module,
+    find_policies,
+    policy_parameters,
+)
+from mpsciml.precision.registry import LossScaler, PrecisionSpec, get_spec
 
 
 class SciMLPrecision(Precision):
@@ -56,6 +69,8 @@ class SciMLPrecision(Precision):
         self.derivative_nonfinite_total = 0
         self.last_derivative_nonfinite = 0
         self._derivative_health: tuple[set[int], set[int]] = (set(), set())
+        self.layer_policies: dict[str, str] = {}  # qualified layer name -> policy, as cast
+        self._full_params: set[int] = set()  # ids of the parameters policies keep full
         self._configure(get_spec(name))
 
     # --------------------------------------------------------------- the mode
@@ -64,20 +79,17 @@ class SciMLPrecision(Precision):
         self.precision = spec.lightning  # what Lightning and its loggers show
         self.grad_scaler: torch.amp.GradScaler | None = None
         self.fp16_scaler: DynamicLossScaler | None = None
-        if spec.name == "mixed" and self.loss_scaling:
+        if spec.scaler is LossScaler.GRAD_SCALER and self.loss_scaling:
             self.grad_scaler = torch.amp.GradScaler(self.device, init_scale=self.init_scale)
-        elif spec.name == "fp16" and self.loss_scaling:
+        elif spec.scaler is LossScaler.DYNAMIC and self.loss_scaling:
             self.fp16_scaler = DynamicLossScaler(init_scale=self.init_scale)
-        fp16_compute = spec.compute_dtype == torch.float16
-        self.derivative_scaler = (
-            DerivativeScaler() if fp16_compute and self.derivative_scaling else None
-        )
+        seeded = spec.seeds_derivatives and self.derivative_scaling
+        self.derivative_scaler = DerivativeScaler() if seeded else None
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         """Autocast only for the mixed modes: weights stay fp32 and matmuls run low."""
-        spec = self.spec
-        return spec.compute_dtype if spec.compute_dtype != spec.param_dtype else None
+        return self.spec.autocast_dtype
 
     @property
     def loss_scale(self) -> float | None:
@@ -99,23 +111,35 @@ class SciMLPrecision(Precision):
     def switch_to(
         self, name: str, module: torch.nn.Module, optimizers: Iterable[Optimizer], step: int
     ) -> None:
-        """Change precision mid-run: weights and optimizer state are cast, scalers rebuilt."""
+        """Change precision mid-run: weights and optimizer state are cast, scalers rebuilt.
+        The optimizer state follows its parameter's new dtype (layer policies included)."""
         new, old = get_spec(name), self.spec
         if new.name == old.name:
             return
         if new.param_dtype != old.param_dtype:
-            module.to(dtype=new.param_dtype)
+            self._cast_with_policies(module, new)
             for optimizer in optimizers:
-                for state in optimizer.state.values():
+                for param, state in optimizer.state.items():
                     for key, value in state.items():
                         if torch.is_tensor(value) and value.is_floating_point() and key != "step":
-                            state[key] = value.to(new.param_dtype)
+                            state[key] = value.to(param.dtype)
         self._configure(new)
         self.switches.append({"step": step, "from": old.name, "to": new.name})
 
     # ------------------------------------------------- Lightning plugin hooks
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module.to(dtype=self.spec.param_dtype)
+        self._cast_with_policies(module, self.spec)
+        return module
+
+    def _cast_with_policies(self, module: torch.nn.Module, spec: PrecisionSpec) -> None:
+        """Cast to the spec's weights, the layers with a policy to its full precision, and
+        (re)attach their forward hooks with the dtypes they now run between."""
+        policies = find_policies(module)
+        cast_module(module, spec.param_dtype, policies, spec.full_dtype)
+        for layer, policy in policies.values():
+            attach_hooks(layer, PolicyHooks(policy, spec.full_dtype, spec.param_dtype))
+        self.layer_policies = {name: policy.value for name, (_, policy) in policies.items()}
+        self._full_params = {id(param) for param in policy_parameters(policies)}
 
     @contextlib.contextmanager
     def forward_context(self) -> Generator[None, None, None]:
@@ -141,7 +165,7 @@ class SciMLPrecision(Precision):
         **kwargs: Any,
     ) -> Any:
         if isinstance(optimizer, LBFGS):
-            if self.loss_scale is not None or self.autocast_dtype is not None:
+            if not self.spec.is_full:
                 raise RuntimeError(
                     f"L-BFGS cannot run under precision={self.spec.name}; the module switches to "
                     "a full precision before its L-BFGS phase"
@@ -162,10 +186,7 @@ class SciMLPrecision(Precision):
         if measuring:
             grads = [p.grad for p in params]  # the step reads them, never writes them
             before = [p.detach().clone() for p in params]
-            self.last_measurement = {
-                "grad_nonfinite": count_nonfinite(grads),
-                "grad_underflow_fraction": gradient_underflow_fraction(grads),
-            }
+            self.last_measurement = self.measure_gradients(params)
         if not grads_finite:
             self._update_scaler(found_nonfinite=True)
             return self._skip(optimizer, "gradient_overflow", closure_result)
@@ -182,6 +203,16 @@ class SciMLPrecision(Precision):
         return closure_result
 
     # --------------------------------------------------------------- helpers
+    def measure_gradients(self, params: list[Tensor]) -> dict[str, float]:
+        """Non-finite and underflowed gradient entries; a parameter that a layer policy keeps
+        full is measured against its own dtype, every other one against fp16."""
+        grads = [p.grad for p in params]
+        yardsticks = [p.dtype if id(p) in self._full_params else YARDSTICK for p in params]
+        return {
+            "grad_nonfinite": count_nonfinite(grads),
+            "grad_underflow_fraction": gradient_underflow_fraction(grads, yardsticks),
+        }
+
     def _unscale(self, optimizer: Optimizer, params: list[Tensor]) -> bool:
         """Unscale gradients in place (if scaled); True when every gradient is finite."""
         if self.grad_scaler is not None:

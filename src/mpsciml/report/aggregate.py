@@ -23,9 +23,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from mpsciml.precision.registry import PRECISIONS, precision_rank
 from mpsciml.report.collect import Run
 
-PRECISION_ORDER = ("fp64", "fp32", "mixed", "bf16_mixed", "fp16", "bf16")
+PRECISION_ORDER = tuple(PRECISIONS)  # the registry's order is the order of every table and figure
 BASELINE = "fp32"
 # overrides that are part of the row key, or that do not change what is trained
 IDENTITY_OVERRIDES = (
@@ -73,10 +74,6 @@ class Row:
     def panel(self) -> tuple[str, str, int | None]:
         """The rows that share a baseline and a figure panel."""
         return (self.problem, self.model, self.steps)
-
-
-def precision_rank(name: str) -> tuple[int, str]:
-    return (PRECISION_ORDER.index(name) if name in PRECISION_ORDER else len(PRECISION_ORDER), name)
 
 
 def group_key(run: Run) -> tuple[str, str, int | None, str]:
