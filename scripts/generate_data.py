@@ -27,6 +27,7 @@ from mpsciml.data import advection as adv
 from mpsciml.data import antiderivative as ad
 from mpsciml.data import diffusion_reaction as dr
 from mpsciml.data.cache import cache_path, cached, default_root
+from mpsciml.problems.operator import dataset_seed
 
 
 @dataclass(frozen=True)
@@ -63,25 +64,26 @@ def _advection(label: str, **kwargs: Any) -> Dataset:
     )
 
 
-TEST_SEED = 1_000_000  # the problems' test functions: data_seed + TEST_SEED
+# the seeds the problems derive from their default data_seed (problems.operator.dataset_seed)
+TRAIN_SEED, TEST_SEED = dataset_seed(0, "train"), dataset_seed(0, "test")
 
 
 def default_datasets() -> list[Dataset]:
     """The datasets the DeepONet problem recipes (conf/problem/) load with their defaults; train
     and test seeds differ, so the test functions are independent draws from the same GRF."""
     return [
-        _antiderivative("antiderivative train", n_functions=1000, n_points=100, seed=0),
+        _antiderivative("antiderivative train", n_functions=1000, n_points=100, seed=TRAIN_SEED),
         _antiderivative(
             "antiderivative train, unaligned",
             n_functions=1000,
             n_points=100,
             layout="unaligned",
-            seed=0,
+            seed=TRAIN_SEED,
         ),
         _antiderivative("antiderivative test", n_functions=1000, n_points=100, seed=TEST_SEED),
-        _advection("advection train", n_functions=1000, seed=0),
+        _advection("advection train", n_functions=1000, seed=TRAIN_SEED),
         _advection("advection test", n_functions=200, seed=TEST_SEED),
-        _diffusion_reaction("diffusion-reaction train", n_functions=1000, seed=0),
+        _diffusion_reaction("diffusion-reaction train", n_functions=1000, seed=TRAIN_SEED),
         _diffusion_reaction("diffusion-reaction test", n_functions=100, seed=TEST_SEED),
     ]
 

@@ -21,7 +21,7 @@ from mpsciml.benchmark.bare_loop import BareLoop
 from mpsciml.benchmark.report import add_ratios, framework_overhead, markdown_table, write_json
 from mpsciml.benchmark.saved_bytes import SavedTensorMeter
 from mpsciml.benchmark.timing import Baton, StepClock, paired_ratio, summarize
-from mpsciml.compose import build, module_dataloaders
+from mpsciml.compose import build
 
 ROOT = Path(__file__).resolve().parents[1]
 N, D, H = 64, 8, 16  # points, inputs, hidden width of the known graph
@@ -140,10 +140,10 @@ def test_bare_loop_computes_the_same_first_loss_as_the_module(tiny_config, probl
     cfg = tiny_config(
         f"problem={problem}", "trainer.max_steps=1", "logger=none", "~callbacks", "val_every=1"
     )
-    module, trainer, _ = build(cfg)
+    module, trainer, parts = build(cfg)
     bare = BareLoop.like(module)
     bare_loss = float(bare.step())
-    trainer.fit(module, train_dataloaders=module_dataloaders(1)[0])
+    trainer.fit(module, datamodule=parts["datamodule"])
     assert float(module.last_terms["total"]) == pytest.approx(bare_loss, rel=1e-6, abs=0)
     assert bare.taylor == (problem == "navier_stokes")  # the recipe's derivative mode
 

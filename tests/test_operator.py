@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from mpsciml.config import ConfigError
 from mpsciml.data.advection import PeriodicGaussianRandomField, make_advection_data
+from mpsciml.data.functions import FunctionBatches
 from mpsciml.models.deeponet import DeepONet
 from mpsciml.modules.operator import OperatorModule, function_errors
 from mpsciml.problems.diffusion_reaction import DiffusionReaction
@@ -123,13 +124,13 @@ def test_relative_l2_loss_is_layout_independent(tmp_path: Path) -> None:
     """The mean relative L2 loss of unaligned rows equals that of the same pairs aligned."""
     aligned = run_module("antiderivative", tmp_path / "a", "problem.data_loss=rel_l2")
     module = aligned
-    data = module.train_set
+    data = module.problem.train_data()
     prediction = module.model.forward_aligned(data.branch.float(), data.trunk.float())
     loss_aligned = module._data_loss(prediction, data.outputs.float(), None)
     n, p = data.outputs.shape[:2]
     index = torch.arange(n).repeat_interleave(p)
     loss_rows = module._data_loss(
-        prediction.reshape(n * p, -1), data.outputs.float().reshape(n * p, -1), index
+        prediction.reshape(n * p, -1), data.outputs.float().reshape(n * p, -1), index, n
     )
     torch.testing.assert_close(loss_rows, loss_aligned)
     error = (prediction - data.outputs.float()).pow(2).sum((1, 2)).sqrt()
@@ -138,17 +139,23 @@ def test_relative_l2_loss_is_layout_independent(tmp_path: Path) -> None:
 
 
 def run_module(problem: str, tmp_path: Path, *extra: str) -> OperatorModule:
+    return build_module_and_data(problem, tmp_path, *extra)[0]
+
+
+def build_module_and_data(
+    problem: str, tmp_path: Path, *extra: str
+) -> tuple[OperatorModule, FunctionBatches]:
     from mpsciml.compose import build
 
-    module, _, _ = build(operator_config(problem, tmp_path, *extra))
+    module, _, parts = build(operator_config(problem, tmp_path, *extra))
     assert isinstance(module, OperatorModule)
-    return module
+    return module, parts["datamodule"]
 
 
 def test_physics_points_carry_the_source_at_their_x(tmp_path: Path) -> None:
     problem = DiffusionReaction(n_train=5, n_test=2, nx=21, nt=21, n_domain=30)
     conditions = problem.physics_conditions()
-    source = torch.from_numpy(problem._arrays(5, 0)["source"])
+    source = torch.from_numpy(problem._train_arrays()["source"])
     points, known = conditions["pde"].points, conditions["pde"].known
     column = torch.round(points[..., 0] * 20).long()
     torch.testing.assert_close(known[..., 0], torch.gather(source, 1, column))
@@ -227,21 +234,23 @@ def test_hard_constraints_make_initial_and_wall_values_exactly_zero(tmp_path: Pa
 def test_physics_points_per_function_draws_distinct_pool_points(tmp_path: Path) -> None:
     """Each function keeps its own points and their source values; conditions without known
     values (ic, bc) sample the same way; a run with the option trains."""
-    module = run_module(
+    _, datamodule = build_module_and_data(
         "diffusion_reaction",
         tmp_path,
         "problem.physics_points_per_function=5",
         "problem.hard_constraints=false",
     )
-    pool = module.conditions["pde"]
-    points, known = module._sampled_physics_points("pde", pool.points, pool.known)
-    assert points.shape == (8, 5, 2) and known.shape == (8, 5, 1)
-    for f in range(points.shape[0]):
-        rows = (pool.points[f, None] == points[f, :, None]).all(-1).nonzero()[:, 1]
+    functions = datamodule.step_dataset().functions(0)  # 4 of the 8 (functions_per_step)
+    physics = next(iter(datamodule.train_dataloader()))["physics"]
+    pool = datamodule.conditions["pde"]
+    points, known = physics["points"]["pde"], physics["known"]["pde"]
+    assert points.shape == (4, 5, 2) and known.shape == (4, 5, 1)
+    for slot, f in enumerate(functions.tolist()):
+        rows = (pool.points[f, None] == points[slot, :, None]).all(-1).nonzero()[:, 1]
         assert len(rows.unique()) == 5  # five distinct points of this function's pool
-        torch.testing.assert_close(known[f], pool.known[f, rows])
-    ic = module.conditions["ic"]
-    assert module._sampled_physics_points("ic", ic.points, ic.known)[1].shape == (8, 5, 0)
+        torch.testing.assert_close(known[slot], pool.known[f, rows])
+    torch.testing.assert_close(physics["branch"], datamodule.physics_branch[functions])
+    assert physics["known"]["ic"].shape == (4, 5, 0)
     option = "problem.physics_points_per_function=5"
     summary = run(operator_config("diffusion_reaction", tmp_path / "b", option))
     assert summary["status"] == "ok"
@@ -326,7 +335,7 @@ def test_pod_trunk_needs_aligned_data_without_physics(tmp_path: Path) -> None:
 def test_sampled_data_term_compares_prediction_and_target_at_the_same_points(
     tmp_path: Path,
 ) -> None:
-    module = run_module(
+    module, datamodule = build_module_and_data(
         "diffusion_reaction",
         tmp_path,
         "problem.supervised=true",
@@ -334,14 +343,18 @@ def test_sampled_data_term_compares_prediction_and_target_at_the_same_points(
         "precision=fp64",
     )
     module.model.double()
-    data = module.train_set
-    branch, trunk, target = data.branch[:3], data.trunk, data.outputs[:3]
-    loss = module._sampled_data_term(branch, trunk, target)
-    generator = torch.Generator().manual_seed(module.seed * 1_000_033 + module.global_step)
-    columns = torch.randint(0, trunk.shape[0], (3, 7), generator=generator)
-    aligned = module._predict_aligned(branch, trunk)  # hard constraints included
-    expected = torch.stack([(aligned[n, columns[n]] - target[n, columns[n]]) for n in range(3)])
-    torch.testing.assert_close(loss, expected.pow(2).mean())
+    train = datamodule.train
+    functions = datamodule.step_dataset().functions(0)
+    batch = next(iter(datamodule.train_dataloader()))["data"]
+    assert batch["points"].shape == (4 * 7, 2)
+    index = batch["index"]
+    assert index.tolist() == [n for n in range(4) for _ in range(7)]
+    columns = (batch["points"][:, None] == train.trunk[None]).all(-1).int().argmax(-1)
+    target = train.outputs[functions]
+    torch.testing.assert_close(batch["outputs"], target[index, columns])
+    aligned = module._predict_aligned(train.branch[functions], train.trunk)  # constraints too
+    expected = aligned[index, columns] - target[index, columns]
+    torch.testing.assert_close(module._data_term(batch), expected.pow(2).mean())
 
 
 def test_advection_plot_grid_is_the_data_grid() -> None:

@@ -63,13 +63,13 @@ def test_lbfgs_in_fp64_stays_fp64(tiny_config):
 
 
 def test_precision_schedule_switches_weights_and_optimizer_state(tiny_config):
-    from mpsciml.compose import build, module_dataloaders
+    from mpsciml.compose import build
 
     cfg = tiny_config(
         "precision=fp16", "trainer.max_steps=4", "precision.schedule=[{step: 2, precision: fp32}]"
     )
-    module, trainer, _ = build(cfg)
-    trainer.fit(module, *module_dataloaders(4))
+    module, trainer, parts = build(cfg)
+    trainer.fit(module, datamodule=parts["datamodule"])
     plugin = trainer.precision_plugin
     assert plugin.switches == [{"step": 2, "from": "fp16", "to": "fp32"}]
     assert all(p.dtype == torch.float32 for p in module.parameters())
@@ -113,10 +113,10 @@ def test_a_run_that_cannot_recover_ends_diverged_with_a_finite_checkpoint(tiny_c
 
 def test_finite_checkpoint_refuses_nan_weights(tiny_config, monkeypatch):
     from mpsciml.callbacks.finite_checkpoint import FiniteCheckpoint
-    from mpsciml.compose import build, module_dataloaders
+    from mpsciml.compose import build
 
-    module, trainer, _ = build(tiny_config("trainer.max_steps=1"))
-    trainer.fit(module, *module_dataloaders(1))
+    module, trainer, parts = build(tiny_config("trainer.max_steps=1"))
+    trainer.fit(module, datamodule=parts["datamodule"])
     checkpoint = next(c for c in trainer.callbacks if isinstance(c, FiniteCheckpoint))
     target = Path(trainer.default_root_dir) / "nan.ckpt"
     with torch.no_grad():

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from mpsciml.config import ConfigError
@@ -128,10 +129,8 @@ def test_adam_lr_scheduler_is_applied(tiny_config):
         "+optimizer.scheduler._partial_=true",
         "+optimizer.scheduler.gamma=0.5",
     )
-    module, trainer, _ = build(cfg)
-    from mpsciml.compose import module_dataloaders
-
-    trainer.fit(module, *module_dataloaders(3))
+    module, trainer, parts = build(cfg)
+    trainer.fit(module, datamodule=parts["datamodule"])
     assert module.optimizers().param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**3)
 
 
@@ -177,25 +176,79 @@ def test_taylor_derivatives_train_like_autograd(tiny_config):
         assert taylor[term] == pytest.approx(value, rel=1e-4, abs=1e-9), term
 
 
+class _BatchRecorder(pl.Callback):
+    """The `pde` points each training step received."""
+
+    def __init__(self) -> None:
+        self.points: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.points.append(batch["pde"].clone())
+
+
+def _trained_points(cfg) -> list[torch.Tensor]:
+    from mpsciml.compose import build
+
+    module, trainer, parts = build(cfg)
+    recorder = _BatchRecorder()
+    trainer.callbacks.append(recorder)
+    trainer.fit(module, datamodule=parts["datamodule"])
+    return recorder.points
+
+
 def test_resampling_moves_points_reproducibly(tiny_config):
-    from mpsciml.compose import build, module_dataloaders
+    from mpsciml.compose import build
 
-    def points_after(steps: int):
-        module, trainer, _ = build(tiny_config(f"trainer.max_steps={steps}", "resample_every=2"))
-        trainer.fit(module, *module_dataloaders(steps))
-        return module.conditions["pde"].points
-
+    steps = ("trainer.max_steps=4", "resample_every=2")
+    points, again = _trained_points(tiny_config(*steps)), _trained_points(tiny_config(*steps))
     start = build(tiny_config())[0].conditions["pde"].points
-    moved, again = points_after(3), points_after(3)
-    assert not torch.equal(start, moved)
-    assert torch.equal(moved, again)
+    assert torch.equal(points[0], start) and torch.equal(points[1], start)
+    assert not torch.equal(points[2], start) and torch.equal(points[3], points[2])
+    assert all(torch.equal(a, b) for a, b in zip(points, again, strict=True))
 
 
+def test_lbfgs_steps_keep_the_last_points_drawn(tiny_config):
+    cfg = tiny_config(
+        "optimizer=adam_lbfgs",
+        "optimizer.switch_step=2",
+        "optimizer.lbfgs.max_iter=2",
+        "trainer.max_steps=4",
+        "resample_every=1",
+    )
+    points = _trained_points(cfg)
+    assert not torch.equal(points[1], points[0])  # Adam: fresh points every step
+    assert torch.equal(points[2], points[1]) and torch.equal(points[3], points[1])
+
+
+# an operator problem whose batches draw everything per step: functions, data and physics points
+OPERATOR_RESUME = [
+    "problem=diffusion_reaction",
+    "problem.n_train=8",
+    "problem.n_test=3",
+    "problem.nx=21",
+    "problem.nt=21",
+    "problem.n_domain=16",
+    "problem.functions_per_step=4",
+    "problem.physics_points_per_function=5",
+    "problem.supervised=true",
+    "problem.data_points_per_function=7",
+    "model.branch_hidden=[16]",
+    "model.trunk_hidden=[16]",
+    "model.latent=16",
+    "++optimizer.scheduler=null",  # the recipe's decay rate depends on max_steps (3 vs 6 here)
+]
+
+
+@pytest.mark.parametrize("problem", ["burgers", "diffusion_reaction"])
 @pytest.mark.parametrize("precision", ["fp32", "mixed"])
-def test_resume_continues_exactly_where_the_run_stopped(tiny_config, precision):
+def test_resume_continues_exactly_where_the_run_stopped(
+    tiny_config, tmp_path, monkeypatch, problem, precision
+):
     """3 steps, then resume=<that folder> up to 6 steps: the same weights, optimizer moments and
-    loss scale as 6 uninterrupted steps (batches and points are seeded by the step)."""
-    common = [f"precision={precision}"]
+    loss scale as 6 uninterrupted steps (the DataModule's loader resumes at the next step, and
+    what a step trains on is seeded by the step)."""
+    monkeypatch.setenv("MPSCIML_DATA_DIR", str(tmp_path / "data"))
+    common = [f"precision={precision}", *(OPERATOR_RESUME if problem != "burgers" else [])]
     straight = run(tiny_config(*common, "trainer.max_steps=6"))
     stopped = run(tiny_config(*common, "trainer.max_steps=3"))
     resumed = run(tiny_config(*common, "trainer.max_steps=6", f"resume={stopped['output_dir']}"))

@@ -1,4 +1,5 @@
-"""Composition: from a composed config to the objects of one run (module, trainer, callbacks).
+"""Composition: from a composed config to the objects of one run (module, its DataModule,
+trainer, callbacks).
 
 Kept apart from `train.py` (which runs, evaluates and writes the summary) so that anything
 that needs the same objects as a real run, such as the side-by-side benchmark, can build them
@@ -8,11 +9,10 @@ without importing the run itself.
 from __future__ import annotations
 
 import logging
-import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -22,6 +22,10 @@ from mpsciml.callbacks.precision_probe import PrecisionProbe
 from mpsciml.callbacks.precision_schedule import PrecisionSchedule
 from mpsciml.callbacks.step_timer import StepTimer
 from mpsciml.config import ConfigError, validate
+from mpsciml.contract import ModelKind
+from mpsciml.data.functions import FunctionBatches
+from mpsciml.data.points import CollocationPoints
+from mpsciml.data.steps import StepDataModule
 from mpsciml.factory import build_model, build_module, check_model_fits
 from mpsciml.modules.base import SciMLModule
 from mpsciml.precision.plugin import build_precision_plugin
@@ -31,7 +35,8 @@ log = logging.getLogger(__name__)
 
 
 def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
-    """Instantiate problem, model, module, loggers, callbacks and trainer from the config."""
+    """Instantiate problem, model, module, loggers, callbacks and trainer from the config; the
+    problem's DataModule is `parts["datamodule"]`: `trainer.fit(module, datamodule=...)`."""
     validate(cfg)
     apply_precision_optimizer_floor(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -40,6 +45,7 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
         check_model_fits(cfg, problem)
         model = build_model(cfg.model, problem)
         module = build_module(cfg, problem, model)
+        datamodule = build_datamodule(cfg, problem, module)
     except InstantiationException as exc:
         raise ConfigError(str(exc.__cause__ or exc)) from exc
     except ValueError as exc:
@@ -72,7 +78,38 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
         val_check_interval=min(cfg.val_every, max_steps),
         plugins=[plugin],
     )
-    return module, trainer, {"probe": probe, "timer": timer, "monitor": monitor, "loggers": loggers}
+    parts = {"probe": probe, "timer": timer, "monitor": monitor, "loggers": loggers}
+    return module, trainer, parts | {"datamodule": datamodule}
+
+
+def build_datamodule(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
+    """The DataModule of the problem's kind (`DATAMODULE_BUILDERS`), seeded by the run seed."""
+    kind = problem.model_kind
+    if kind not in DATAMODULE_BUILDERS:
+        raise ConfigError(f"no DataModule for {kind} problems yet")
+    return DATAMODULE_BUILDERS[kind](cfg, problem, module)
+
+
+def _collocation_points(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
+    """Points fixed, or redrawn every `resample_every` steps until L-BFGS takes over."""
+    return CollocationPoints(
+        problem,
+        cfg.seed,
+        cfg.trainer.max_steps,
+        resample_every=cfg.get("resample_every"),
+        freeze_at=module.first_phase_end(),
+    )
+
+
+def _function_batches(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
+    return FunctionBatches(problem, cfg.seed, cfg.trainer.max_steps)
+
+
+#: the DataModule that feeds a module of each kind (GRID_OPERATOR: none yet)
+DATAMODULE_BUILDERS: dict[ModelKind, Callable[[DictConfig, Any, SciMLModule], StepDataModule]] = {
+    ModelKind.POINTWISE: _collocation_points,
+    ModelKind.SENSOR_OPERATOR: _function_batches,
+}
 
 
 def apply_precision_optimizer_floor(cfg: DictConfig) -> None:
@@ -92,17 +129,3 @@ def apply_precision_optimizer_floor(cfg: DictConfig) -> None:
         floor,
     )
     adam.eps = float(floor)
-
-
-# The loaders below carry no data, only step ticks; modules draw their batches and points from
-# the global step, so a run resumed mid-epoch continues exactly (tests/test_train.py proves it).
-warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
-
-
-def module_dataloaders(max_steps: int) -> tuple[Any, Any]:
-    """A PINN's 'data' is its fixed collocation points, held by the module; the loaders only
-    tick: one epoch of `max_steps` steps (so the progress bar shows the whole run) and one
-    validation tick."""
-    train = torch.utils.data.DataLoader(range(max_steps), batch_size=None)
-    val = torch.utils.data.DataLoader(range(1), batch_size=None)
-    return train, val

@@ -76,7 +76,6 @@ def build_module(cfg: DictConfig, problem: Any, model: Any) -> SciMLModule:
             model,
             cfg.optimizer,
             loss_weights=cfg.loss_weights,
-            seed=cfg.seed,
         )
     return PINNModule(
         problem,
@@ -84,6 +83,5 @@ def build_module(cfg: DictConfig, problem: Any, model: Any) -> SciMLModule:
         cfg.optimizer,
         loss_weights=cfg.loss_weights,
         seed=cfg.seed,
-        resample_every=cfg.get("resample_every"),
         derivatives=cfg.get("derivatives", "autograd"),
     )

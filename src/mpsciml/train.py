@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
-from mpsciml.compose import build, module_dataloaders
+from mpsciml.compose import build
 from mpsciml.config import ConfigError, is_multirun, resume_checkpoint
 from mpsciml.modules.base import SciMLModule
 from mpsciml.plots import plot_losses
@@ -60,7 +60,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         fit_started = time.perf_counter()
         checkpoint = resume_checkpoint(cfg.get("resume"))
         summary["resumed_from"] = checkpoint
-        trainer.fit(module, *module_dataloaders(cfg.trainer.max_steps), ckpt_path=checkpoint)
+        trainer.fit(module, datamodule=parts["datamodule"], ckpt_path=checkpoint)
         summary["train_seconds"] = round(time.perf_counter() - fit_started, 3)
         summary.update(evaluate(cfg, module, trainer, parts, out_dir))
     except Exception as exc:

@@ -27,7 +27,7 @@ from mpsciml.benchmark.bare_loop import BareLoop
 from mpsciml.benchmark.memory import PeakMemory
 from mpsciml.benchmark.saved_bytes import SavedTensorMeter
 from mpsciml.benchmark.timing import Baton, StepClock
-from mpsciml.compose import build, module_dataloaders
+from mpsciml.compose import build
 from mpsciml.precision.registry import resolve_device
 
 EXTRA_STEPS = 2  # the memory step and the saved-bytes step after the timed ones
@@ -108,13 +108,13 @@ class _Ticker(pl.Callback):
 
 def lightning_runner(cfg: DictConfig, steps: int, turn: int) -> Runner:
     """A runner for `cfg` (its `trainer.max_steps` must be `steps + EXTRA_STEPS`)."""
-    module, trainer, _ = build(cfg)
+    module, trainer, parts = build(cfg)
     runner = Runner(cfg.precision.name, "lightning", StepClock(None, 0, steps, turn))
     trainer.callbacks.insert(0, _Ticker(runner))
-    train_loader, _ = module_dataloaders(runner.total_steps)
+    datamodule = parts["datamodule"]
 
     def body() -> None:
-        trainer.fit(module, train_dataloaders=train_loader)
+        trainer.fit(module, datamodule=datamodule)
         plugin = trainer.precision_plugin
         runner.facts.update(
             {

@@ -5,8 +5,10 @@ Optimisation is manual (`automatic_optimization = False`) because the usual SciM
 followed by L-BFGS, and L-BFGS needs a closure that re-evaluates the loss several times per step;
 doing it by hand keeps one code path for both and lets the precision plugin scale the backward.
 
-A subclass says what the loss is (`loss_terms`) and how far the model is from the reference
-(`predict_evaluation` + `evaluation_errors`); PINNs and operator learning differ only there.
+A subclass says what the loss of a batch is (`loss_terms`) and how far the model is from the
+reference (`predict_evaluation` + `evaluation_errors`); PINNs and operator learning differ only
+there. The batches come from the problem kind's DataModule (`mpsciml.data`); the module owns
+what is not data: the model, the residuals, the optimisers and the reference to evaluate on.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from lightning_utilities.core.apply_func import apply_to_collection
 from omegaconf import DictConfig
 from torch import Tensor
 
+from mpsciml.data.same_batch import SameBatchMemo
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.log_steps import is_log_step
 from mpsciml.precision.plugin import SciMLPrecision
@@ -46,11 +50,12 @@ class SciMLModule(pl.LightningModule):
         self.max_skips = max_consecutive_skips
         self.diverged = False
         self._phases: tuple[bool, int | None] | None = None  # see _in_first_phase
+        self._cast = SameBatchMemo()  # see batch_in_input_dtype
 
     # ----------------------------------------------------------- subclass API
     @abstractmethod
-    def loss_terms(self) -> dict[str, Tensor]:
-        """The unweighted loss terms of one step, by name."""
+    def loss_terms(self, batch: Any) -> dict[str, Tensor]:
+        """The unweighted loss terms of one step's batch (in the input dtype), by name."""
 
     @abstractmethod
     def predict_evaluation(self) -> Tensor:
@@ -65,19 +70,17 @@ class SciMLModule(pl.LightningModule):
     def evaluation_plots(self, prediction: Tensor, out_dir: Path, title: str) -> list[Path]:
         """Pictures of prediction vs reference, written under out_dir."""
 
-    def on_step_start(self) -> None:
-        """Hook for per-step work that must happen before the loss (e.g. fresh points)."""
-
     def total_loss(self, terms: Mapping[str, Tensor]) -> Tensor:
         return sum((self.loss_weights.get(n, 1.0) * v for n, v in terms.items()), start=0.0)
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         optimizer = self._current_optimizer()
+        batch = self.batch_in_input_dtype(batch)
 
         def closure() -> Tensor:
             optimizer.zero_grad(set_to_none=True)
-            terms = self.loss_terms()
+            terms = self.loss_terms(batch)
             loss = self.total_loss(terms)
             self.manual_backward(loss)
             self.last_terms = {k: v.detach() for k, v in terms.items()}
@@ -103,8 +106,21 @@ class SciMLModule(pl.LightningModule):
                 if name != "total":
                     self.log(f"train/loss_{name}", value, batch_size=1)
 
+    def input_dtype(self) -> torch.dtype:
+        """The dtype the model takes its inputs in (its parameters')."""
+        return next(self.parameters()).dtype
+
+    def batch_in_input_dtype(self, batch: Any) -> Any:
+        """The batch's floating tensors in the input dtype (indices stay integers), cast once
+        per new batch: after the precision hand-offs of `on_train_batch_start`."""
+        dtype = self.input_dtype()
+
+        def cast(tensor: Tensor) -> Tensor:
+            return tensor.to(dtype) if tensor.is_floating_point() else tensor
+
+        return self._cast(batch, dtype, lambda b: apply_to_collection(b, Tensor, cast))
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self.on_step_start()
         self._leave_low_precision_for_lbfgs()
 
     def _leave_low_precision_for_lbfgs(self) -> None:
@@ -153,13 +169,18 @@ class SciMLModule(pl.LightningModule):
         """Adam's phase (the only phase of adam-only or lbfgs-only configs). The config is read
         once: reading an interpolated key (`${int_fraction:...}`) parses it anew, ~1 ms, and
         this runs several times per step."""
+        switch = self.first_phase_end()
+        return switch is None or self.global_step < switch
+
+    def first_phase_end(self) -> int | None:
+        """The step where L-BFGS takes over from Adam; None for a single-phase config."""
         if self._phases is None:
             cfg = self.optimizer_cfg
             switch = cfg.get("switch_step")
             two_phases = cfg.get("adam") is not None and cfg.get("lbfgs") is not None
             self._phases = (two_phases, None if switch is None else int(switch))
         two_phases, switch = self._phases
-        return not two_phases or switch is None or self.global_step < switch
+        return switch if two_phases else None
 
     def _all_optimizers(self) -> list[Any]:
         optimizers = self.optimizers()

@@ -1,8 +1,9 @@
 """The physics-informed LightningModule: loss = weighted sum of the problem's residual terms.
 
 The training step, optimiser phases and precision hand-offs live in `SciMLModule`; this file
-says what a PINN's loss is (residuals of the problem's conditions at collocation points) and
-how it is evaluated (the network on the problem's grid against the reference solution).
+says what a PINN's loss is (residuals of the problem's conditions at the collocation points of
+the step's batch, from `data.points.CollocationPoints`) and how it is evaluated (the network on
+the problem's grid against the reference solution).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from mpsciml.data.points import PointsBatch, draw_conditions
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.derivatives.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
 from mpsciml.metrics import relative_l2
@@ -32,7 +34,6 @@ class PINNModule(SciMLModule):
         seed: int = 0,
         eval_chunk: int = 32768,
         max_consecutive_skips: int = 100,
-        resample_every: int | None = None,
         derivatives: str = "autograd",
     ) -> None:
         super().__init__(optimizer, max_consecutive_skips)
@@ -40,9 +41,9 @@ class PINNModule(SciMLModule):
         self.output_names = problem.output_names
         self.model = model
         self.eval_chunk = eval_chunk
-        self.seed = seed
-        self.resample_every = resample_every
-        self.conditions = problem.conditions(seed)
+        # The residuals to evaluate, with the run's first points: the batches bring each step's
+        # points; these find the loss terms and what Taylor mode carries before training.
+        self.conditions = draw_conditions(problem, seed)
         self.grid = problem.evaluation_grid()
         # float64 on the CPU and deliberately not a buffer: a pure-fp16 run converts buffers.
         self.grid_reference = problem.reference(self.grid.points)
@@ -60,20 +61,18 @@ class PINNModule(SciMLModule):
         }
         self.term_names = list(self.term_conditions)
         self.loss_weights = self._resolve_weights(dict(loss_weights or {}))
-        self._points: dict[str, Tensor] = {}
-        self._points_key: tuple[torch.device, torch.dtype] | None = None
 
     # ----------------------------------------------------------------- losses
-    def loss_terms(self) -> dict[str, Tensor]:
-        """Mean squared residual of every condition and equation, by term name (derivatives
-        seeded and checked as `derivative_seeding` explains)."""
+    def loss_terms(self, batch: PointsBatch) -> dict[str, Tensor]:
+        """Mean squared residual of every condition and equation at the batch's points, by term
+        name (derivatives seeded and checked as `derivative_seeding` explains)."""
         seed, scaled = self.derivative_seeding()
         taylor = self.derivatives == "taylor" and supports_taylor(self.model)
         names = (self.problem.input_names, self.problem.output_names)
         terms: dict[str, Tensor] = {}
         derivative_sets = []
-        for name, points in self._device_points().items():
-            inputs = points.detach().requires_grad_(True)
+        for name in self.conditions:
+            inputs = batch[name].detach().requires_grad_(True)
             if taylor:
                 derivatives: Derivatives = TaylorDerivatives(
                     self.model,
@@ -97,22 +96,6 @@ class PINNModule(SciMLModule):
         if scaled:
             self.report_nonfinite(derivative_sets)
         return terms
-
-    # --------------------------------------------------------------- training
-    def on_step_start(self) -> None:
-        self._maybe_resample()
-
-    def _maybe_resample(self) -> None:
-        """Fresh collocation points every `resample_every` steps (seeded by seed and step, so
-        still reproducible): a fixed set of ~2000 points is ~0.04 apart, while Burgers' shock is
-        ~0.003 wide; moving the points lets the residual see the shock from many sides."""
-        step = self.global_step
-        if not self.resample_every or step == 0 or step % self.resample_every:
-            return
-        if not self._in_first_phase():
-            return  # L-BFGS needs one fixed objective
-        self.conditions = self.problem.conditions(self.seed + 1_000_003 * step)
-        self._points_key = None
 
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -142,17 +125,6 @@ class PINNModule(SciMLModule):
         return plot_fields(self.grid, prediction, self.grid_reference, *names, out_dir, title)
 
     # ---------------------------------------------------------------- helpers
-    def _device_points(self) -> dict[str, Tensor]:
-        """Collocation points on the model's device and dtype, cast once (again only on change)."""
-        dtype = next(self.model.parameters()).dtype
-        key = (self.device, dtype)
-        if key != self._points_key:
-            self._points = {
-                name: c.points.to(self.device, dtype) for name, c in self.conditions.items()
-            }
-            self._points_key = key
-        return self._points
-
     def _discover_terms(self) -> dict[str, str]:
         """Term name -> its condition, found by evaluating every residual on two points once, so
         loss weights can be checked before training starts."""

@@ -11,7 +11,7 @@ import torch
 
 from mpsciml.data.advection import cached_advection_data
 from mpsciml.problems.base import EvaluationGrid
-from mpsciml.problems.operator import OperatorData, OperatorProblem, as_tensor
+from mpsciml.problems.operator import OperatorData, OperatorProblem, as_tensor, dataset_seed
 
 
 class Advection(OperatorProblem):
@@ -39,10 +39,10 @@ class Advection(OperatorProblem):
         return OperatorData(branch, trunk, outputs.unsqueeze(-1))
 
     def train_data(self) -> OperatorData:
-        return self._data(self.n_train, self.data_seed)
+        return self._data(self.n_train, dataset_seed(self.data_seed, "train"))
 
     def test_data(self) -> OperatorData:
-        return self._data(self.n_test, self.data_seed + 1_000_000)
+        return self._data(self.n_test, dataset_seed(self.data_seed, "test"))
 
     def test_grid(self) -> EvaluationGrid:
         """The data's (x, t) grid, t fastest, built from its sizes (no dataset load)."""

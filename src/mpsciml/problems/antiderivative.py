@@ -13,7 +13,7 @@ import torch
 
 from mpsciml.data.antiderivative import cached_antiderivative_data
 from mpsciml.problems.base import EvaluationGrid
-from mpsciml.problems.operator import OperatorData, OperatorProblem, as_tensor
+from mpsciml.problems.operator import OperatorData, OperatorProblem, as_tensor, dataset_seed
 
 LAYOUTS = ("aligned", "unaligned")
 
@@ -53,11 +53,10 @@ class Antiderivative(OperatorProblem):
         return OperatorData(branch[first_rows], trunk, outputs, index)
 
     def train_data(self) -> OperatorData:
-        return self._data(self.n_train, self.layout, self.data_seed)
+        return self._data(self.n_train, self.layout, dataset_seed(self.data_seed, "train"))
 
     def test_data(self) -> OperatorData:
-        # a different seed stream: test functions are never training functions
-        return self._data(self.n_test, "aligned", self.data_seed + 1_000_000)
+        return self._data(self.n_test, "aligned", dataset_seed(self.data_seed, "test"))
 
     def test_grid(self) -> EvaluationGrid:
         x = torch.linspace(0.0, 1.0, self.n_points, dtype=torch.float64)

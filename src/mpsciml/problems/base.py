@@ -16,6 +16,7 @@ from torch import Tensor
 
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.sampling import SAMPLING_METHODS, Box
+from mpsciml.seeding import Seed
 
 Residual = Callable[[Derivatives], Tensor | Mapping[str, Tensor]]
 
@@ -71,8 +72,10 @@ class Problem(ABC):
         return {"in_features": len(self.input_names), "out_features": len(self.output_names)}
 
     @abstractmethod
-    def conditions(self, seed: int) -> dict[str, Condition]:
-        """The conditions with their collocation points, drawn deterministically from `seed`."""
+    def conditions(self, seed: Seed) -> dict[str, Condition]:
+        """The conditions with their collocation points, drawn deterministically from `seed`
+        (an int or a stream of `mpsciml.seeding`; give each condition its own stream,
+        `seed_stream(seed, name)`). Called once per draw of points (`data.points`)."""
 
     @abstractmethod
     def reference(self, points: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import Condition, Problem
 from mpsciml.problems.burgers_exact import burgers_exact
 from mpsciml.problems.sampling import Box
+from mpsciml.seeding import Seed, seed_stream
 
 
 class Burgers(Problem):
@@ -45,12 +46,13 @@ class Burgers(Problem):
     def initial(self, d: Derivatives) -> Tensor:
         return d["u"] + torch.sin(math.pi * d.coordinate("x"))
 
-    def conditions(self, seed: int) -> dict[str, Condition]:
+    def conditions(self, seed: Seed) -> dict[str, Condition]:
         box, method = self.domain, self.sampling
+        pde, bc, ic = (seed_stream(seed, name) for name in ("pde", "bc", "ic"))
         return {
-            "pde": Condition(box.interior(self.n_domain, method, seed), self.pde),
-            "bc": Condition(box.faces(self.n_boundary, method, seed + 1, axes=[0]), self.boundary),
-            "ic": Condition(box.face(1, "low", self.n_initial, method, seed + 2), self.initial),
+            "pde": Condition(box.interior(self.n_domain, method, pde), self.pde),
+            "bc": Condition(box.faces(self.n_boundary, method, bc, axes=[0]), self.boundary),
+            "ic": Condition(box.face(1, "low", self.n_initial, method, ic), self.initial),
         }
 
     def reference(self, points: Tensor) -> Tensor:

@@ -27,7 +27,9 @@ from mpsciml.problems.operator import (
     OperatorData,
     OperatorProblem,
     as_tensor,
+    dataset_seed,
 )
+from mpsciml.seeding import torch_generator
 
 
 class DiffusionReaction(OperatorProblem):
@@ -75,6 +77,9 @@ class DiffusionReaction(OperatorProblem):
             self._loaded[n, seed] = self._load(n, seed)
         return self._loaded[n, seed]
 
+    def _train_arrays(self) -> dict[str, np.ndarray]:
+        return self._arrays(self.n_train, dataset_seed(self.data_seed, "train"))
+
     def _load(self, n: int, seed: int) -> dict[str, np.ndarray]:
         return cached_diffusion_reaction_data(
             n,
@@ -97,10 +102,10 @@ class DiffusionReaction(OperatorProblem):
     def train_data(self) -> OperatorData | None:
         if not self.supervised:
             return None
-        return self._aligned(self._arrays(self.n_train, self.data_seed))
+        return self._aligned(self._train_arrays())
 
     def test_data(self) -> OperatorData:
-        return self._aligned(self._arrays(self.n_test, self.data_seed + 1_000_000))
+        return self._aligned(self._arrays(self.n_test, dataset_seed(self.data_seed, "test")))
 
     def test_grid(self) -> EvaluationGrid:
         x = torch.linspace(0.0, 1.0, self.nx, dtype=torch.float64)
@@ -108,7 +113,7 @@ class DiffusionReaction(OperatorProblem):
         return EvaluationGrid(torch.cartesian_prod(x, t), (self.nx, self.nt), [x, t])
 
     def physics_branch(self) -> Tensor:
-        return as_tensor(self._arrays(self.n_train, self.data_seed)["branch"])
+        return as_tensor(self._train_arrays()["branch"])
 
     def pde(self, d: Derivatives, source: Tensor) -> Tensor:
         u = d["u"]
@@ -130,9 +135,9 @@ class DiffusionReaction(OperatorProblem):
         return d["u"]
 
     def physics_conditions(self) -> dict[str, OperatorCondition]:
-        arrays = self._arrays(self.n_train, self.data_seed)
+        arrays = self._train_arrays()
         n, x_grid = self.n_train, as_tensor(arrays["x"])
-        generator = torch.Generator().manual_seed(self.data_seed + 7)
+        generator = torch_generator(self.data_seed, "physics_points")
 
         def uniform(*shape: int) -> Tensor:
             return torch.rand(*shape, generator=generator, dtype=torch.float64)

@@ -20,6 +20,7 @@ from torch import Tensor
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import Condition, Problem
 from mpsciml.problems.sampling import Box
+from mpsciml.seeding import Seed, seed_stream
 
 
 class NavierStokes(Problem):
@@ -68,14 +69,15 @@ class NavierStokes(Problem):
         _, _, p = self.exact(d.coordinate("x"), d.coordinate("y"))
         return d["p"] - p
 
-    def conditions(self, seed: int) -> dict[str, Condition]:
+    def conditions(self, seed: Seed) -> dict[str, Condition]:
         box, method = self.domain, self.sampling
+        pde, bc, outlet = (seed_stream(seed, name) for name in ("pde", "bc", "outlet"))
         return {
             "pde": Condition(
-                box.interior(self.n_domain, method, seed), self.momentum_and_continuity
+                box.interior(self.n_domain, method, pde), self.momentum_and_continuity
             ),
-            "bc": Condition(box.faces(self.n_boundary, method, seed + 1), self.boundary_velocity),
+            "bc": Condition(box.faces(self.n_boundary, method, bc), self.boundary_velocity),
             "outlet": Condition(
-                box.face(0, "high", self.n_outlet, method, seed + 2), self.outlet_pressure
+                box.face(0, "high", self.n_outlet, method, outlet), self.outlet_pressure
             ),
         }

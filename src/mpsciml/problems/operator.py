@@ -18,6 +18,7 @@ from torch import Tensor
 
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import EvaluationGrid
+from mpsciml.seeding import int_seed
 
 DATA_LOSSES = ("mse", "rel_l2")
 
@@ -59,6 +60,13 @@ class OperatorCondition:
 
 def as_tensor(array: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
+
+
+def dataset_seed(data_seed: int, split: str) -> int:
+    """The seed of one split ("train", "test") of a problem's dataset: independent streams of
+    `data_seed`, so test functions are never training functions. An int, because it keys the
+    dataset cache (`data.cache`); `scripts/generate_data.py` derives the same seeds."""
+    return int_seed(data_seed, f"{split}_functions")
 
 
 class OperatorProblem(ABC):

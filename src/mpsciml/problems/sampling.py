@@ -1,8 +1,9 @@
 """Point sets on boxes and their faces: where a PINN's residuals are enforced.
 
-All samplers are driven by an integer seed and return float64 CPU tensors, so the same seed gives
-the same collocation points on any machine and in any precision (the cast to the training dtype
-happens once, later, on the device).
+All samplers are driven by a seed (an integer or a stream of `mpsciml.seeding`) and return
+float64 CPU tensors, so the same seed gives the same collocation points on any machine and in
+any precision (the cast to the training dtype happens later, on the device). The faces of a box
+draw from streams of their own, keyed by axis and side.
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ import torch
 from scipy.stats import qmc
 from torch import Tensor
 
+from mpsciml.seeding import Seed, int_seed, seed_stream, torch_generator
+
 SAMPLING_METHODS = ("uniform", "sobol", "lhs")
 
 
-def unit_cube(n: int, dim: int, method: str, seed: int) -> Tensor:
+def unit_cube(n: int, dim: int, method: str, seed: Seed) -> Tensor:
     """n points in [0, 1]^dim: pseudo-random, scrambled Sobol, or Latin hypercube."""
     if method == "uniform":
-        generator = torch.Generator().manual_seed(seed)
-        return torch.rand(n, dim, generator=generator, dtype=torch.float64)
+        return torch.rand(n, dim, generator=torch_generator(seed), dtype=torch.float64)
     if method == "sobol":
-        engine = torch.quasirandom.SobolEngine(dim, scramble=True, seed=seed)
+        engine = torch.quasirandom.SobolEngine(dim, scramble=True, seed=int_seed(seed))
         return engine.draw(n, dtype=torch.float64)
     if method == "lhs":
-        return torch.from_numpy(qmc.LatinHypercube(d=dim, seed=seed).random(n))
+        return torch.from_numpy(qmc.LatinHypercube(d=dim, seed=int_seed(seed)).random(n))
     raise ValueError(f"unknown sampling method {method!r}; allowed: {', '.join(SAMPLING_METHODS)}")
 
 
@@ -42,12 +44,12 @@ class Box:
     def dim(self) -> int:
         return len(self.low)
 
-    def interior(self, n: int, method: str, seed: int) -> Tensor:
+    def interior(self, n: int, method: str, seed: Seed) -> Tensor:
         low = torch.tensor(self.low, dtype=torch.float64)
         high = torch.tensor(self.high, dtype=torch.float64)
         return low + (high - low) * unit_cube(n, self.dim, method, seed)
 
-    def face(self, axis: int, side: str, n: int, method: str, seed: int) -> Tensor:
+    def face(self, axis: int, side: str, n: int, method: str, seed: Seed) -> Tensor:
         """n points on the face where coordinate `axis` is at its 'low' or 'high' end."""
         others = [i for i in range(self.dim) if i != axis]
         sub = Box([self.low[i] for i in others], [self.high[i] for i in others])
@@ -57,7 +59,7 @@ class Box:
         points[:, axis] = self.low[axis] if side == "low" else self.high[axis]
         return points
 
-    def faces(self, n: int, method: str, seed: int, axes: Sequence[int] | None = None) -> Tensor:
+    def faces(self, n: int, method: str, seed: Seed, axes: Sequence[int] | None = None) -> Tensor:
         """n points spread over both faces of each given axis, in proportion to face size."""
         axes = list(range(self.dim)) if axes is None else list(axes)
         sides = [(axis, side) for axis in axes for side in ("low", "high")]
@@ -67,8 +69,8 @@ class Box:
         # the remainder goes to the faces that lost the largest fractions (largest remainder)
         counts[np.argsort(-(shares - counts), kind="stable")[: n - counts.sum()]] += 1
         parts = [
-            self.face(axis, side, int(count), method, seed + 7919 * k)
-            for k, ((axis, side), count) in enumerate(zip(sides, counts, strict=True))
+            self.face(axis, side, int(count), method, seed_stream(seed, "face", axis, side))
+            for (axis, side), count in zip(sides, counts, strict=True)
             if count > 0
         ]
         return torch.cat(parts)

@@ -1,0 +1,140 @@
+"""Batches indexed by the training step: what both DataModules are built on, and how they resume.
+
+A SciML run is `max_steps` steps of one epoch, and what step s trains on is a function of the run
+seed and s alone (the collocation points drawn for it, the functions chosen for it), never of
+what came before. So a dataset here is a grid of items, `items_per_step` per step: flat index
+i is item `i % items_per_step` of step `start_step + i // items_per_step`, and one batch is one
+step's items. Under DDP Lightning's own `DistributedSampler` (not shuffling: the sampler here is
+sequential) deals the flat indices round-robin, so with a per-rank batch of `items_per_step /
+world_size` every rank gets its share of the same step, and the shares are disjoint.
+
+Resuming is Lightning's: `StepLoader` implements `state_dict`/`load_state_dict` (Lightning
+restores a loader's position only then, see `loops/fit_loop.py` and
+`utilities/combined_loader.py`), and its state is the next step. Loading it moves the dataset's
+`start_step`, not the sampler, so the restored position survives Lightning swapping in a
+distributed sampler. The loader's length stays the whole run (`max_steps` batches), as Lightning
+expects of a resumed loader, so the progress bar shows the whole run too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from mpsciml.data.same_batch import SameBatchMemo
+
+
+class StepDataset(Dataset):
+    """`items_per_step` items for each of `steps` steps, counted from `start_step`.
+
+    A subclass says what the items of one step are (`step_items`); the batch of a step is built
+    in one call (`__getitems__`), not item by item, so a step costs one gather.
+    """
+
+    def __init__(self, steps: int, items_per_step: int) -> None:
+        if steps < 1 or items_per_step < 1:
+            raise ValueError(f"need steps, items_per_step >= 1, got {steps}, {items_per_step}")
+        self.steps = steps
+        self.items_per_step = items_per_step
+        self.start_step = 0
+
+    def __len__(self) -> int:
+        return self.steps * self.items_per_step
+
+    def __getitem__(self, index: int) -> Any:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]) -> Any:
+        flat = torch.as_tensor(indices, dtype=torch.long)
+        lowest, highest = int(flat.min()), int(flat.max())
+        step = lowest // self.items_per_step
+        if highest // self.items_per_step != step:
+            raise ValueError(
+                f"a batch holds the items of one step, got items {lowest}..{highest}: the batch "
+                f"size must divide items_per_step={self.items_per_step}"
+            )
+        return self.step_items(self.start_step + step, flat - step * self.items_per_step)
+
+    def step_items(self, step: int, slots: Tensor) -> Any:
+        """The batch of `step` made of its items `slots` (a rank's share, in slot order)."""
+        raise NotImplementedError
+
+
+def whole_batch(batch: Any) -> Any:
+    """The collate function: `StepDataset.__getitems__` returns the batch already assembled."""
+    return batch
+
+
+class StepLoader(DataLoader):
+    """A DataLoader over a `StepDataset` whose state (for Lightning's checkpoints) is the next
+    step. Counted where the batches leave the loader, so it is exact with or without workers."""
+
+    def __init__(self, dataset: StepDataset, **kwargs: Any) -> None:
+        kwargs.setdefault("collate_fn", whole_batch)
+        super().__init__(dataset, **kwargs)
+        self._next_step = dataset.start_step
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        """The batches from the dataset's start step to the end of the run."""
+        dataset: StepDataset = self.dataset  # type: ignore[assignment]
+        self._next_step = dataset.start_step
+        batches = super().__iter__()
+        while self._next_step < dataset.steps:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self._next_step += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"next_step": self._next_step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        dataset: StepDataset = self.dataset  # type: ignore[assignment]
+        dataset.start_step = self._next_step = int(state["next_step"])
+
+
+class StepDataModule(pl.LightningDataModule):
+    """What the DataModules of every problem kind share: a step-indexed, resumable train loader
+    and a one-tick validation loader (validation measures the model against the problem's
+    reference on its own grid or test set, so it needs no batches)."""
+
+    def __init__(self, max_steps: int) -> None:
+        super().__init__()
+        if max_steps < 1:
+            raise ValueError(f"trainer.max_steps={max_steps} must be >= 1")
+        self.max_steps = max_steps
+        self._moved = SameBatchMemo()
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """Lightning's move, skipped when the batch is the last one again (`SameBatchMemo`)."""
+        move = super().transfer_batch_to_device
+        return self._moved(batch, device, lambda b: move(b, device, dataloader_idx))
+
+    @property
+    def world_size(self) -> int:
+        """Processes sharing each step (DDP ranks); 1 outside a trainer."""
+        return self.trainer.world_size if self.trainer is not None else 1
+
+    def step_dataset(self) -> StepDataset:
+        """A fresh dataset of the run's steps (fresh, so a loader never inherits a position)."""
+        raise NotImplementedError
+
+    def batch_size(self, dataset: StepDataset) -> int | None:
+        """Items per batch on one rank; None: one item is the batch."""
+        return None
+
+    def train_dataloader(self) -> StepLoader:
+        dataset = self.step_dataset()
+        return StepLoader(dataset, batch_size=self.batch_size(dataset))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(range(1), batch_size=None)
