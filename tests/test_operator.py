@@ -262,13 +262,21 @@ def test_unknown_loss_weight_names_the_terms(tmp_path: Path) -> None:
 
 
 def test_operator_problem_with_a_pointwise_model_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="needs model=deeponet"):
+    message = (
+        r"problem=antiderivative needs an operator on sensors model .*; "
+        r"model=mlp accepts: pointwise; models that fit: .*deeponet"
+    )
+    with pytest.raises(ConfigError, match=message):
         run(operator_config("antiderivative", tmp_path, "model=mlp"))
 
 
 def test_pde_problem_with_a_deeponet_is_a_clear_error(tmp_path: Path) -> None:
     cfg = compose_config(["model=deeponet", *COMMON], tmp_path / "run")
-    with pytest.raises(ConfigError, match="needs a pointwise model"):
+    message = (
+        r"problem=burgers needs a pointwise model \(u\(x\) at points\); "
+        r"model=deeponet accepts: operator on sensors; models that fit: .*mlp"
+    )
+    with pytest.raises(ConfigError, match=message):
         run(cfg)
 
 

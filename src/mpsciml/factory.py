@@ -1,82 +1,36 @@
-"""From config to objects: the network that fits the problem, and the module that trains it.
+"""From config to objects: the model a problem declares it needs, and the module that trains it.
 
-A PDE problem is solved by a PINN (a pointwise network such as the MLP), an operator problem is
-learned by a DeepONet; a mismatch is a one-line ConfigError, not a keyword error from deep inside
-Hydra's instantiation. A DeepONet with `model.pod_modes=K` gets the POD basis of the training
-outputs as its trunk (POD-DeepONet), which needs the problem's training data, so it is built here.
+A problem declares the `model_kind` it needs and a model class the kinds it `accepts`
+(`mpsciml.contract`); they are compared before anything is instantiated, so a mismatch is one
+line naming both (and the model options that would fit), never a keyword error from deep inside
+Hydra's instantiation, and no class name is special here. The LightningModule follows from the
+kind. A model class offering the `build_with_training_data` hook is built through it, with the
+problem's training data at hand (POD-DeepONet takes its trunk from the training outputs).
 """
 
 from __future__ import annotations
 
+import importlib.resources
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mpsciml.config import ConfigError
-from mpsciml.models.deeponet import DeepONet
+from mpsciml.contract import AlignedTrainingData, ModelKind, SensorOperator, accepted_kinds
 from mpsciml.modules.base import SciMLModule
 from mpsciml.modules.operator import OperatorModule
 from mpsciml.modules.pinn import PINNModule
-from mpsciml.problems.base import Problem
-from mpsciml.problems.operator import OperatorProblem
+
+#: the optional model-class hook of `contract.TrainingDataBuilder`
+TRAINING_DATA_HOOK = "build_with_training_data"
 
 
-def check_model_fits(cfg: DictConfig, problem: Any) -> None:
-    """An operator problem needs a DeepONet, a PDE problem a pointwise network: say so plainly
-    instead of failing on a keyword argument deep inside instantiation."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    model_name = choices.get("model", cfg.model._target_.rsplit(".", 1)[-1])
-    problem_name = choices.get("problem", type(problem).__name__)
-    is_operator_model = cfg.model._target_.endswith(".DeepONet")
-    if isinstance(problem, OperatorProblem) and not is_operator_model:
-        raise ConfigError(
-            f"problem={problem_name} learns an operator and needs model=deeponet "
-            f"(got model={model_name})"
-        )
-    if isinstance(problem, Problem) and is_operator_model:
-        raise ConfigError(
-            f"problem={problem_name} is a PDE solved by a PINN and needs a pointwise model such "
-            f"as model=mlp (got model={model_name}; DeepONet problems: antiderivative, "
-            "advection, diffusion_reaction)"
-        )
-
-
-def build_model(model_cfg: DictConfig, problem: Any) -> nn.Module:
-    """The network, sized by the problem; a POD trunk from the training outputs if asked."""
-    model_cfg = model_cfg.copy()
-    with open_dict(model_cfg):
-        pod_modes = model_cfg.pop("pod_modes", None)
-    if not pod_modes:
-        return instantiate(model_cfg, **problem.model_sizes())
-    data = problem.train_data()
-    if data is None or not data.aligned or problem.physics_conditions():
-        raise ConfigError(
-            f"model.pod_modes={pod_modes}: a POD trunk exists only on the fixed grid of aligned "
-            "training data, without physics terms (e.g. problem=antiderivative or advection)"
-        )
-    return DeepONet.with_pod_trunk(
-        data.outputs,
-        int(pod_modes),
-        problem.n_sensors,
-        branch_hidden=list(model_cfg.branch_hidden),
-        activation=model_cfg.activation,
-        init=model_cfg.init,
-        grid=data.trunk,
-    )
-
-
-def build_module(cfg: DictConfig, problem: Any, model: Any) -> SciMLModule:
-    """The LightningModule for the problem's kind: PINN for PDEs, operator learning otherwise."""
-    if isinstance(problem, OperatorProblem):
-        return OperatorModule(
-            problem,
-            model,
-            cfg.optimizer,
-            loss_weights=cfg.loss_weights,
-        )
+def _pointwise_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLModule:
     return PINNModule(
         problem,
         model,
@@ -85,3 +39,156 @@ def build_module(cfg: DictConfig, problem: Any, model: Any) -> SciMLModule:
         seed=cfg.seed,
         derivatives=cfg.get("derivatives", "autograd"),
     )
+
+
+def _sensor_operator_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLModule:
+    if not isinstance(model, SensorOperator):
+        raise ConfigError(
+            f"model={_choice(cfg, 'model')} accepts {ModelKind.SENSOR_OPERATOR} but lacks "
+            "forward_indexed/forward_aligned (see mpsciml.contract.SensorOperator)"
+        )
+    return OperatorModule(
+        problem,
+        model,
+        cfg.optimizer,
+        loss_weights=cfg.loss_weights,
+        derivatives=cfg.get("derivatives", "autograd"),
+    )
+
+
+#: the LightningModule that trains a model of each kind (GRID_OPERATOR: none yet)
+MODULE_BUILDERS: dict[ModelKind, Callable[[DictConfig, Any, nn.Module], SciMLModule]] = {
+    ModelKind.POINTWISE: _pointwise_module,
+    ModelKind.SENSOR_OPERATOR: _sensor_operator_module,
+}
+
+
+def check_model_fits(cfg: DictConfig, problem: Any) -> None:
+    """The problem's declared kind against the model class's `accepts`, before instantiation."""
+    problem_name = _choice(cfg, "problem", type(problem).__name__)
+    needed = getattr(problem, "model_kind", None)
+    if not isinstance(needed, ModelKind):
+        raise ConfigError(
+            f"problem={problem_name}: {type(problem).__name__} declares no model_kind "
+            f"(one of {', '.join(repr(str(k)) for k in ModelKind)}; see mpsciml.contract)"
+        )
+    if needed not in MODULE_BUILDERS:
+        raise ConfigError(
+            f"problem={problem_name} needs {_article(needed)} {needed} model: no solver for "
+            f"{needed} problems yet (solved: {', '.join(MODULE_BUILDERS)})"
+        )
+    model_class = resolve_model_class(cfg.model)
+    model_name = _choice(cfg, "model", model_class.__name__)
+    accepts = _accepts(model_class, model_name)
+    if needed not in accepts:
+        fitting = model_options_accepting(needed)
+        hint = f"; models that fit: {', '.join(fitting)}" if fitting else ""
+        raise ConfigError(
+            f"problem={problem_name} needs {_article(needed)} {needed} model ({needed.what}); "
+            f"model={model_name} accepts: {', '.join(accepts)}{hint}"
+        )
+
+
+def build_model(model_cfg: DictConfig, problem: Any) -> nn.Module:
+    """The network, sized by the problem; through the class's training-data hook if it has one."""
+    model_class = resolve_model_class(model_cfg)
+    sizes = problem.model_sizes()
+    if not hasattr(model_class, TRAINING_DATA_HOOK):
+        return instantiate(model_cfg, **sizes)
+    hook = f"{model_cfg._target_}.{TRAINING_DATA_HOOK}"
+    data = aligned_training_data(problem)
+    return instantiate(model_cfg, _target_=hook, aligned_training_data=data, **sizes)
+
+
+def build_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLModule:
+    """The LightningModule for the problem's kind (`MODULE_BUILDERS`)."""
+    kind = problem.model_kind
+    if kind not in MODULE_BUILDERS:
+        raise ConfigError(f"no solver for {kind} problems yet")
+    return MODULE_BUILDERS[kind](cfg, problem, model)
+
+
+def aligned_training_data(problem: Any) -> AlignedTrainingData:
+    """The problem's training data on one fixed grid without physics terms, loaded on demand
+    (None if the problem has none): what a POD basis can be computed from."""
+
+    def load() -> Any:
+        train_data = getattr(problem, "train_data", None)
+        data = train_data() if train_data is not None else None
+        if data is None or not data.aligned or problem.physics_conditions():
+            return None
+        return data
+
+    return load
+
+
+def resolve_model_class(model_cfg: DictConfig) -> type:
+    """The class `model._target_` names, imported; a bad target is one line."""
+    target = model_cfg.get("_target_")
+    if not target:
+        raise ConfigError("model._target_ is missing: a model config names its class")
+    try:
+        model_class = get_class(target)
+    except Exception as exc:  # ImportError, AttributeError, ValueError from Hydra's locate
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model._target_={target} cannot be imported: {reason}") from exc
+    return model_class
+
+
+def model_options_accepting(kind: ModelKind) -> list[str]:
+    """The model options (conf/model/<name>.yaml anywhere on Hydra's search path) whose class
+    accepts `kind`, for the hint of a mismatch; best effort, never an error of its own."""
+    names: list[str] = []
+    for directory in _model_config_dirs():
+        for path in sorted(directory.glob("*.yaml")):
+            if path.stem in names:
+                continue  # an earlier search-path entry wins, as in Hydra
+            try:
+                target = OmegaConf.load(path).get("_target_")
+                kinds = accepted_kinds(get_class(target)) if target else None
+            except Exception:
+                continue
+            if kinds and kind in kinds:
+                names.append(path.stem)
+    return names
+
+
+def _model_config_dirs() -> Iterator[Path]:
+    if not HydraConfig.initialized():
+        return
+    for source in HydraConfig.get().runtime.config_sources:
+        directory: Any = None
+        if source.schema == "file":
+            directory = Path(source.path) / "model"
+        elif source.schema == "pkg":
+            try:
+                directory = importlib.resources.files(source.path.replace("/", ".")) / "model"
+            except (ModuleNotFoundError, TypeError):
+                continue
+        if isinstance(directory, Path) and directory.is_dir():
+            yield directory
+
+
+def _accepts(model_class: type, model_name: str) -> tuple[ModelKind, ...]:
+    try:
+        accepts = accepted_kinds(model_class)
+    except ValueError as exc:
+        raise ConfigError(f"model={model_name}: {model_class.__name__}.accepts: {exc}") from exc
+    if not accepts:
+        raise ConfigError(
+            f"model={model_name}: {model_class.__name__} declares no `accepts` (the kinds of "
+            f"model it is: {', '.join(repr(str(k)) for k in ModelKind)}; see mpsciml.contract)"
+        )
+    return accepts
+
+
+def _choice(cfg: DictConfig, group: str, fallback: str | None = None) -> str:
+    """The option chosen for a config group (model=deeponet), else the given fallback."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    if choices.get(group):
+        return str(choices[group])
+    return fallback or str(cfg[group].get("_target_", "?")).rsplit(".", 1)[-1]
+
+
+def _article(kind: ModelKind) -> str:
+    return "an" if str(kind)[0] in "aeiou" else "a"

@@ -54,6 +54,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     parts: dict[str, Any] = {"loggers": []}
     try:
         module, trainer, parts = build(cfg)
+        summary["derivatives"] = derivative_facts(module)
         check_objective(cfg.get("objective", "l2"), getattr(module, "output_names", None))
         for logger in parts["loggers"]:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -137,6 +138,13 @@ def precision_facts(trainer: pl.Trainer, cfg: DictConfig) -> dict[str, Any]:
     return facts
 
 
+def derivative_facts(module: SciMLModule) -> dict[str, Any] | None:
+    """The derivative engine asked for and the one that runs, with the reason if they differ
+    (None for a module that takes no input derivatives)."""
+    engine = getattr(module, "derivative_engine", None)
+    return None if engine is None else engine.as_dict()
+
+
 def last_checkpoint(out_dir: Path) -> str | None:
     path = out_dir / "checkpoints" / "last.ckpt"
     return str(path.relative_to(out_dir)) if path.exists() else None
@@ -179,10 +187,12 @@ def finish_wandb(loggers: list[Any], summary: dict[str, Any]) -> None:
             flat.update({f"l2/{k}": v for k, v in summary.get("l2", {}).items()})
             flat.update({f"precision/{k}": v for k, v in summary["precision"].items()})
             logger.experiment.summary.update(flat)
-            # the precision that really ran, next to the requested one in the run's config
-            logger.experiment.config.update(
-                {"precision_used": summary["precision"]}, allow_val_change=True
-            )
+            # the precision and derivative engine that really ran, next to the requested ones
+            used = {
+                "precision_used": summary["precision"],
+                "derivatives_used": summary.get("derivatives"),
+            }
+            logger.experiment.config.update(used, allow_val_change=True)
             if isinstance(logger, ArtifactWandbLogger) and summary.get("checkpoint"):
                 metadata = {k: summary.get(k) for k in ("status", "steps", "l2", "seed")}
                 path = Path(summary["output_dir"]) / summary["checkpoint"]

@@ -58,6 +58,7 @@ __all__ = [
     "register_activation",
     "supports_taylor",
     "taylor_forward",
+    "taylor_refusal",
 ]
 
 
@@ -66,6 +67,7 @@ class UnsupportedModelError(TypeError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"no Taylor-mode derivatives: {reason}; use the autograd engine")
+        self.reason = reason
 
 
 def _flatten(model: nn.Module) -> list[nn.Module]:
@@ -97,15 +99,21 @@ def _flatten(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
-def supports_taylor(model: nn.Module) -> bool:
-    """Whether `TaylorDerivatives` can propagate through `model`; otherwise use autograd."""
+def taylor_refusal(model: nn.Module) -> str | None:
+    """Why `TaylorDerivatives` cannot propagate through `model` now (None: it can), so a
+    fallback to autograd can say why."""
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-        return False
+        return "global forward hooks are registered"
     try:
         _flatten(model)
-    except UnsupportedModelError:
-        return False
-    return True
+    except UnsupportedModelError as exc:
+        return exc.reason
+    return None
+
+
+def supports_taylor(model: nn.Module) -> bool:
+    """Whether `TaylorDerivatives` can propagate through `model`; otherwise use autograd."""
+    return taylor_refusal(model) is None
 
 
 @dataclass

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from mpsciml.contract import AlignedTrainingData, ModelKind
 from mpsciml.models.mlp import ACTIVATIONS, MLP
 
 MULTI_OUTPUT = ("split", "shared_trunk", "shared_branch")
@@ -145,6 +147,9 @@ class DeepONet(nn.Module):
     any size). The bias is one learnable scalar per output, zero at start.
     """
 
+    #: v at sensors and query points -> u; satisfies `contract.SensorOperator`
+    accepts: ClassVar[tuple[ModelKind, ...]] = (ModelKind.SENSOR_OPERATOR,)
+
     def __init__(
         self,
         n_sensors: int,
@@ -197,6 +202,35 @@ class DeepONet(nn.Module):
             nn.Sequential(trunk, ACTIVATIONS[activation]()) if trunk_activation_last else trunk
         )
         self.bias = nn.Parameter(torch.zeros(self.out_features))
+
+    @classmethod
+    def build_with_training_data(
+        cls,
+        aligned_training_data: AlignedTrainingData,
+        pod_modes: int | None = None,
+        **kwargs: Any,
+    ) -> DeepONet:
+        """The factory's hook (`contract.TrainingDataBuilder`): a learned trunk, or with
+        `pod_modes=K` the POD trunk of the training outputs on their grid (POD-DeepONet), which
+        only the problem's training data can give."""
+        if not pod_modes:
+            return cls(**kwargs)
+        data = aligned_training_data()
+        if data is None:
+            raise ValueError(
+                f"model.pod_modes={pod_modes}: a POD trunk exists only on the fixed grid of "
+                "aligned training data, without physics terms (e.g. problem=antiderivative or "
+                "advection)"
+            )
+        return cls.with_pod_trunk(
+            data.outputs,
+            int(pod_modes),
+            kwargs["n_sensors"],
+            branch_hidden=list(kwargs.get("branch_hidden", (128, 128, 128))),
+            activation=kwargs.get("activation", "tanh"),
+            init=kwargs.get("init", "glorot_normal"),
+            grid=data.trunk,
+        )
 
     @classmethod
     def with_pod_trunk(

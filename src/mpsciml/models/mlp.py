@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from mpsciml.contract import ModelKind
 
 
 class Sine(nn.Module):
@@ -38,6 +41,8 @@ INITIALIZERS = {
 
 class MLP(nn.Module):
     """in -> [hidden]* -> out with one activation; smooth activations keep u_xx meaningful."""
+
+    accepts: ClassVar[tuple[ModelKind, ...]] = (ModelKind.POINTWISE,)
 
     def __init__(
         self,

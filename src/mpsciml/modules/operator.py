@@ -1,4 +1,5 @@
-"""Operator learning (DeepONet): a data loss on function pairs and/or a physics loss.
+"""Operator learning (DeepONet, any `contract.SensorOperator`): a data loss on function pairs
+and/or a physics loss.
 
 Terms: `data` (MSE, or the mean relative L2 error over functions) on the problem's training
 pairs, and one term per physics condition (`pde`, `ic`, `bc`, ...) for a physics-informed
@@ -22,9 +23,10 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from mpsciml.contract import SensorOperator
 from mpsciml.data.functions import FunctionBatch
 from mpsciml.derivatives.autograd import Derivatives, assembly_dtype
-from mpsciml.models.deeponet import DeepONet
+from mpsciml.derivatives.engine import choose_operator_engine
 from mpsciml.modules.base import SciMLModule
 from mpsciml.plots import plot_fields
 from mpsciml.problems.base import EvaluationGrid
@@ -35,15 +37,17 @@ class OperatorModule(SciMLModule):
     def __init__(
         self,
         problem: OperatorProblem,
-        model: DeepONet,
+        model: SensorOperator,
         optimizer: DictConfig,
         loss_weights: Mapping[str, float] | None = None,
         max_consecutive_skips: int = 100,
         eval_functions: int = 64,
+        derivatives: str = "autograd",
     ) -> None:
         super().__init__(optimizer, max_consecutive_skips)
         self.problem = problem
         self.model = model
+        self.derivative_engine = choose_operator_engine(derivatives)
         self.output_names = problem.output_names
         self.eval_functions = eval_functions
         self.has_data = problem.train_data() is not None

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from mpsciml.data.points import PointsBatch, draw_conditions
 from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.engine import choose_pointwise_engine
 from mpsciml.derivatives.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
 from mpsciml.metrics import relative_l2
 from mpsciml.modules.base import SciMLModule
@@ -47,9 +48,9 @@ class PINNModule(SciMLModule):
         self.grid = problem.evaluation_grid()
         # float64 on the CPU and deliberately not a buffer: a pure-fp16 run converts buffers.
         self.grid_reference = problem.reference(self.grid.points)
-        if derivatives not in ("autograd", "taylor"):
-            raise ValueError(f"derivatives={derivatives!r} is unknown; allowed: autograd, taylor")
-        self.derivatives = derivatives
+        # decided once, here: a model Taylor mode cannot run through is a logged, recorded fallback
+        self.derivative_engine = choose_pointwise_engine(derivatives, model)
+        self.derivatives = self.derivative_engine.used
         self.term_conditions = self._discover_terms()
         # Which derivatives each condition's residual asks for, carried forward by Taylor mode.
         self._carry = {
@@ -57,7 +58,7 @@ class PINNModule(SciMLModule):
                 c.residual, model, c.points, problem.input_names, problem.output_names
             )
             for name, c in self.conditions.items()
-            if derivatives == "taylor"
+            if self.derivatives == "taylor"
         }
         self.term_names = list(self.term_conditions)
         self.loss_weights = self._resolve_weights(dict(loss_weights or {}))
@@ -67,6 +68,7 @@ class PINNModule(SciMLModule):
         """Mean squared residual of every condition and equation at the batch's points, by term
         name (derivatives seeded and checked as `derivative_seeding` explains)."""
         seed, scaled = self.derivative_seeding()
+        # a step with forward hooks (the precision probe's first) goes through autograd
         taylor = self.derivatives == "taylor" and supports_taylor(self.model)
         names = (self.problem.input_names, self.problem.output_names)
         terms: dict[str, Tensor] = {}

@@ -11,9 +11,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
+from mpsciml.contract import ModelKind
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.sampling import SAMPLING_METHODS, Box
 from mpsciml.seeding import Seed
@@ -50,6 +52,8 @@ class Problem(ABC):
     `reference`. `sampling` chooses how collocation points are drawn (see `SAMPLING_METHODS`).
     """
 
+    #: a PINN's network maps coordinates to fields (see mpsciml.contract)
+    model_kind: ClassVar[ModelKind] = ModelKind.POINTWISE
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     domain: Box
@@ -68,7 +72,7 @@ class Problem(ABC):
         return type(self).__name__.lower()
 
     def model_sizes(self) -> dict[str, int]:
-        """The sizes a pointwise network (an MLP) needs from the problem."""
+        """The sizes of a pointwise model (`contract.SIZES`): coordinates in, fields out."""
         return {"in_features": len(self.input_names), "out_features": len(self.output_names)}
 
     @abstractmethod

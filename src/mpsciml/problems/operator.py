@@ -11,11 +11,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from mpsciml.contract import ModelKind
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import EvaluationGrid
 from mpsciml.seeding import int_seed
@@ -84,6 +86,8 @@ class OperatorProblem(ABC):
     the branch faster for the same cost, while the pool keeps the points from being memorised.
     """
 
+    #: a DeepONet-like model maps v at the sensors and query points to u (see mpsciml.contract)
+    model_kind: ClassVar[ModelKind] = ModelKind.SENSOR_OPERATOR
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     n_sensors: int
@@ -121,7 +125,7 @@ class OperatorProblem(ABC):
         return type(self).__name__.lower()
 
     def model_sizes(self) -> dict[str, int]:
-        """The sizes a DeepONet needs from the problem."""
+        """The sizes of an operator-on-sensors model (`contract.SIZES`)."""
         return {
             "n_sensors": self.n_sensors,
             "coord_dim": len(self.input_names),

@@ -1,0 +1,70 @@
+"""Which derivative engine a run asked for and which one it runs, decided once and recorded.
+
+Taylor mode propagates through plain stacks of Linear layers and known activations only; any
+other model, and every operator problem (derivatives through a DeepONet's trunk input), takes
+autograd instead. That substitution changes speed, not results, but a run must never hide it:
+the choice is made when the module is built, a fallback is logged in one line with its reason,
+and `summary.json` and the W&B config carry `{requested, used, reason}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from mpsciml.derivatives.taylor import taylor_refusal
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("autograd", "taylor")
+
+
+@dataclass(frozen=True)
+class DerivativeEngine:
+    """The engine asked for (`derivatives=`), the one that runs, and why they differ (None:
+    they do not)."""
+
+    requested: str
+    used: str
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+def check_engine(requested: str) -> None:
+    if requested not in ENGINES:
+        raise ValueError(f"derivatives={requested!r} is unknown; allowed: {', '.join(ENGINES)}")
+
+
+def fallback(requested: str, reason: str) -> DerivativeEngine:
+    """Autograd in place of `requested`, logged once with the reason."""
+    log.warning("derivatives=%s is not possible here (%s): using autograd", requested, reason)
+    return DerivativeEngine(requested, "autograd", reason)
+
+
+def choose_pointwise_engine(requested: str, model: nn.Module) -> DerivativeEngine:
+    """Taylor mode if asked and the model's structure allows it, else autograd (recorded).
+
+    Forward hooks added later (the precision probe watches the first step's matmul) send single
+    steps through autograd so the hook sees the real forward; that is not a fallback of the run.
+    """
+    check_engine(requested)
+    if requested == "autograd":
+        return DerivativeEngine(requested, requested)
+    reason = taylor_refusal(model)
+    if reason is not None:
+        return fallback(requested, f"{reason}; Taylor mode runs through MLPs only")
+    return DerivativeEngine(requested, requested)
+
+
+def choose_operator_engine(requested: str) -> DerivativeEngine:
+    """Operator problems differentiate through the model's query-point input with autograd."""
+    check_engine(requested)
+    if requested == "autograd":
+        return DerivativeEngine(requested, requested)
+    return fallback(
+        requested, "operator models are differentiated w.r.t. their query points by autograd"
+    )
