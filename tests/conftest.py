@@ -28,7 +28,7 @@ TINY = [
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "logger=csv",
-    "optimizer=adam",  # the problem recipes finish with L-BFGS; tests choose explicitly
+    "optimizer=adam",  # recipes may finish with L-BFGS (burgers_mlp does); tests choose explicitly
     "problem.n_domain=64",
     "plots=false",  # ~3 s per run; the tests of plots ask for them
 ]
