@@ -11,7 +11,7 @@ from torch.utils.data import DistributedSampler
 from mpsciml.data.functions import FunctionBatches, FunctionsPerStep
 from mpsciml.data.points import CollocationPoints, PointsPerStep, draw_conditions, draw_step
 from mpsciml.data.same_batch import SameBatchMemo
-from mpsciml.data.steps import StepLoader
+from mpsciml.data.steps import StepLoader, StepSampler
 from mpsciml.problems.burgers import Burgers
 from mpsciml.problems.operator import OperatorCondition, OperatorData
 
@@ -50,11 +50,11 @@ def test_resampled_points_depend_on_the_step_only() -> None:
 
 
 def test_every_rank_walks_the_same_steps_of_points() -> None:
-    """Items are (step, rank): a DistributedSampler gives each rank every step, in order."""
+    """Items are (step, rank): the distributed sampler gives each rank every step, in order."""
     ranks = []
     for rank in range(2):
         dataset = PointsPerStep(burgers(), seed=0, steps=4, shares=2, resample_every=1)
-        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
+        sampler = StepSampler(dataset, num_replicas=2, rank=rank)
         loader = StepLoader(dataset, batch_size=None, sampler=sampler)
         assert len(loader) == 4
         ranks.append([batch["pde"] for batch in loader])
@@ -136,14 +136,27 @@ def test_each_step_takes_distinct_seeded_functions_with_their_own_data() -> None
         torch.testing.assert_close(known[..., 0], points[..., 0])
 
 
+def test_step_sampler_is_a_distributed_sampler_in_step_order() -> None:
+    """Lightning keeps a DistributedSampler it is given; ours deals the indices as torch's does
+    unshuffled (Lightning's own would shuffle them across steps)."""
+    dataset = functions_dataset()
+    for rank in range(2):
+        ours = StepSampler(dataset, num_replicas=2, rank=rank)
+        torchs = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
+        assert isinstance(ours, DistributedSampler) and list(ours) == list(torchs)
+        assert len(ours) == len(torchs)
+    with pytest.raises(ValueError, match="4 items per step cannot be shared equally by 3"):
+        StepSampler(dataset, num_replicas=3)
+
+
 def test_ddp_ranks_get_disjoint_halves_of_each_step_with_the_same_draws() -> None:
-    """What Lightning's DistributedSampler does under DDP: rank r takes items r, r + 2, ... and
-    a batch of 4 / 2; each function arrives with the points it gets in a single process."""
+    """Under DDP with 2 ranks, rank r takes items r, r + 2, ... in batches of 4 / 2; each
+    function arrives with the points it gets in a single process."""
     single = list(StepLoader(functions_dataset(), batch_size=4))
     halves = []
     for rank in range(2):
         dataset = functions_dataset()
-        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
+        sampler = StepSampler(dataset, num_replicas=2, rank=rank)
         loader = StepLoader(dataset, batch_size=2, sampler=sampler)
         assert len(loader) == 5
         halves.append(list(loader))
@@ -193,12 +206,25 @@ def test_the_loader_resumes_at_the_next_step() -> None:
     assert resumed.state_dict() == {"next_step": 5}
 
 
+def test_each_rank_resumes_at_its_share_of_the_next_step() -> None:
+    def rank_loader(rank: int) -> StepLoader:
+        dataset = functions_dataset()
+        return StepLoader(dataset, batch_size=2, sampler=StepSampler(dataset, 2, rank))
+
+    for rank in range(2):
+        straight = [function_ids(b) for b in rank_loader(rank)]
+        resumed = rank_loader(rank)
+        resumed.load_state_dict({"next_step": 3})
+        assert [function_ids(b) for b in resumed] == straight[3:]
+
+
 def test_functions_per_step_must_split_evenly_over_the_ranks() -> None:
     datamodule = functions_datamodule()
     assert datamodule.train_dataloader().batch_size == 4
-    datamodule.trainer = SimpleNamespace(world_size=2)
-    assert datamodule.train_dataloader().batch_size == 2
-    datamodule.trainer = SimpleNamespace(world_size=3)
+    datamodule.trainer = SimpleNamespace(world_size=2, global_rank=1)
+    loader = datamodule.train_dataloader()
+    assert loader.batch_size == 2 and next(iter(loader.sampler)) == 1
+    datamodule.trainer = SimpleNamespace(world_size=3, global_rank=0)
     with pytest.raises(ValueError, match=r"functions_per_step=4 must be divisible by .* \(3\)"):
         datamodule.train_dataloader()
 

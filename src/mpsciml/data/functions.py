@@ -5,8 +5,8 @@ chosen by `seed_stream(seed, "functions", s)`. Each function comes with what the
 it: its sensor values (branch), its data pairs (all of them, or `data_points_per_function` grid
 points drawn per step), and for each physics condition its collocation points with the known
 values there (all of them, or `physics_points_per_function` of its pool drawn per step). The
-item of the dataset is one function of one step (`StepDataset`), so under DDP Lightning's
-`DistributedSampler` deals each step's functions to the ranks, disjoint shares of one batch.
+item of the dataset is one function of one step (`StepDataset`), so under DDP the distributed
+sampler (`StepSampler`) deals each step's functions to the ranks, disjoint shares of one batch.
 
 Every draw is made for the step's whole batch and the rank's share taken from it, so a function
 gets the same points whatever the number of ranks. The batch is a nested dict, float64 on the

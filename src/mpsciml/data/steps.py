@@ -4,16 +4,19 @@ A SciML run is `max_steps` steps of one epoch, and what step s trains on is a fu
 seed and s alone (the collocation points drawn for it, the functions chosen for it), never of
 what came before. So a dataset here is a grid of items, `items_per_step` per step: flat index
 i is item `i % items_per_step` of step `start_step + i // items_per_step`, and one batch is one
-step's items. Under DDP Lightning's own `DistributedSampler` (not shuffling: the sampler here is
-sequential) deals the flat indices round-robin, so with a per-rank batch of `items_per_step /
-world_size` every rank gets its share of the same step, and the shares are disjoint.
+step's items. The sampler is a `DistributedSampler` (`StepSampler`) for the trainer's world size
+and rank, dealing the flat indices round-robin, so with a per-rank batch of `items_per_step /
+world_size` every rank gets its share of the same step, and the shares are disjoint. It is ours
+and not the one Lightning would inject because Lightning shuffles every training loader's
+indices, which would mix the steps; being a DistributedSampler, Lightning leaves it in place
+(with or without `use_distributed_sampler`).
 
 Resuming is Lightning's: `StepLoader` implements `state_dict`/`load_state_dict` (Lightning
 restores a loader's position only then, see `loops/fit_loop.py` and
 `utilities/combined_loader.py`), and its state is the next step. Loading it moves the dataset's
-`start_step`, not the sampler, so the restored position survives Lightning swapping in a
-distributed sampler. The loader's length stays the whole run (`max_steps` batches), as Lightning
-expects of a resumed loader, so the progress bar shows the whole run too.
+`start_step`, so the sampler's indices count from there on every rank. The loader's length stays
+the whole run (`max_steps` batches), as Lightning expects of a resumed loader, so the progress
+bar shows the whole run too.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mpsciml.data.same_batch import SameBatchMemo
 
@@ -63,6 +66,22 @@ class StepDataset(Dataset):
     def step_items(self, step: int, slots: Tensor) -> Any:
         """The batch of `step` made of its items `slots` (a rank's share, in slot order)."""
         raise NotImplementedError
+
+
+class StepSampler(DistributedSampler):
+    """Rank `rank`'s items, r, r + R, ... in step order: a DistributedSampler that neither shuffles
+    (a step's items are already in a seeded order) nor lists every index of the run in memory."""
+
+    def __init__(self, dataset: StepDataset, num_replicas: int = 1, rank: int = 0) -> None:
+        if dataset.items_per_step % num_replicas:
+            raise ValueError(
+                f"{dataset.items_per_step} items per step cannot be shared equally by "
+                f"{num_replicas} processes"
+            )
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
 
 
 def whole_batch(batch: Any) -> Any:
@@ -124,6 +143,10 @@ class StepDataModule(pl.LightningDataModule):
         """Processes sharing each step (DDP ranks); 1 outside a trainer."""
         return self.trainer.world_size if self.trainer is not None else 1
 
+    @property
+    def rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
+
     def step_dataset(self) -> StepDataset:
         """A fresh dataset of the run's steps (fresh, so a loader never inherits a position)."""
         raise NotImplementedError
@@ -134,7 +157,9 @@ class StepDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> StepLoader:
         dataset = self.step_dataset()
-        return StepLoader(dataset, batch_size=self.batch_size(dataset))
+        batch_size = self.batch_size(dataset)
+        sampler = StepSampler(dataset, num_replicas=self.world_size, rank=self.rank)
+        return StepLoader(dataset, batch_size=batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(range(1), batch_size=None)
