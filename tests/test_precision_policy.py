@@ -171,6 +171,17 @@ def test_fourier_layer_stays_fp32_through_a_pure_fp16_fit(tiny_config):
     trainer.fit(module, datamodule=parts["datamodule"])
     assert module.model.features.B.dtype == torch.float32
     assert {p.dtype for p in module.model.mlp.parameters()} == {torch.float16}
+    # the coordinates reach the fp32 feature layer unrounded, not through fp16
+    assert module.input_dtype() == torch.float32
+
+
+def test_taylor_on_a_model_with_a_policy_is_a_recorded_fallback(tiny_config):
+    """The plugin runs a policy layer through forward hooks, which the Taylor engine cannot
+    follow: the run must say it used autograd, not claim Taylor and fall back every step."""
+    summary = run(tiny_config("model=fourier_mlp", "derivatives=taylor", "precision.init_scale=1"))
+    assert summary["status"] == "ok"
+    assert summary["derivatives"]["used"] == "autograd"
+    assert "precision policy" in summary["derivatives"]["reason"]
 
 
 # ------------------------------------------------------------------- the registry decides
