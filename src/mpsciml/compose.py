@@ -9,7 +9,6 @@ without importing the run itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -22,11 +21,7 @@ from mpsciml.callbacks.precision_probe import PrecisionProbe
 from mpsciml.callbacks.precision_schedule import PrecisionSchedule
 from mpsciml.callbacks.step_timer import StepTimer
 from mpsciml.config import ConfigError, validate
-from mpsciml.contract import ModelKind
-from mpsciml.data.functions import FunctionBatches
-from mpsciml.data.points import CollocationPoints
-from mpsciml.data.steps import StepDataModule
-from mpsciml.factory import build_model, build_module, check_model_fits
+from mpsciml.factory import build_datamodule, build_model, build_module, check_model_fits
 from mpsciml.modules.base import SciMLModule
 from mpsciml.precision.plugin import build_precision_plugin
 from mpsciml.precision.registry import resolve_device
@@ -80,36 +75,6 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
     )
     parts = {"probe": probe, "timer": timer, "monitor": monitor, "loggers": loggers}
     return module, trainer, parts | {"datamodule": datamodule}
-
-
-def build_datamodule(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
-    """The DataModule of the problem's kind (`DATAMODULE_BUILDERS`), seeded by the run seed."""
-    kind = problem.model_kind
-    if kind not in DATAMODULE_BUILDERS:
-        raise ConfigError(f"no DataModule for {kind} problems yet")
-    return DATAMODULE_BUILDERS[kind](cfg, problem, module)
-
-
-def _collocation_points(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
-    """Points fixed, or redrawn every `resample_every` steps until L-BFGS takes over."""
-    return CollocationPoints(
-        problem,
-        cfg.seed,
-        cfg.trainer.max_steps,
-        resample_every=cfg.get("resample_every"),
-        freeze_at=module.first_phase_end(),
-    )
-
-
-def _function_batches(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
-    return FunctionBatches(problem, cfg.seed, cfg.trainer.max_steps)
-
-
-#: the DataModule that feeds a module of each kind (GRID_OPERATOR: none yet)
-DATAMODULE_BUILDERS: dict[ModelKind, Callable[[DictConfig, Any, SciMLModule], StepDataModule]] = {
-    ModelKind.POINTWISE: _collocation_points,
-    ModelKind.SENSOR_OPERATOR: _function_batches,
-}
 
 
 def apply_precision_optimizer_floor(cfg: DictConfig) -> None:

@@ -1,4 +1,5 @@
-"""From config to objects: the model a problem declares it needs, and the module that trains it.
+"""From config to objects: the model a problem declares it needs, and the module that trains it and
+the DataModule that feeds it.
 
 A problem declares the `model_kind` it needs and a model class the kinds it `accepts`
 (`mpsciml.contract`); they are compared before anything is instantiated, so a mismatch is one
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib.resources
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,9 @@ from torch import nn
 
 from mpsciml.config import ConfigError
 from mpsciml.contract import AlignedTrainingData, ModelKind, SensorOperator, accepted_kinds
+from mpsciml.data.functions import FunctionBatches
+from mpsciml.data.points import CollocationPoints
+from mpsciml.data.steps import StepDataModule
 from mpsciml.modules.base import SciMLModule
 from mpsciml.modules.operator import OperatorModule
 from mpsciml.modules.pinn import PINNModule
@@ -56,10 +61,33 @@ def _sensor_operator_module(cfg: DictConfig, problem: Any, model: nn.Module) -> 
     )
 
 
-#: the LightningModule that trains a model of each kind (GRID_OPERATOR: none yet)
-MODULE_BUILDERS: dict[ModelKind, Callable[[DictConfig, Any, nn.Module], SciMLModule]] = {
-    ModelKind.POINTWISE: _pointwise_module,
-    ModelKind.SENSOR_OPERATOR: _sensor_operator_module,
+def _collocation_points(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
+    """Points fixed, or redrawn every `resample_every` steps until L-BFGS takes over."""
+    return CollocationPoints(
+        problem,
+        cfg.seed,
+        cfg.trainer.max_steps,
+        resample_every=cfg.get("resample_every"),
+        freeze_at=module.first_phase_end(),
+    )
+
+
+def _function_batches(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
+    return FunctionBatches(problem, cfg.seed, cfg.trainer.max_steps)
+
+
+@dataclass(frozen=True)
+class Solver:
+    """How problems of one kind are trained: the LightningModule and the DataModule feeding it."""
+
+    module: Callable[[DictConfig, Any, nn.Module], SciMLModule]
+    datamodule: Callable[[DictConfig, Any, SciMLModule], StepDataModule]
+
+
+#: the solver of each kind of problem (GRID_OPERATOR: none yet)
+SOLVERS: dict[ModelKind, Solver] = {
+    ModelKind.POINTWISE: Solver(_pointwise_module, _collocation_points),
+    ModelKind.SENSOR_OPERATOR: Solver(_sensor_operator_module, _function_batches),
 }
 
 
@@ -72,10 +100,10 @@ def check_model_fits(cfg: DictConfig, problem: Any) -> None:
             f"problem={problem_name}: {type(problem).__name__} declares no model_kind "
             f"(one of {', '.join(repr(str(k)) for k in ModelKind)}; see mpsciml.contract)"
         )
-    if needed not in MODULE_BUILDERS:
+    if needed not in SOLVERS:
         raise ConfigError(
             f"problem={problem_name} needs {_article(needed)} {needed} model: no solver for "
-            f"{needed} problems yet (solved: {', '.join(MODULE_BUILDERS)})"
+            f"{needed} problems yet (solved: {', '.join(SOLVERS)})"
         )
     model_class = resolve_model_class(cfg.model)
     model_name = _choice(cfg, "model", model_class.__name__)
@@ -101,11 +129,20 @@ def build_model(model_cfg: DictConfig, problem: Any) -> nn.Module:
 
 
 def build_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLModule:
-    """The LightningModule for the problem's kind (`MODULE_BUILDERS`)."""
+    """The LightningModule for the problem's kind (`SOLVERS`)."""
+    return _solver(problem).module(cfg, problem, model)
+
+
+def build_datamodule(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
+    """The DataModule of the problem's kind (`SOLVERS`), seeded by the run seed."""
+    return _solver(problem).datamodule(cfg, problem, module)
+
+
+def _solver(problem: Any) -> Solver:
     kind = problem.model_kind
-    if kind not in MODULE_BUILDERS:
+    if kind not in SOLVERS:
         raise ConfigError(f"no solver for {kind} problems yet")
-    return MODULE_BUILDERS[kind](cfg, problem, model)
+    return SOLVERS[kind]
 
 
 def aligned_training_data(problem: Any) -> AlignedTrainingData:
