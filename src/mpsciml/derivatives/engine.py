@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from mpsciml.derivatives.taylor import taylor_refusal
+from mpsciml.precision.policy import find_policies
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,20 @@ def fallback(requested: str, reason: str) -> DerivativeEngine:
 def choose_pointwise_engine(requested: str, model: nn.Module) -> DerivativeEngine:
     """Taylor mode if asked and the model's structure allows it, else autograd (recorded).
 
+    A layer with a precision policy is refused here, once: the plugin runs it through forward
+    hooks (casts, no autocast) that it attaches only later, which then refuse every step.
     Forward hooks added later (the precision probe watches the first step's matmul) send single
     steps through autograd so the hook sees the real forward; that is not a fallback of the run.
     """
     check_engine(requested)
     if requested == "autograd":
         return DerivativeEngine(requested, requested)
-    reason = taylor_refusal(model)
+    policies = find_policies(model)
+    reason = (
+        f"layer {next(iter(policies)) or type(model).__name__!r} declares a precision policy"
+        if policies
+        else taylor_refusal(model)
+    )
     if reason is not None:
         return fallback(requested, f"{reason}; Taylor mode runs through MLPs only")
     return DerivativeEngine(requested, requested)

@@ -104,10 +104,6 @@ def taylor_refusal(model: nn.Module) -> str | None:
     fallback to autograd can say why."""
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         return "global forward hooks are registered"
-    for name, layer in model.named_modules():
-        if getattr(layer, "precision_policy", None) is not None:
-            # the precision plugin runs such a layer through forward hooks (casts, no autocast)
-            return f"layer {name or type(layer).__name__!r} declares a precision policy"
     try:
         _flatten(model)
     except UnsupportedModelError as exc:
