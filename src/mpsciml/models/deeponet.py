@@ -222,14 +222,9 @@ class DeepONet(nn.Module):
                 "aligned training data, without physics terms (e.g. problem=antiderivative or "
                 "advection)"
             )
+        branch = {k: kwargs[k] for k in ("branch_hidden", "activation", "init") if k in kwargs}
         return cls.with_pod_trunk(
-            data.outputs,
-            int(pod_modes),
-            kwargs["n_sensors"],
-            branch_hidden=list(kwargs.get("branch_hidden", (128, 128, 128))),
-            activation=kwargs.get("activation", "tanh"),
-            init=kwargs.get("init", "glorot_normal"),
-            grid=data.trunk,
+            data.outputs, int(pod_modes), kwargs["n_sensors"], grid=data.trunk, **branch
         )
 
     @classmethod
