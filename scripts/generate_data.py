@@ -69,7 +69,7 @@ TRAIN_SEED, TEST_SEED = dataset_seed(0, "train"), dataset_seed(0, "test")
 
 
 def default_datasets() -> list[Dataset]:
-    """The datasets the DeepONet problem recipes (conf/problem/) load with their defaults; train
+    """The datasets the operator problems (conf/problem/) load with their defaults; train
     and test seeds differ, so the test functions are independent draws from the same GRF."""
     return [
         _antiderivative("antiderivative train", n_functions=1000, n_points=100, seed=TRAIN_SEED),

@@ -1,9 +1,10 @@
 """Checks of `derivatives.taylor`: forward-mode derivatives must be the autograd ones, faster.
 
-`mpsciml.derivatives.autograd.Derivatives` is the reference (itself checked against closed forms in
-test_diff.py): values, streams, fallback partials, PDE residuals, weight gradients and whole
-training runs of the two paths must agree to rounding, in fp64 and fp32. Low precisions are only
-asked to stay finite and close, and to report overflowed derivatives like `Derivatives` does.
+`mpsciml.derivatives.autograd.Derivatives` is the reference (itself checked against closed forms
+in test_derivatives_autograd.py): values, streams, fallback partials, PDE residuals, weight
+gradients and whole training runs of the two paths must agree to rounding, in fp64 and fp32. Low
+precisions are only asked to stay finite and close, and to report overflowed derivatives like
+`Derivatives` does.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Which derivative engine a run asked for and which one it runs, decided once and recorded.
 
 Taylor mode propagates through plain stacks of Linear layers and known activations only; any
-other model, and every operator problem (derivatives through a DeepONet's trunk input), takes
+other model, and every operator problem (derivatives through the model's query-point input), takes
 autograd instead. That substitution changes speed, not results, but a run must never hide it:
 the choice is made when the module is built, a fallback is logged in one line with its reason,
 and `summary.json` and the W&B config carry `{requested, used, reason}`.
