@@ -52,7 +52,7 @@ class SciMLModule(pl.LightningModule):
         self.last_terms: dict[str, Tensor] = {}
         self.max_skips = max_consecutive_skips
         self.diverged = False
-        self._phases: tuple[bool, int | None] | None = None  # see _in_first_phase
+        self._phases: tuple[bool, int | None] | None = None  # see first_phase_end
         self._cast = SameBatchMemo()  # see batch_in_input_dtype
 
     # ----------------------------------------------------------- subclass API
@@ -171,14 +171,14 @@ class SciMLModule(pl.LightningModule):
         return optimizers, [instantiate(scheduler_cfg)(optimizers[0])]
 
     def _in_first_phase(self) -> bool:
-        """Adam's phase (the only phase of adam-only or lbfgs-only configs). The config is read
-        once: reading an interpolated key (`${int_fraction:...}`) parses it anew, ~1 ms, and
-        this runs several times per step."""
+        """Adam's phase (the only phase of adam-only or lbfgs-only configs)."""
         switch = self.first_phase_end()
         return switch is None or self.global_step < switch
 
     def first_phase_end(self) -> int | None:
-        """The step where L-BFGS takes over from Adam; None for a single-phase config."""
+        """The step where L-BFGS takes over from Adam; None for a single-phase config. The config
+        is read once: reading an interpolated key (`${int_fraction:...}`) parses it anew, ~1 ms,
+        and this runs several times per step."""
         if self._phases is None:
             cfg = self.optimizer_cfg
             switch = cfg.get("switch_step")
