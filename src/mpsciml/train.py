@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -21,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
+from mpsciml.callbacks.interruption import RunInterrupted, SignalGuard
 from mpsciml.compose import build
 from mpsciml.config import ConfigError, is_multirun, resume_checkpoint
 from mpsciml.modules.base import SciMLModule
@@ -52,6 +54,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         **environment_facts(),
     }
     parts: dict[str, Any] = {"loggers": []}
+    guard = SignalGuard().claim()  # SIGTERM/SIGUSR1/SIGINT: checkpoint, status interrupted
     try:
         module, trainer, parts = build(cfg)
         summary["derivatives"] = derivative_facts(module)
@@ -69,13 +72,40 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not isinstance(exc, ConfigError):
             summary["traceback"] = traceback.format_exc()
         raise
+    except BaseException as exc:  # a signal, Ctrl+C, or sys.exit from a handler
+        summary.update(interruption_facts(guard.stopped, exc, out_dir))
+        raise
     finally:
+        guard.release()
         summary["wall_seconds"] = round(time.perf_counter() - started, 3)
         summary["memory"] = peak_memory()
         summary["wandb"] = wandb_facts(parts["loggers"], out_dir)
         write_summary(out_dir / "summary.json", summary)
         finish_wandb(parts["loggers"], summary)
     return summary
+
+
+def interruption_facts(
+    stopped: RunInterrupted | None, exc: BaseException, out_dir: Path
+) -> dict[str, Any]:
+    """`status: interrupted`, by which signal, at which step, and the checkpoint `resume=<run
+    folder>` continues from (the one written at the signal, else the last periodic one)."""
+    if stopped is None and isinstance(exc, KeyboardInterrupt):
+        stopped = RunInterrupted(signal.SIGINT)
+    log.warning(
+        "interrupted%s; resume=%s continues it",
+        f" by {stopped}" if stopped else f" ({type(exc).__name__})",
+        out_dir,
+    )
+    return {
+        "status": "interrupted",
+        "interrupted": {
+            "signal": stopped.signal if stopped else None,
+            "step": stopped.step if stopped else None,
+        },
+        "error": None,
+        "checkpoint": last_checkpoint(out_dir),
+    }
 
 
 def evaluate(

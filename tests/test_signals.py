@@ -1,0 +1,131 @@
+"""Preemption: SIGTERM (what SLURM sends) during a run and during a sweep, and Ctrl+C.
+
+A signalled run finishes its step, writes checkpoints/last.ckpt, records `status: interrupted`
+with the signal and exits 128 + signal (143); `resume=<run folder>` then ends exactly where an
+uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config
+
+from mpsciml.callbacks.interruption import RunInterrupted, SignalGuard
+from mpsciml.train import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Long enough that the signal lands mid-training, short enough for the in-process comparisons.
+STEPS = 300
+RUN = [
+    f"trainer.max_steps={STEPS}",
+    "val_every=1000",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+    "optimizer=adam",
+    "problem.n_domain=64",
+    "plots=false",
+    "threads=1",
+]
+
+
+def signal_once_training(args: list[str], metrics: Path, signum: int) -> tuple[int, str]:
+    """Start `train.py args`, send `signum` as soon as `metrics` (metrics.csv) appears, i.e.
+    once training has started; returns the exit code and the output."""
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"},
+    )
+    deadline = time.monotonic() + 240
+    while not metrics.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=240)
+    return process.returncode, output
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_sigterm_checkpoints_the_step_and_resume_ends_like_an_uninterrupted_run(
+    tmp_path, restore_threads
+):
+    folder = tmp_path / "signalled"
+    code, output = signal_once_training(
+        [*RUN, f"hydra.run.dir={folder}"], folder / "metrics.csv", signal.SIGTERM
+    )
+    assert code == 128 + signal.SIGTERM, output[-3000:]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["error"] is None
+    step = summary["interrupted"]["step"]
+    assert summary["interrupted"]["signal"] == "SIGTERM" and 0 < step < STEPS
+    assert summary["checkpoint"] == "checkpoints/last.ckpt"
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == step
+
+    straight = run(compose_config(RUN, tmp_path / "straight"))
+    resumed = run(compose_config([*RUN, f"resume={folder}"], tmp_path / "resumed"))
+    assert resumed["status"] == "ok" and resumed["steps"] == STEPS
+    assert resumed["l2"] == straight["l2"]
+    assert resumed["final_losses"] == straight["final_losses"]
+    finals = [
+        torch.load(Path(r["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
+        for r in (straight, resumed)
+    ]
+    for name, value in finals[0]["state_dict"].items():
+        torch.testing.assert_close(finals[1]["state_dict"][name], value, rtol=0, atol=0)
+
+
+def test_sigterm_in_a_sweep_records_the_job_and_stops_the_sweep_non_zero(tmp_path):
+    """The remaining jobs do not run in a process that was told to stop (a scheduler requeues
+    them); the signalled one is recorded, with its checkpoint."""
+    sweep = tmp_path / "sweep"
+    code, output = signal_once_training(
+        ["-m", *RUN, "seed=0,1", f"hydra.sweep.dir={sweep}"],
+        sweep / "0" / "metrics.csv",
+        signal.SIGTERM,
+    )
+    assert code == 128 + signal.SIGTERM, output[-3000:]
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["interrupted"]["signal"] == "SIGTERM"
+    assert (sweep / "0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (sweep / "1" / "summary.json").exists()
+
+
+def test_a_signal_outside_training_interrupts_at_once_with_its_exit_code():
+    """No step to finish: Ctrl+C while building or evaluating stops there, exit 130."""
+    previous = signal.getsignal(signal.SIGINT)
+    with pytest.raises(RunInterrupted) as stopped, SignalGuard():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler raises long before this ends
+    assert stopped.value.code == 128 + signal.SIGINT and stopped.value.signal == "SIGINT"
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_while_training_a_signal_waits_for_the_step_and_a_second_one_does_not():
+    with SignalGuard() as guard:
+        guard.deferring = True
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.01)
+        assert guard.pending == signal.SIGUSR1
+        with pytest.raises(RunInterrupted, match="SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
