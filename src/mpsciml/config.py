@@ -6,6 +6,7 @@ half-trained run. Constructors validate their own arguments too; `ConfigError` c
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -64,6 +65,32 @@ def run_tags(user_tags: ListConfig | list[str] | None, facts: DictConfig | dict)
     return ListConfig(tags)
 
 
+# One folder per base path and process: Hydra resolves `hydra.run.dir` more than once per run.
+_UNIQUE_DIRS: dict[str, str] = {}
+
+
+def unique_dir(base: str) -> str:
+    """`${unique_dir:outputs/${now:...}/${now:...}}`: a run or sweep folder no other run shares.
+
+    Two runs started in the same second (a SLURM array, two terminals) would otherwise write into
+    one folder. The folder is claimed with an exclusive mkdir, so of two racing processes one gets
+    `base`, the other `base-1` (then `-2`, ...). Cached per process, and by OmegaConf in the config
+    (Hydra copies that cache into every sweep job's config, also in joblib and SLURM workers), so
+    one run resolves to one folder however often it is asked.
+    """
+    if base not in _UNIQUE_DIRS:
+        Path(base).parent.mkdir(parents=True, exist_ok=True)
+        for attempt in itertools.count():
+            candidate = base if attempt == 0 else f"{base}-{attempt}"
+            try:
+                os.mkdir(candidate)
+            except FileExistsError:
+                continue
+            _UNIQUE_DIRS[base] = candidate
+            break
+    return _UNIQUE_DIRS[base]
+
+
 def register_resolvers() -> None:
     """Idempotent; called at import of train.py. Launchers that run jobs in other processes
     (joblib, submitit) restore Hydra's state there, which includes OmegaConf's resolvers."""
@@ -76,6 +103,8 @@ def register_resolvers() -> None:
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+    if not OmegaConf.has_resolver("unique_dir"):
+        OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
 
 
 # What `objective` may name: numbers of summary.json that a sweeper can minimise.
