@@ -41,8 +41,7 @@ def gradient_underflow_fraction(
         if grad is None:
             continue
         magnitude = grad.detach().abs().to(torch.float64)
-        below = (magnitude == 0) | (magnitude < underflow_threshold(yardstick))
-        small += int(torch.count_nonzero(below))
+        small += int(torch.count_nonzero(magnitude < underflow_threshold(yardstick)))
         total += grad.numel()
     return small / total if total else 0.0
 
