@@ -159,7 +159,7 @@ def _error_line(summary: dict[str, Any]) -> str | None:
     """The one line that says why a run failed: its `error`, else its traceback's last line."""
     for key in ("error", "traceback"):
         text = summary.get(key)
-        if isinstance(text, list):  # stderr lines recorded as a list
+        if isinstance(text, list):  # older summaries (scripts/precision_study.py): stderr lines
             text = "\n".join(str(t) for t in text)
         if isinstance(text, str) and text.strip():
             lines = [line for line in text.strip().splitlines() if line.strip()]
