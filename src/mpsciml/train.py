@@ -31,6 +31,7 @@ from mpsciml.precision.plugin import SciMLPrecision
 from mpsciml.summary import environment_facts, peak_memory, write_summary
 from mpsciml.sweep import check_objective
 from mpsciml.wandb_logger import WandbLogger as ArtifactWandbLogger
+from mpsciml.wandb_logger import offline_if_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     parts: dict[str, Any] = {"loggers": []}
     guard = SignalGuard().claim()  # SIGTERM/SIGUSR1/SIGINT: checkpoint, status interrupted
     try:
+        offline_if_unreachable(cfg)  # W&B online without network: offline, or one line
         module, trainer, parts = build(cfg)
         summary["derivatives"] = derivative_facts(module)
         check_objective(cfg.get("objective", "l2"), getattr(module, "output_names", None))
