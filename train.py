@@ -5,19 +5,23 @@ as Optuna can minimise it. In a multirun (`-m`) a job that raises is recorded (i
 says `status: failed` and holds the error), logged in one line, and answered with +inf, so the
 sweep goes on to the next job: re-raising would make Hydra stop the sweep (the basic sweeper
 raises the first failure once its batch is done; the Optuna sweeper aborts the study at its
-default `max_failure_rate: 0`). A single run still stops with the error and a non-zero exit.
+default `max_failure_rate: 0`). A single run still stops with the error and a non-zero exit;
+a sweep exits 1 once all its jobs ran if any of them failed (diverged is a result, not a failure).
+A sweep run again into the same `hydra.sweep.dir` skips the jobs that already ended ok there.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from mpsciml.config import ConfigError, is_multirun, register_resolvers
-from mpsciml.sweep import failed_objective, objective_value
+from mpsciml.summary import task_overrides
+from mpsciml.sweep import failed_objective, finished_job, objective_value, sweep_exit_code
 from mpsciml.train import run
 
 log = logging.getLogger("mpsciml")
@@ -30,6 +34,9 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | list[float]:
     objective = cfg.get("objective", "l2")
+    if is_multirun() and (done := finished_job(Path(cfg.paths.output_dir), task_overrides())):
+        print(f"skipped: already ok in an earlier run of this sweep | {cfg.paths.output_dir}")
+        return objective_value(done, objective)
     try:
         summary = run(cfg)
     except Exception as exc:
@@ -57,3 +64,4 @@ def main(cfg: DictConfig) -> float | list[float]:
 
 if __name__ == "__main__":
     main()
+    sys.exit(sweep_exit_code())  # a sweep with a failed job exits 1 (0 after a single run)

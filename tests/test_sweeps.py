@@ -19,16 +19,24 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+import mpsciml.sweep
 from mpsciml.config import ConfigError, validate
-from mpsciml.sweep import check_objective, failed_objective, objective_value
+from mpsciml.sweep import (
+    SweepReport,
+    check_objective,
+    failed_objective,
+    objective_value,
+    sweep_exit_code,
+)
 from mpsciml.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = [o for o in TINY if not o.startswith("logger=")]  # these tests choose their logger
 
 
-def sweep(*args: str, sweep_dir: Path, unset: tuple[str, ...] = ()) -> str:
-    """Run `train.py -m <args>` into `sweep_dir`; returns its output, asserting exit code 0."""
+def sweep(*args: str, sweep_dir: Path, unset: tuple[str, ...] = (), returncode: int = 0) -> str:
+    """Run `train.py -m <args>` into `sweep_dir`; returns its output, asserting the exit code
+    (1 when a job failed)."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
     result = subprocess.run(
         [sys.executable, "train.py", "-m", *args, f"hydra.sweep.dir={sweep_dir}"],
@@ -39,7 +47,7 @@ def sweep(*args: str, sweep_dir: Path, unset: tuple[str, ...] = ()) -> str:
         timeout=300,
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    assert result.returncode == returncode, output[-3000:]
     return output
 
 
@@ -110,6 +118,7 @@ def test_failing_jobs_are_recorded_and_the_sweep_goes_on(tmp_path):
         *QUICK,
         "logger=wandb",
         sweep_dir=sweep_dir,
+        returncode=1,  # all jobs ran; the exit code says that some failed
     )
     found = summaries(sweep_dir)
     assert sorted(found) == ["0", "1", "2", "3"]
@@ -127,7 +136,9 @@ def test_failing_jobs_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert failed_run["id"] != ok_run["id"]
     assert not list((sweep_dir / config_errors[0]).glob("wandb/offline-run-*"))
     assert output.count("job failed, the sweep goes on") == 3
-    assert "1 ok" in output and "3 failed" in output  # the end-of-sweep line
+    assert "1 ok" in output and "3 failed" in output  # the end-of-sweep line names them
+    failed = sorted(job for job in found if job not in ok)
+    assert f"failed jobs: {', '.join(failed)}" in output
     # the report reads the sweep, failures included
     report = subprocess.run(
         [sys.executable, "scripts/report.py", str(sweep_dir)],
@@ -140,6 +151,47 @@ def test_failing_jobs_are_recorded_and_the_sweep_goes_on(tmp_path):
     table = (sweep_dir / "report.md").read_text()
     assert "Invalid epsilon" in table and "nonexistent" in table
     assert (sweep_dir / "report_l2.png").stat().st_size > 5000
+
+
+def test_a_sweep_run_again_into_its_folder_skips_the_jobs_that_ended_ok(tmp_path):
+    sweep_dir = tmp_path / "resumed"
+    jobs = ("model.activation=tanh,nonexistent", *QUICK)
+    first = sweep(*jobs, sweep_dir=sweep_dir, returncode=1)
+    assert "1 failed, 1 ok; failed jobs: 1" in first
+    finished = (sweep_dir / "0" / "summary.json").stat().st_mtime_ns
+    again = sweep(*jobs, sweep_dir=sweep_dir, returncode=1)  # job 1 fails again
+    assert f"skipped: already ok in an earlier run of this sweep | {sweep_dir / '0'}" in again
+    assert "1 failed, 1 skipped; failed jobs: 1" in again
+    assert (sweep_dir / "0" / "summary.json").stat().st_mtime_ns == finished  # not run again
+    overrides = summaries(sweep_dir)["0"]["overrides"]  # what tells a job from another
+    assert overrides[0] == "model.activation=tanh" and len(overrides) == 1 + len(QUICK)
+
+
+def fake_job(sweep_dir: Path, job: str, status: str | None) -> None:
+    (sweep_dir / job / ".hydra").mkdir(parents=True)
+    if status is not None:
+        summary = {"status": status, "error": "boom" if status == "failed" else None}
+        (sweep_dir / job / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.mark.parametrize(
+    ("statuses", "failed"),
+    [
+        (["failed", "failed"], ["0", "1"]),  # all failed
+        (["ok", None, "diverged"], ["1"]),  # a job killed before writing its summary
+        (["ok", "diverged"], []),  # diverged runs are results, not failures
+    ],
+)
+def test_the_sweep_exit_code_says_whether_a_job_failed(tmp_path, statuses, failed):
+    for job, status in enumerate(statuses):
+        fake_job(tmp_path, str(job), status)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    report = SweepReport()
+    report.on_multirun_start(config)
+    report.on_multirun_end(config)
+    named = [line.split(":")[0] for line in mpsciml.sweep.last_sweep_failures or []]
+    assert named == failed
+    assert sweep_exit_code() == (1 if failed else 0)
 
 
 def test_optuna_trials_run_in_parallel_on_joblib_and_the_best_value_is_written(tmp_path):
@@ -203,7 +255,7 @@ def compose_with_hydra(*overrides: str) -> DictConfig:
 @pytest.mark.parametrize(
     ("experiment", "expected"),
     [
-        # Adam only: the experiment's optimizer wins over the burgers_mlp recipe's L-BFGS
+        # Adam only: the experiment's optimizer wins over the problem recipe's adam_lbfgs
         ("paper_burgers", {"trainer.max_steps": 20000, "optimizer.lbfgs": None}),
         ("paper_burgers_cpu", {"trainer.max_steps": 2000, "optimizer.switch_step": None}),
         ("paper_kovasznay", {"optimizer.switch_step": 10000, "derivatives": "taylor"}),

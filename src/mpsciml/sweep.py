@@ -2,8 +2,9 @@
 
 `train.py -m` runs many jobs through a Hydra sweeper (basic grid, Optuna) and launcher (in
 process, joblib, SLURM). Each job returns `objective_value(summary, cfg.objective)`; a job that
-raised returns `failed_objective(...)` instead of raising (see train.py for why), and the
-`SweepReport` callback prints one line per sweep with the jobs' statuses.
+raised returns `failed_objective(...)` instead of raising (see train.py for why), a job already
+finished ok in the same sweep folder is skipped (`finished_job`), and the `SweepReport` callback
+prints one line per sweep with the jobs' statuses, from which train.py sets the exit code.
 """
 
 from __future__ import annotations
@@ -69,25 +70,88 @@ def failed_objective(objective: Objective) -> float | list[float]:
     return math.inf if isinstance(objective, str) else [math.inf] * len(_names(objective))
 
 
+# Statuses of a job that count as results: a diverged run is a finding, not a failure.
+RESULT_STATUSES = ("ok", "diverged", "skipped")
+
+# The failed jobs of the last sweep in this process, for train.py's exit code (None: no sweep).
+last_sweep_failures: list[str] | None = None
+
+
+def finished_job(out_dir: Path, overrides: Sequence[str] | None) -> dict[str, Any] | None:
+    """The summary of a job that already ended ok with the same overrides, else None.
+
+    Lets a sweep re-run into the same `hydra.sweep.dir` skip the jobs it finished. The overrides
+    must match because a job folder is named by its number: after the sweep's parameters change,
+    job 3 is another run.
+    """
+    if overrides is None:
+        return None
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = summary.get("overrides") == list(overrides)
+    return summary if summary.get("status") == "ok" and same else None
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Every job folder of a sweep (Hydra writes `.hydra/` into each), in job number order."""
+    found = {p.parent for p in sweep_dir.glob("**/.hydra") if p.parent != sweep_dir}
+    return sorted(found, key=lambda p: [int(s) if s.isdigit() else s for s in p.parts])
+
+
+def job_status(job_dir: Path) -> tuple[str, str]:
+    """(status, error) of one job as its summary.json records it."""
+    try:
+        summary = json.loads((job_dir / "summary.json").read_text())
+    except OSError:
+        return "no summary.json", "the job ended before writing it (killed?)"
+    except ValueError as exc:
+        return "unreadable summary.json", str(exc)
+    return str(summary.get("status", "unknown")), str(summary.get("error") or "")
+
+
 class SweepReport(Callback):
-    """At the end of `train.py -m`, one line: how many jobs ended ok, diverged or failed.
+    """At the end of `train.py -m`, one line: how many jobs ended ok, diverged, failed or were
+    skipped (already ok from an earlier run into the same sweep folder), and which failed.
 
     Failed jobs no longer stop a sweep (each writes its summary.json with the error), so without
-    this line a sweep with broken jobs would finish as quietly as a clean one.
+    this line a sweep with broken jobs would finish as quietly as a clean one. The failures are
+    also kept in `last_sweep_failures`, from which train.py sets the sweep's exit code.
     """
 
+    def __init__(self) -> None:
+        self.finished_before: dict[Path, int] = {}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Note the jobs already ok, so that at the end an untouched one counts as skipped."""
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        for job_dir in job_dirs(sweep_dir):
+            if job_status(job_dir)[0] == "ok":
+                self.finished_before[job_dir] = (job_dir / "summary.json").stat().st_mtime_ns
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global last_sweep_failures
         sweep_dir = Path(str(config.hydra.sweep.dir))
         statuses: Counter[str] = Counter()
-        failures = []
-        paths = sweep_dir.glob("**/summary.json")
-        for path in sorted(paths, key=lambda p: [int(s) if s.isdigit() else s for s in p.parts]):
-            summary = json.loads(path.read_text())
-            statuses[summary.get("status", "unknown")] += 1
-            if summary.get("status") != "ok":
-                where = path.parent.relative_to(sweep_dir)
-                failures.append(f"{where}: {summary.get('status')} {summary.get('error', '')}")
+        failures: list[str] = []
+        for job_dir in job_dirs(sweep_dir):
+            status, error = job_status(job_dir)
+            mtime = (job_dir / "summary.json").stat().st_mtime_ns if status == "ok" else None
+            if status == "ok" and self.finished_before.get(job_dir) == mtime:
+                status = "skipped"
+            statuses[status] += 1
+            if status not in RESULT_STATUSES:
+                failures.append(f"{job_dir.relative_to(sweep_dir)}: {status} {error}".strip())
         counts = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
-        log.info("sweep %s: %s", sweep_dir, counts or "no summary.json written")
+        named = [failure.split(":", 1)[0] for failure in failures]
+        which = f"; failed jobs: {', '.join(named)}" if failures else ""
+        log.info("sweep %s: %s%s", sweep_dir, counts or "no job folder found", which)
         for failure in failures:
-            log.warning("  %s", failure.strip())
+            log.warning("  %s", failure)
+        last_sweep_failures = failures
+
+
+def sweep_exit_code() -> int:
+    """1 if the last sweep of this process had a job that failed (not diverged), else 0."""
+    return 1 if last_sweep_failures else 0
