@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from mpsciml.train import run
 ROOT = Path(__file__).resolve().parents[1]
 
 # Long enough that the signal lands mid-training, short enough for the in-process comparisons.
-STEPS = 300
+STEPS = 200
 RUN = [
     f"trainer.max_steps={STEPS}",
     "val_every=1000",
@@ -39,23 +40,46 @@ RUN = [
 ]
 
 
-def signal_once_training(args: list[str], metrics: Path, signum: int) -> tuple[int, str]:
-    """Start `train.py args`, send `signum` as soon as `metrics` (metrics.csv) appears, i.e.
-    once training has started; returns the exit code and the output."""
-    process = subprocess.Popen(
-        [sys.executable, "train.py", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"},
-    )
+def signal_once_training(runs: dict[str, tuple[list[str], Path]], logs: Path) -> dict[str, Any]:
+    """Start `train.py <args>` for each run at once (they overlap, which halves the wait on
+    start-up), send each SIGTERM as soon as its metrics.csv appears, i.e. once it trains;
+    returns each run's exit code and output."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    processes = {}
+    for name, (args, _) in runs.items():
+        with open(logs / f"{name}.log", "w") as log:
+            command = [sys.executable, "train.py", *args]
+            processes[name] = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log, env=env)
     deadline = time.monotonic() + 240
-    while not metrics.exists() and process.poll() is None and time.monotonic() < deadline:
+    waiting = dict(processes)
+    while waiting and time.monotonic() < deadline:
+        for name, process in list(waiting.items()):
+            if runs[name][1].exists() or process.poll() is not None:
+                process.send_signal(signal.SIGTERM)
+                del waiting[name]
         time.sleep(0.05)
-    process.send_signal(signum)
-    output, _ = process.communicate(timeout=240)
-    return process.returncode, output
+    return {
+        name: (process.wait(timeout=240), (logs / f"{name}.log").read_text())
+        for name, process in processes.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def signalled(tmp_path_factory) -> dict[str, Any]:
+    """A single run and a two-job sweep, each sent SIGTERM once it trains."""
+    root = tmp_path_factory.mktemp("signalled")
+    single, sweep = root / "single", root / "sweep"
+    results = signal_once_training(
+        {
+            "single": ([*RUN, f"hydra.run.dir={single}"], single / "metrics.csv"),
+            "sweep": (
+                ["-m", *RUN, "seed=0,1", f"hydra.sweep.dir={sweep}"],
+                sweep / "0" / "metrics.csv",
+            ),
+        },
+        root,
+    )
+    return {"single": (single, *results["single"]), "sweep": (sweep, *results["sweep"])}
 
 
 @pytest.fixture
@@ -66,12 +90,9 @@ def restore_threads():
 
 
 def test_sigterm_checkpoints_the_step_and_resume_ends_like_an_uninterrupted_run(
-    tmp_path, restore_threads
+    signalled, tmp_path, restore_threads
 ):
-    folder = tmp_path / "signalled"
-    code, output = signal_once_training(
-        [*RUN, f"hydra.run.dir={folder}"], folder / "metrics.csv", signal.SIGTERM
-    )
+    folder, code, output = signalled["single"]
     assert code == 128 + signal.SIGTERM, output[-3000:]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["error"] is None
@@ -93,16 +114,17 @@ def test_sigterm_checkpoints_the_step_and_resume_ends_like_an_uninterrupted_run(
     for name, value in finals[0]["state_dict"].items():
         torch.testing.assert_close(finals[1]["state_dict"][name], value, rtol=0, atol=0)
 
+    # the same command into the same folder (a requeued SLURM job) continues it there
+    again = run(compose_config(RUN, folder))
+    assert again["resumed_from"] == str(folder / "checkpoints" / "last.ckpt")
+    assert again["status"] == "ok" and again["l2"] == straight["l2"]
+    assert (folder / f"metrics-until-step{step}.csv").is_file()
 
-def test_sigterm_in_a_sweep_records_the_job_and_stops_the_sweep_non_zero(tmp_path):
+
+def test_sigterm_in_a_sweep_records_the_job_and_stops_the_sweep_non_zero(signalled):
     """The remaining jobs do not run in a process that was told to stop (a scheduler requeues
     them); the signalled one is recorded, with its checkpoint."""
-    sweep = tmp_path / "sweep"
-    code, output = signal_once_training(
-        ["-m", *RUN, "seed=0,1", f"hydra.sweep.dir={sweep}"],
-        sweep / "0" / "metrics.csv",
-        signal.SIGTERM,
-    )
+    sweep, code, output = signalled["sweep"]
     assert code == 128 + signal.SIGTERM, output[-3000:]
     summary = json.loads((sweep / "0" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["interrupted"]["signal"] == "SIGTERM"

@@ -7,6 +7,7 @@ Hydra job of a multirun would log into the same W&B run.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -55,6 +56,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         **environment_facts(),
     }
     parts: dict[str, Any] = {"loggers": []}
+    overrides = summary.get("overrides")
+    in_place = None if cfg.get("resume") else interrupted_in_place(out_dir, overrides)
     guard = SignalGuard().claim()  # SIGTERM/SIGUSR1/SIGINT: checkpoint, status interrupted
     try:
         offline_if_unreachable(cfg)  # W&B online without network: offline, or one line
@@ -64,7 +67,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         for logger in parts["loggers"]:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         fit_started = time.perf_counter()
-        checkpoint = resume_checkpoint(cfg.get("resume"))
+        checkpoint = resume_checkpoint(cfg.get("resume")) or in_place
         summary["resumed_from"] = checkpoint
         trainer.fit(module, datamodule=parts["datamodule"], ckpt_path=checkpoint)
         summary["train_seconds"] = round(time.perf_counter() - fit_started, 3)
@@ -85,6 +88,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         write_summary(out_dir / "summary.json", summary)
         finish_wandb(parts["loggers"], summary)
     return summary
+
+
+def interrupted_in_place(out_dir: Path, overrides: list[str] | None) -> str | None:
+    """The checkpoint of an interrupted run of the same overrides in this very folder, which
+    this run continues: a SLURM job requeued after preemption, or a sweep run again into its
+    folder, lands in the same job folder. Its metrics.csv is kept as metrics-until-step<N>.csv
+    (the CSV logger would delete it)."""
+    checkpoint = out_dir / "checkpoints" / "last.ckpt"
+    try:
+        previous = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if previous.get("status") != "interrupted" or previous.get("overrides") != overrides:
+        return None
+    if not checkpoint.is_file():
+        return None
+    step = (previous.get("interrupted") or {}).get("step")
+    if (metrics := out_dir / "metrics.csv").is_file():
+        metrics.rename(out_dir / (f"metrics-until-step{step}.csv" if step else "metrics-old.csv"))
+    log.warning("continuing the run interrupted at step %s in %s", step, out_dir)
+    return str(checkpoint)
 
 
 def interruption_facts(
