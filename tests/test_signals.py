@@ -14,13 +14,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 from conftest import compose_config
 
-from mpsciml.callbacks.interruption import RunInterrupted, SignalGuard
+from mpsciml.callbacks.interruption import (
+    SUBMITIT_SIGNAL,
+    RunInterrupted,
+    SignalGuard,
+    StopOnSignal,
+)
 from mpsciml.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,3 +157,31 @@ def test_while_training_a_signal_waits_for_the_step_and_a_second_one_does_not():
         with pytest.raises(RunInterrupted, match="SIGTERM"):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
+
+
+def test_after_the_checkpoint_submitit_gets_its_signal_to_requeue(tmp_path):
+    """submitit's handler for its preemption signal (USR2) requeues the job and exits; it must
+    run after the checkpoint is written, and the run is still recorded as interrupted."""
+    calls = []
+
+    def submitit_handler(signum, frame):
+        calls.append((signum, (tmp_path / "last.ckpt").exists()))
+        raise SystemExit(-1)
+
+    layer = torch.nn.Linear(2, 2)
+    trainer = SimpleNamespace(
+        lightning_module=layer,
+        global_step=7,
+        save_checkpoint=lambda path, weights_only: Path(path).write_text("state"),
+    )
+    previous = signal.signal(SUBMITIT_SIGNAL, submitit_handler)
+    try:
+        with pytest.raises(SystemExit) as exited, SignalGuard() as guard:
+            guard.deferring = True
+            os.kill(os.getpid(), SUBMITIT_SIGNAL)
+            time.sleep(0.01)
+            StopOnSignal(str(tmp_path / "last.ckpt")).on_train_batch_end(trainer)
+    finally:
+        signal.signal(SUBMITIT_SIGNAL, previous)
+    assert exited.value.code == -1 and calls == [(SUBMITIT_SIGNAL, True)]
+    assert guard.stopped.signal == SUBMITIT_SIGNAL.name and guard.stopped.step == 7

@@ -17,6 +17,7 @@ written submitit's own handler requeues the job, which then continues in the sam
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -31,8 +32,11 @@ from pytorch_lightning.callbacks import Callback
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-# submitit's default preemption signal; caught only when submitit installed a handler for it
-SUBMITIT_SIGNAL = signal.SIGUSR2
+# submitit's preemption signal (USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise); caught only
+# when submitit installed a handler for it, which then runs after our checkpoint to requeue
+SUBMITIT_SIGNAL = getattr(
+    signal, f"SIG{os.environ.get('SUBMITIT_PREEMPT_SIGNAL', 'USR2')}", signal.SIGUSR2
+)
 
 
 class RunInterrupted(SystemExit):
@@ -104,6 +108,8 @@ class SignalGuard:
             log.warning("%s received: stopping after this step with a checkpoint", name)
             return
         self.stopped = RunInterrupted(signum)
+        if (handler := self.previous_handler(signum)) is not None:
+            handler(signum, frame)  # submitit: requeue
         raise self.stopped
 
     def previous_handler(self, signum: int) -> Callable[..., Any] | None:
