@@ -19,6 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from mpsciml.cli_errors import hydra_errors_in_one_line, remove_refused_run_folder, stop_with_error
 from mpsciml.config import ConfigError, is_multirun, register_resolvers
 from mpsciml.summary import task_overrides
 from mpsciml.sweep import failed_objective, finished_job, objective_value, sweep_exit_code
@@ -49,8 +50,8 @@ def main(cfg: DictConfig) -> float | list[float]:
             )
             return failed_objective(objective)
         if isinstance(exc, ConfigError):
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+            remove_refused_run_folder()  # a typo is not a failed run for report.py to count
+            stop_with_error(str(exc))
         raise
     l2 = summary.get("l2") or {}
     fields = ", ".join(f"{name} {error:.3e}" for name, error in l2.items())
@@ -63,5 +64,6 @@ def main(cfg: DictConfig) -> float | list[float]:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_errors_in_one_line():  # unknown options, misspelt keys: `error:` + exit 2 too
+        main()
     sys.exit(sweep_exit_code())  # a sweep with a failed job exits 1 (0 after a single run)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import TINY, compose_config
+
+from mpsciml.compose import build, check_checkpoint_fits
+from mpsciml.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 
-def train_py(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+def train_py(*args: str, tmp_path: Path, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **env_vars}
     return subprocess.run(
         [sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path}/run"],
         cwd=ROOT,
@@ -49,20 +55,99 @@ def test_cfg_job_shows_the_composed_config(tmp_path):
 @pytest.mark.parametrize(
     ("override", "key"),
     [
-        ("problem=unknown", "problem"),
+        ("problem=unknown", "problem"),  # Hydra: unknown group option
         ("precision=fp8", "precision"),
+        ("model.hiden=3", "model.hiden"),  # Hydra: misspelt key
         ("optimizer.adam.lr=-1", "optimizer.adam.lr"),
         ("trainer.max_steps=0", "trainer.max_steps"),
         ("model.activation=swish", "model.activation"),
         ("loss_weights={typo: 2}", "loss_weights.typo"),
+        ("resume=README.md", "resume"),  # a file, not a checkpoint: the check before training
     ],
 )
 def test_bad_value_stops_with_one_clear_line(tmp_path, override, key):
+    """Exit 2, one `error:` line naming the key, no traceback, and no run folder left behind
+    (report.py would count it as a failed run)."""
     result = train_py(override, "logger=csv", tmp_path=tmp_path)
     output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert key in output
+    assert result.returncode == 2, output
     assert "Traceback" not in output
-    if "=" in override and not override.startswith(("problem=", "precision=")):
-        error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert len(error_lines) == 1 and key in error_lines[0], result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and key in error_lines[0], result.stderr
+    assert not (tmp_path / "run").exists(), sorted(p.name for p in (tmp_path / "run").iterdir())
+
+
+def test_start_up_prints_no_noise(tmp_path):
+    """The messages every run used to print and a user had to read past (issue 12): Lightning's
+    litlogger tip, the CSV logger's 'directory exists and is not empty', W&B's 'anonymous setting
+    has no effect' and torch's _pytree deprecation; the default loggers (W&B offline + CSV)."""
+    result = train_py(
+        "trainer.max_steps=2",
+        "val_every=1",
+        "optimizer=adam",
+        "problem.n_domain=64",
+        "plots=false",
+        tmp_path=tmp_path,
+        WANDB_SILENT="false",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert (tmp_path / "run" / "metrics.csv").is_file()
+    for noise in ("litlogger", "exists and is not empty", "anonymous", "LeafSpec"):
+        assert noise not in output
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Files that `resume=` may wrongly name: a checkpoint of another network size (hidden [8]
+    where the config says the recipe's [32, 32, 32]), the same file truncated, and plain text."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    cfg = compose_config([*TINY, "model.hidden=[8]"], folder / "run")
+    module, _, _ = build(cfg)
+    other_size = folder / "other_size.ckpt"
+    torch.save({"state_dict": module.state_dict(), "global_step": 3}, other_size)
+    truncated = folder / "truncated.ckpt"
+    truncated.write_bytes(other_size.read_bytes()[:2000])
+    text = folder / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    return {"other_size": other_size, "truncated": truncated, "text": text}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["seed=-1"], "seed"),
+        (["seed=4294967296"], "seed"),
+        (["problem.n_domain=0"], "problem.n_domain"),
+        (["problem=navier_stokes", "problem.n_outlet=-1"], "problem.n_outlet"),
+        (["precision.schedule=[{step: 1, precision: nosuch}]"], "precision.schedule[0].precision"),
+        (["precision.schedule=[{step: abc, precision: fp32}]"], "precision.schedule[0].step"),
+        (["precision.schedule=[{step: 10, precision: fp32}]"], "precision.schedule[0].step"),
+        (["logger=wandb", "logger.wandb.project='a/b c?*#%'"], "logger.wandb.project"),
+        (["model.hidden=abc"], "model.hidden"),
+        (["model.hidden=[1.5,2.7]"], "model.hidden"),
+        (["resample_every=0"], "resample_every"),
+        (["resample_every=-1"], "resample_every"),
+        (["optimizer.adam.lr=inf"], "optimizer.adam.lr"),
+        (["loss_weights={pde: inf}"], "loss_weights.pde"),
+        (["resume=<text>"], "resume"),
+        (["resume=<truncated>"], "resume"),
+        (["resume=<other_size>"], "resume"),
+    ],
+)
+def test_bad_input_is_refused_before_training_in_one_line(tmp_path, checkpoints, overrides, key):
+    """Each bad input of issue 12 stops in build(), before any step, with a ConfigError whose
+    one line starts with the key (train.py prints it as `error:` and exits 2, tested above)."""
+    overrides = [re.sub(r"<(\w+)>", lambda m: str(checkpoints[m[1]]), o) for o in overrides]
+    cfg = compose_config([*TINY, *overrides], tmp_path / "run")
+    with pytest.raises(ConfigError) as refused:
+        build(cfg)
+    message = str(refused.value)
+    assert message.startswith(f"{key}=") and "\n" not in message, message
+    assert "weights_only=False" not in message
+
+
+def test_a_checkpoint_of_the_same_network_passes_the_check(tmp_path, checkpoints):
+    cfg = compose_config([*TINY, "model.hidden=[8]"], tmp_path / "run")
+    module, _, _ = build(cfg)
+    check_checkpoint_fits(str(checkpoints["other_size"]), module)

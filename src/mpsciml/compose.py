@@ -9,18 +9,23 @@ without importing the run itself.
 from __future__ import annotations
 
 import logging
+import re
+import warnings
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.loggers import CSVLogger
 
 from mpsciml.callbacks.precision_monitor import PrecisionMonitor
 from mpsciml.callbacks.precision_probe import PrecisionProbe
 from mpsciml.callbacks.precision_schedule import PrecisionSchedule
 from mpsciml.callbacks.step_timer import StepTimer
-from mpsciml.config import ConfigError, validate
+from mpsciml.config import ConfigError, resume_checkpoint, validate
 from mpsciml.factory import build_datamodule, build_model, build_module, check_model_fits
 from mpsciml.modules.base import SciMLModule
 from mpsciml.precision.plugin import build_precision_plugin
@@ -45,6 +50,7 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
         raise ConfigError(str(exc.__cause__ or exc)) from exc
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    check_checkpoint_fits(resume_checkpoint(cfg.get("resume")), module)
 
     device = resolve_device(cfg.trainer.accelerator)
     precision = cfg.precision
@@ -64,6 +70,7 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
         callbacks.append(PrecisionSchedule(precision.schedule))
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    quiet_start_up_noise(loggers)
     max_steps = cfg.trainer.max_steps
     trainer = instantiate(
         cfg.trainer,
@@ -75,6 +82,76 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
     )
     parts = {"probe": probe, "timer": timer, "monitor": monitor, "loggers": loggers}
     return module, trainer, parts | {"datamodule": datamodule}
+
+
+class _DropLitLoggerTip(logging.Filter):
+    """Lightning logs an advertisement for its cloud logger (litlogger) at every Trainer start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_start_up_noise(loggers: list[Any]) -> None:
+    """Silence, deliberately and narrowly, start-up messages that tell a user nothing about the
+    run (each would otherwise be read past on every run); anything else still shows."""
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropLitLoggerTip) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropLitLoggerTip())
+    # Lightning 2.6's own _pytree helper builds torch's LeafSpec, which torch 2.13 deprecates;
+    # nothing of ours to change, and Lightning will follow.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+    )
+    for logger in loggers:
+        # The CSV logger writes metrics.csv into the run folder, which already holds Hydra's
+        # .hydra/ and train.log, so it warns "exists and is not empty ... will be deleted" every
+        # time; it only ever deletes an old metrics.csv, so the warning stays where there is one.
+        if isinstance(logger, CSVLogger) and not (Path(logger.log_dir) / "metrics.csv").exists():
+            warnings.filterwarnings(
+                "ignore",
+                message=f"Experiment logs directory {re.escape(logger.log_dir)} exists and is "
+                "not empty",
+            )
+
+
+def check_checkpoint_fits(path: str | None, module: SciMLModule) -> None:
+    """`resume=` must name a readable checkpoint of this very network, checked before training.
+
+    Loaded with `weights_only=True` (tensors and plain containers, never arbitrary objects), so a
+    wrong file is refused instead of torch advising the unsafe `weights_only=False`; a truncated
+    file or one of another network size would otherwise fail mid-start with a long traceback.
+    """
+    if path is None:
+        return
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # truncated, not a zip, not torch: torch's reasons vary by cause
+        raise ConfigError(
+            f"resume={path!r} is invalid: not a readable checkpoint ({type(exc).__name__}); "
+            "give a checkpoints/*.ckpt written by train.py, or its run folder"
+        ) from None
+    saved = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(saved, dict):
+        raise ConfigError(
+            f"resume={path!r} is invalid: a torch file but not a Lightning checkpoint "
+            "(no state_dict); give a checkpoints/*.ckpt written by train.py, or its run folder"
+        )
+    expected = {name: tuple(value.shape) for name, value in module.state_dict().items()}
+    found = {name: tuple(value.shape) for name, value in saved.items()}
+    if found != expected:
+        differences = [
+            f"{name}: {found.get(name, 'absent')} in the checkpoint, "
+            f"{expected.get(name, 'absent')} here"
+            for name in sorted(expected.keys() | found.keys())
+            if found.get(name) != expected.get(name)
+        ]
+        raise ConfigError(
+            f"resume={path!r} is invalid: its network differs from this config's "
+            f"({len(differences)} tensors, e.g. {differences[0]}); resume with the same model "
+            "and problem overrides as the run that wrote it"
+        )
 
 
 def apply_precision_optimizer_floor(cfg: DictConfig) -> None:

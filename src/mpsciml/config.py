@@ -7,6 +7,7 @@ half-trained run. Constructors validate their own arguments too; `ConfigError` c
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 from pathlib import Path
@@ -120,8 +121,24 @@ def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
 
 
+def _finite_number(value: Any) -> bool:
+    """A real number that is not inf or nan: `lr=inf` would train one step and then diverge."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return _finite_number(value) and value > 0
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# numpy's seeds (and so Lightning's seed_everything) are unsigned 32-bit integers.
+SEED_RANGE = range(0, 2**32)
+# Characters W&B refuses in a project name (wandb.sdk.wandb_settings), and its length limit.
+WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
+WANDB_PROJECT_MAX_LENGTH = 128
 
 
 def validate(cfg: DictConfig) -> None:
@@ -137,7 +154,10 @@ def validate(cfg: DictConfig) -> None:
         val_every,
         "must be an integer > 0",
     )
-    _require(isinstance(cfg.get("seed"), int), "seed", cfg.get("seed"), "must be an integer")
+    seed = cfg.get("seed")
+    _require(
+        _integer(seed) and seed in SEED_RANGE, "seed", seed, "must be an integer in [0, 2**32 - 1]"
+    )
     name = cfg.precision.get("name")
     _require(name in PRECISIONS, "precision.name", name, f"allowed: {', '.join(PRECISIONS)}")
     optimizer = cfg.optimizer
@@ -145,7 +165,7 @@ def validate(cfg: DictConfig) -> None:
     _require(bool(phases), "optimizer", "{}", "needs an 'adam' or an 'lbfgs' section")
     for phase in phases:
         lr = optimizer[phase].get("lr")
-        _require(_positive_number(lr), f"optimizer.{phase}.lr", lr, "must be a number > 0")
+        _require(_positive_number(lr), f"optimizer.{phase}.lr", lr, "must be a finite number > 0")
     if len(phases) == 2:
         switch = optimizer.get("switch_step")
         _require(
@@ -171,12 +191,70 @@ def validate(cfg: DictConfig) -> None:
     )
     for key, weight in (cfg.get("loss_weights") or {}).items():
         _require(
-            isinstance(weight, int | float) and weight >= 0,
+            _finite_number(weight) and weight >= 0,
             f"loss_weights.{key}",
             weight,
-            "must be a number >= 0",
+            "must be a finite number >= 0",
         )
+    resample_every = cfg.get("resample_every")
+    _require(
+        resample_every is None or (_integer(resample_every) and resample_every > 0),
+        "resample_every",
+        resample_every,
+        "null (fixed points) or an integer > 0 (fresh points every that many steps)",
+    )
+    validate_precision_schedule(cfg.precision.get("schedule"), steps)
+    validate_wandb_project(cfg.get("logger"))
     resume_checkpoint(cfg.get("resume"))
+
+
+def validate_precision_schedule(schedule: Any, max_steps: int) -> None:
+    """`precision.schedule=[{step: 3000, precision: fp32}, ...]`: each switch must name a known
+    precision and happen within the run (a step at or past max_steps would silently never come)."""
+    if not schedule:
+        return
+    _require(
+        isinstance(schedule, ListConfig | list),
+        "precision.schedule",
+        schedule,
+        "must be a list of {step: <int>, precision: <name>}",
+    )
+    for index, entry in enumerate(schedule):
+        key = f"precision.schedule[{index}]"
+        _require(
+            isinstance(entry, DictConfig | dict) and set(entry) == {"step", "precision"},
+            key,
+            entry,
+            "must be {step: <int>, precision: <name>}",
+        )
+        step, name = entry["step"], entry["precision"]
+        _require(
+            _integer(step) and 0 <= step < max_steps,
+            f"{key}.step",
+            step,
+            f"must be an integer step in [0, trainer.max_steps={max_steps})",
+        )
+        _require(name in PRECISIONS, f"{key}.precision", name, f"allowed: {', '.join(PRECISIONS)}")
+
+
+def validate_wandb_project(loggers: Any) -> None:
+    """W&B rejects some project names only when the run starts, with a traceback; say it now."""
+    wandb = (loggers or {}).get("wandb")
+    if wandb is None:
+        return
+    project = wandb.get("project")
+    _require(
+        project is None
+        or (
+            isinstance(project, str)
+            and 0 < len(project) <= WANDB_PROJECT_MAX_LENGTH
+            and not any(char in WANDB_PROJECT_FORBIDDEN for char in project)
+        ),
+        "logger.wandb.project",
+        project,
+        f"must be 1-{WANDB_PROJECT_MAX_LENGTH} characters without any of "
+        f"{' '.join(WANDB_PROJECT_FORBIDDEN)}",
+    )
 
 
 def resume_checkpoint(resume: Any) -> str | None:

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from mpsciml.contract import AlignedTrainingData, ModelKind
-from mpsciml.models.mlp import ACTIVATIONS, MLP
+from mpsciml.models.mlp import ACTIVATIONS, MLP, integer_widths
 
 MULTI_OUTPUT = ("split", "shared_trunk", "shared_branch")
 
@@ -54,9 +54,7 @@ def _positive(name: str, value: int) -> int:
 
 def _widths(name: str, hidden: Sequence[int]) -> list[int]:
     """Hidden widths checked here, so the message names branch_hidden/trunk_hidden, not hidden."""
-    if not hidden or any(int(width) <= 0 for width in hidden):
-        raise ValueError(f"model.{name}={list(hidden)} must be a non-empty list of widths > 0")
-    return [int(width) for width in hidden]
+    return integer_widths(name, hidden)
 
 
 def _check_2d(name: str, tensor: Tensor, columns: int, what: str) -> None:

@@ -6,8 +6,8 @@ Knows nothing of PDEs or precision: input (N, in_features) -> output (N, out_fea
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +39,23 @@ INITIALIZERS = {
 }
 
 
+def integer_widths(name: str, hidden: Any) -> list[int]:
+    """`model.<name>` as a list of int widths. A whole number written as a float (6.0) counts,
+    but not `abc` (int() would read it as letters) nor 1.5 (int() would truncate it silently)."""
+    is_list = isinstance(hidden, Iterable) and not isinstance(hidden, str)
+    widths = list(hidden) if is_list else []
+    whole = all(
+        isinstance(w, int | float) and not isinstance(w, bool) and float(w).is_integer()
+        for w in widths
+    )
+    if not widths or not whole or min(widths) <= 0:
+        raise ValueError(
+            f"model.{name}={widths if is_list else hidden!r} is invalid: must be a non-empty "
+            "list of integer widths > 0, e.g. [32, 32, 32]"
+        )
+    return [int(w) for w in widths]
+
+
 class MLP(nn.Module):
     """in -> [hidden]* -> out with one activation; smooth activations keep u_xx meaningful."""
 
@@ -59,9 +76,7 @@ class MLP(nn.Module):
             )
         if init not in INITIALIZERS:
             raise ValueError(f"model.init={init!r} is unknown; allowed: {', '.join(INITIALIZERS)}")
-        if not hidden or any(int(width) <= 0 for width in hidden):
-            raise ValueError(f"model.hidden={list(hidden)} must be a non-empty list of widths > 0")
-        widths = [in_features, *[int(w) for w in hidden], out_features]
+        widths = [in_features, *integer_widths("hidden", hidden), out_features]
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
             linear = nn.Linear(fan_in, fan_out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from mpsciml.data.advection import cached_advection_data
-from mpsciml.problems.base import EvaluationGrid
+from mpsciml.problems.base import EvaluationGrid, require_counts
 from mpsciml.problems.operator import OperatorData, OperatorProblem, as_tensor, dataset_seed
 
 
@@ -30,6 +30,7 @@ class Advection(OperatorProblem):
         data_seed: int = 0,
     ) -> None:
         super().__init__(functions_per_step, data_loss, data_seed)
+        require_counts(n_train=n_train, n_test=n_test, nx=nx, nt=nt)
         self.n_train, self.n_test, self.nx, self.nt = n_train, n_test, nx, nt
         self.n_sensors, self.length_scale = nx, length_scale
 

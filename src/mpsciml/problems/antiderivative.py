@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mpsciml.data.antiderivative import cached_antiderivative_data
-from mpsciml.problems.base import EvaluationGrid
+from mpsciml.problems.base import EvaluationGrid, require_counts
 from mpsciml.problems.operator import OperatorData, OperatorProblem, as_tensor, dataset_seed
 
 LAYOUTS = ("aligned", "unaligned")
@@ -37,6 +37,7 @@ class Antiderivative(OperatorProblem):
         super().__init__(functions_per_step, data_loss, data_seed)
         if layout not in LAYOUTS:
             raise ValueError(f"problem.layout={layout!r} is unknown; allowed: {', '.join(LAYOUTS)}")
+        require_counts(n_train=n_train, n_test=n_test, n_points=n_points, m=m)
         self.n_train, self.n_test, self.n_points = n_train, n_test, n_points
         self.n_sensors, self.length_scale, self.layout = m, length_scale, layout
 

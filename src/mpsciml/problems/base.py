@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -43,6 +43,14 @@ class EvaluationGrid:
     points: Tensor  # (prod(shape), dim), float64
     shape: tuple[int, ...]  # grid counts in input order, last input fastest
     axes: list[Tensor]  # 1-D coordinates per input
+
+
+def require_counts(**counts: Any) -> None:
+    """Point and function counts must be integers > 0: 0 or -1 would otherwise fail deep inside
+    torch ("negative dimension") and a float would be truncated without a word."""
+    for key, value in counts.items():
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"problem.{key}={value!r} is invalid: must be an integer > 0")
 
 
 class Problem(ABC):

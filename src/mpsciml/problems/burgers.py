@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from mpsciml.derivatives.autograd import Derivatives
-from mpsciml.problems.base import Condition, Problem
+from mpsciml.problems.base import Condition, Problem, require_counts
 from mpsciml.problems.burgers_exact import burgers_exact
 from mpsciml.problems.sampling import Box
 from mpsciml.seeding import Seed, seed_stream
@@ -34,6 +34,7 @@ class Burgers(Problem):
         evaluation_grid: tuple[int, int] = (256, 100),
     ) -> None:
         super().__init__(sampling=sampling, evaluation_grid=evaluation_grid)
+        require_counts(n_domain=n_domain, n_boundary=n_boundary, n_initial=n_initial)
         self.nu = nu
         self.n_domain, self.n_boundary, self.n_initial = n_domain, n_boundary, n_initial
 

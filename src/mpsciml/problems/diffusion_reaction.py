@@ -21,7 +21,7 @@ from torch import Tensor
 
 from mpsciml.data.diffusion_reaction import cached_diffusion_reaction_data
 from mpsciml.derivatives.autograd import Derivatives
-from mpsciml.problems.base import EvaluationGrid
+from mpsciml.problems.base import EvaluationGrid, require_counts
 from mpsciml.problems.operator import (
     OperatorCondition,
     OperatorData,
@@ -64,6 +64,8 @@ class DiffusionReaction(OperatorProblem):
             data_points_per_function,
             physics_points_per_function,
         )
+        require_counts(n_train=n_train, n_test=n_test, m=m, nx=nx, nt=nt, n_domain=n_domain)
+        require_counts(n_boundary=n_boundary, n_initial=n_initial)
         self.n_train, self.n_test, self.n_sensors, self.nx, self.nt = n_train, n_test, m, nx, nt
         self.n_domain, self.n_boundary, self.n_initial = n_domain, n_boundary, n_initial
         self.diffusion, self.reaction, self.length_scale = diffusion, reaction, length_scale

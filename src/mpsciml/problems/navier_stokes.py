@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from mpsciml.derivatives.autograd import Derivatives
-from mpsciml.problems.base import Condition, Problem
+from mpsciml.problems.base import Condition, Problem, require_counts
 from mpsciml.problems.sampling import Box
 from mpsciml.seeding import Seed, seed_stream
 
@@ -38,6 +38,7 @@ class NavierStokes(Problem):
         evaluation_grid: tuple[int, int] = (151, 201),
     ) -> None:
         super().__init__(sampling=sampling, evaluation_grid=evaluation_grid)
+        require_counts(n_domain=n_domain, n_boundary=n_boundary, n_outlet=n_outlet)
         self.reynolds = reynolds
         self.lam = reynolds / 2 - math.sqrt(reynolds**2 / 4 + 4 * math.pi**2)
         self.n_domain, self.n_boundary, self.n_outlet = n_domain, n_boundary, n_outlet

@@ -1,0 +1,90 @@
+"""What a user sees when the command line or the config is wrong: one `error:` line, exit 2.
+
+Two kinds of mistakes reach `train.py`. Hydra's own (an unknown group option, a misspelt key, an
+override it cannot parse) happen while it composes the config, before our code runs; Hydra
+prints them in several lines and exits 1. Ours (`ConfigError`, from `validate()` or a
+constructor) happen inside the run, after Hydra has made the run folder. Both end the same way
+here, and a folder that holds nothing but what a refused config leaves is removed, so that
+`report.py outputs/` does not count a typo as a failed run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
+from omegaconf.errors import OmegaConfBaseException
+
+EXIT_CONFIG_ERROR = 2  # argparse's code for a usage error, and what the README promises
+
+
+def stop_with_error(message: str) -> None:
+    """Print `error: <message>` as the one line on stderr and exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG_ERROR)
+
+
+def hydra_error_line(exc: CompactHydraException) -> str:
+    """Hydra's message on one line, naming the option or key and what is allowed."""
+    if isinstance(exc, MissingConfigException) and exc.options and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        if group:
+            allowed = ", ".join(sorted(exc.options))
+            return f"{group}={option} is invalid: no such option; allowed: {allowed}"
+    # Hydra's lines, without the caret line that points into the override
+    lines = [line.strip() for line in str(exc).splitlines()]
+    text = " ".join(line for line in lines if line and set(line) != {"^"})
+    cause = exc.__cause__
+    if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
+        text += f" ({str(cause).strip().splitlines()[0]})"
+    if isinstance(exc, OverrideParseException):  # Hydra's message quotes the position only
+        text = f"cannot parse the override {exc.override!r}: {text}"
+    return text
+
+
+@contextmanager
+def hydra_errors_in_one_line() -> Iterator[None]:
+    """Around `main()`: Hydra's composition errors as one `error:` line with exit 2.
+
+    Hydra catches them itself, prints them and calls `sys.exit(1)`, unless HYDRA_FULL_ERROR=1
+    (its documented switch), with which it raises them instead; so it is set for the call and
+    the error is caught here. A user who set HYDRA_FULL_ERROR=1 keeps Hydra's full traceback.
+    """
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except CompactHydraException as exc:
+        if previous == "1":
+            raise
+        stop_with_error(hydra_error_line(exc))
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def remove_refused_run_folder() -> bool:
+    """Remove this run's folder if it holds only what a config refused before training leaves:
+    Hydra's `.hydra/` and job log, and our `summary.json` saying `failed`. Anything else in it
+    (a checkpoint, metrics, a file of the user's) keeps the folder. True if it was removed.
+
+    The folder is the one Hydra made for this run (`hydra.runtime.output_dir`), whatever its
+    name, so a unique suffix added to it changes nothing here.
+    """
+    if not HydraConfig.initialized():
+        return False
+    hydra_cfg = HydraConfig.get()
+    folder = Path(hydra_cfg.runtime.output_dir)
+    refused_leaves = {".hydra", "summary.json", f"{hydra_cfg.job.name}.log"}
+    if not folder.is_dir() or not {path.name for path in folder.iterdir()} <= refused_leaves:
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return not folder.exists()
