@@ -29,6 +29,17 @@ def test_run_and_sweep_folders_are_claimed_through_unique_dir(tmp_path):
     assert folders["sweep"]["dir"].startswith("${unique_dir:outputs/multirun/")
 
 
+def test_a_config_file_replacing_the_sweep_folder_claims_no_folder(tmp_path, monkeypatch):
+    # merging precision_study's own hydra.sweep.dir resolves the default it replaces
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config(["experiment=precision_study"], tmp_path / "run")
+    OmegaConf.to_container(cfg, resolve=True)
+    assert not (tmp_path / "outputs").exists()
+    assert (
+        "${unique_dir:" in OmegaConf.to_container(HydraConfig.get(), resolve=False)["sweep"]["dir"]
+    )
+
+
 def test_unique_dir_claims_the_next_free_suffix_and_keeps_it(tmp_path):
     base = tmp_path / "runs" / "12-00-00"
     base.mkdir(parents=True)  # another run already has it
