@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import TINY, compose_config
 
+from mpsciml.cli_errors import remove_if_refused
 from mpsciml.compose import build, check_checkpoint_fits
 from mpsciml.config import ConfigError
 
@@ -151,3 +152,15 @@ def test_a_checkpoint_of_the_same_network_passes_the_check(tmp_path, checkpoints
     cfg = compose_config([*TINY, "model.hidden=[8]"], tmp_path / "run")
     module, _, _ = build(cfg)
     check_checkpoint_fits(str(checkpoints["other_size"]), module)
+
+
+def test_only_a_folder_with_nothing_but_a_refused_run_is_removed(tmp_path):
+    refused, used = tmp_path / "refused", tmp_path / "used"
+    for folder in (refused, used):
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "config.yaml").write_text("seed: -1\n")
+        (folder / "summary.json").write_text('{"status": "failed"}\n')
+        (folder / "train.log").write_text("")
+    (used / "metrics.csv").write_text("step\n")  # e.g. a folder the user pointed hydra.run.dir at
+    assert remove_if_refused(refused, "train.log") and not refused.exists()
+    assert not remove_if_refused(used, "train.log") and (used / "metrics.csv").is_file()

@@ -72,9 +72,8 @@ def hydra_errors_in_one_line() -> Iterator[None]:
 
 
 def remove_refused_run_folder() -> bool:
-    """Remove this run's folder if it holds only what a config refused before training leaves:
-    Hydra's `.hydra/` and job log, and our `summary.json` saying `failed`. Anything else in it
-    (a checkpoint, metrics, a file of the user's) keeps the folder. True if it was removed.
+    """Remove this run's folder if a config refused before training is all it holds (see
+    `remove_if_refused`); True if it was removed.
 
     The folder is the one Hydra made for this run (`hydra.runtime.output_dir`), whatever its
     name, so a unique suffix added to it changes nothing here.
@@ -82,8 +81,14 @@ def remove_refused_run_folder() -> bool:
     if not HydraConfig.initialized():
         return False
     hydra_cfg = HydraConfig.get()
-    folder = Path(hydra_cfg.runtime.output_dir)
-    refused_leaves = {".hydra", "summary.json", f"{hydra_cfg.job.name}.log"}
+    return remove_if_refused(Path(hydra_cfg.runtime.output_dir), f"{hydra_cfg.job.name}.log")
+
+
+def remove_if_refused(folder: Path, log_name: str) -> bool:
+    """Remove `folder` if it holds only what a refused config leaves: Hydra's `.hydra/` and job
+    log, and our `summary.json` saying `failed`. Anything else in it (a checkpoint, metrics, a
+    file of the user's) keeps the folder. True if it was removed."""
+    refused_leaves = {".hydra", "summary.json", log_name}
     if not folder.is_dir() or not {path.name for path in folder.iterdir()} <= refused_leaves:
         return False
     shutil.rmtree(folder, ignore_errors=True)
