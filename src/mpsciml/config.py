@@ -200,10 +200,10 @@ def validate(cfg: DictConfig) -> None:
     )
     threads = cfg.get("threads")
     _require(
-        threads is None or (isinstance(threads, int) and threads > 0),
+        threads in (None, "auto") or (isinstance(threads, int) and threads > 0),
         "threads",
         threads,
-        "null (torch's default) or an integer > 0",
+        "auto (1 thread for small networks on the CPU), null (torch's default) or an integer > 0",
     )
     for key, weight in (cfg.get("loss_weights") or {}).items():
         _require(

@@ -29,8 +29,10 @@ from mpsciml.config import ConfigError, is_multirun, resume_checkpoint
 from mpsciml.modules.base import SciMLModule
 from mpsciml.plots import plot_losses
 from mpsciml.precision.plugin import SciMLPrecision
+from mpsciml.precision.registry import resolve_device
 from mpsciml.summary import environment_facts, peak_memory, write_summary
 from mpsciml.sweep import check_objective
+from mpsciml.threads import choose_threads
 from mpsciml.wandb_logger import WandbLogger as ArtifactWandbLogger
 from mpsciml.wandb_logger import offline_if_unreachable
 
@@ -43,7 +45,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     threads = cfg.get("threads")
     if isinstance(threads, int) and threads > 0:  # else validate() names the bad value
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # already for the data generation inside build()
     if is_multirun() and os.environ.pop("WANDB_RUN_ID", None):
         log.warning("WANDB_RUN_ID is ignored in a multirun: every job gets a W&B run of its own")
     summary: dict[str, Any] = {
@@ -62,6 +64,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         offline_if_unreachable(cfg)  # W&B online without network: offline, or one line
         module, trainer, parts = build(cfg)
+        used, why = choose_threads(threads, module.model, resolve_device(cfg.trainer.accelerator))
+        torch.set_num_threads(used)
+        summary.update(cpu_threads=used, cpu_threads_why=why)
         summary["derivatives"] = derivative_facts(module)
         check_objective(cfg.get("objective", "l2"), getattr(module, "output_names", None))
         for logger in parts["loggers"]:

@@ -1,0 +1,38 @@
+"""How many torch CPU threads a run uses (`threads: auto`, the default).
+
+A SciML step on a small network is hundreds of tiny operators. With several intra-op (OpenMP)
+threads every operator waits for all of them, and on a machine whose cores also run other work
+(a sweep's other jobs, another user) one descheduled thread stalls each operator: measured with
+`scripts/bench_threads.py` on a 2-core machine busy with other jobs, Burgers with 2 threads took
+7.7x as long per Adam step and 29x per L-BFGS step as with 1 thread. Such networks gain little
+from a second thread even on an idle machine, so `auto` gives them one thread and leaves larger
+networks torch's default; parallel runs (sweeps) are where a small model's cores pay off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+#: below this many parameters a network gets one thread under `threads: auto` (every PINN and
+#: DeepONet recipe in conf/ is far below it: 3k-530k parameters)
+SMALL_NETWORK_PARAMETERS = 1_000_000
+
+
+def choose_threads(requested: int | str | None, model: nn.Module, device: str) -> tuple[int, str]:
+    """(threads, why): an integer is the user's choice; null is torch's default (which honours
+    OMP_NUM_THREADS); `auto` picks by device and network size, and yields to OMP_NUM_THREADS."""
+    if isinstance(requested, int):
+        return requested, "threads set"
+    if requested is None:
+        return torch.get_num_threads(), "torch's default (threads=null)"
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads(), "OMP_NUM_THREADS"
+    if device != "cpu":
+        return torch.get_num_threads(), "the model runs on the GPU"
+    parameters = sum(p.numel() for p in model.parameters())
+    if parameters < SMALL_NETWORK_PARAMETERS:
+        return 1, f"{parameters} parameters < {SMALL_NETWORK_PARAMETERS}: one thread"
+    return torch.get_num_threads(), f"{parameters} parameters: torch's default"
