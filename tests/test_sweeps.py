@@ -255,7 +255,7 @@ def compose_with_hydra(*overrides: str) -> DictConfig:
 @pytest.mark.parametrize(
     ("experiment", "expected"),
     [
-        # Adam only: the experiment's optimizer wins over the problem recipe's adam_lbfgs
+        # Adam only: the experiment's optimizer wins over the burgers_mlp recipe's L-BFGS
         ("paper_burgers", {"trainer.max_steps": 20000, "optimizer.lbfgs": None}),
         ("paper_burgers_cpu", {"trainer.max_steps": 2000, "optimizer.switch_step": None}),
         ("paper_kovasznay", {"optimizer.switch_step": 10000, "derivatives": "taylor"}),
