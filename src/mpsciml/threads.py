@@ -2,11 +2,15 @@
 
 A SciML step on a small network is hundreds of tiny operators. With several intra-op (OpenMP)
 threads every operator waits for all of them, and on a machine whose cores also run other work
-(a sweep's other jobs, another user) one descheduled thread stalls each operator: measured with
-`scripts/bench_threads.py` on a 2-core machine busy with other jobs, Burgers with 2 threads took
-7.7x as long per Adam step and 29x per L-BFGS step as with 1 thread. Such networks gain little
-from a second thread even on an idle machine, so `auto` gives them one thread and leaves larger
-networks torch's default; parallel runs (sweeps) are where a small model's cores pay off.
+(a sweep's other jobs, another user) one descheduled thread stalls each operator. Measured with
+`scripts/bench_threads.py` on a 2-core EPYC, 2 threads against 1: idle, Burgers' Adam step 1.29x
+slower, its L-BFGS step 0.77x, Navier-Stokes' 0.73x and 0.52x (a second thread helps the wider
+net); with both cores busy with other work, 1.28x, 1.77x, 1.67x and 1.85x slower, and 7.7x
+(Adam) and 29x (L-BFGS) on Burgers when the machine was busier still. One thread can lose at
+most its share of the machine; two can collapse. So `auto` gives networks under
+`SMALL_NETWORK_PARAMETERS` one thread (spend spare cores on parallel runs: sweeps with
+`hydra/launcher=joblib`), larger ones torch's default, and asks for `threads=2` where a
+dedicated machine should run one mid-size network faster.
 """
 
 from __future__ import annotations
