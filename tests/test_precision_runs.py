@@ -109,6 +109,8 @@ def test_a_run_that_cannot_recover_ends_diverged_with_a_finite_checkpoint(tiny_c
     assert json.loads((out / "summary.json").read_text())["status"] == "diverged"
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+    # the summary says which step the kept (finite) checkpoint is from
+    assert summary["checkpoint_step"] == checkpoint["global_step"]
 
 
 def test_finite_checkpoint_refuses_nan_weights(tiny_config, monkeypatch):

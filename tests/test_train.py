@@ -254,6 +254,10 @@ def test_resume_continues_exactly_where_the_run_stopped(
     resumed = run(tiny_config(*common, "trainer.max_steps=6", f"resume={stopped['output_dir']}"))
     assert resumed["resumed_from"].endswith("checkpoints/last.ckpt")
     assert resumed["steps"] == 6 and resumed["l2"] == straight["l2"]
+    # the record of the steps before the resume is carried over, not lost
+    assert resumed["checkpoint_step"] == straight["checkpoint_step"] == 6
+    for key in ("measurements", "skipped_steps", "skip_reasons"):
+        assert resumed["precision"][key] == straight["precision"][key], key
     finals = [
         torch.load(Path(r["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
         for r in (straight, resumed)

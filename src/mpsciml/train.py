@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import signal
 import sys
 import time
@@ -135,7 +136,7 @@ def interruption_facts(
             "step": stopped.step if stopped else None,
         },
         "error": None,
-        "checkpoint": last_checkpoint(out_dir),
+        **last_checkpoint(out_dir),
     }
 
 
@@ -163,7 +164,7 @@ def evaluate(
             **parts["monitor"].report(),
             **precision_facts(trainer, cfg),
         },
-        "checkpoint": last_checkpoint(out_dir),
+        **last_checkpoint(out_dir),
         "plots": [str(p.relative_to(out_dir)) for p in plots],
     }
 
@@ -206,9 +207,17 @@ def derivative_facts(module: SciMLModule) -> dict[str, Any] | None:
     return None if engine is None else engine.as_dict()
 
 
-def last_checkpoint(out_dir: Path) -> str | None:
+def last_checkpoint(out_dir: Path) -> dict[str, Any]:
+    """`checkpoint` (relative path or None) and `checkpoint_step`, the step it holds: for a
+    diverged run the last finite state, which can be well before the step the run stopped at."""
     path = out_dir / "checkpoints" / "last.ckpt"
-    return str(path.relative_to(out_dir)) if path.exists() else None
+    if not path.exists():
+        return {"checkpoint": None, "checkpoint_step": None}
+    try:
+        step = torch.load(path, map_location="cpu", weights_only=True).get("global_step")
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # damaged: name it anyway
+        step = None
+    return {"checkpoint": str(path.relative_to(out_dir)), "checkpoint_step": step}
 
 
 def started_wandb_run(logger: Any) -> Any | None:

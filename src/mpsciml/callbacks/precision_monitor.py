@@ -63,6 +63,13 @@ class PrecisionMonitor(pl.Callback):
             {f"precision/{k}": v for k, v in record.items() if k != "step"}, batch_size=1
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved with the checkpoint, so a resumed run reports and plots the whole run."""
+        return {"history": [dict(record) for record in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(record) for record in state_dict.get("history", [])]
+
     def report(self) -> dict[str, Any]:
         """Means of the measured fractions and the last values of the counters."""
         summary: dict[str, Any] = {"measurements": len(self.history)}

@@ -47,6 +47,13 @@ class StepTimer(pl.Callback):
         if is_log_step(trainer):  # an unwritten self.log costs ~0.3 ms
             pl_module.log("perf/step_ms", 1000 * seconds, batch_size=1)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved with the checkpoint, so a resumed run's median covers the whole run."""
+        return {"step_seconds": list(self.step_seconds)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.step_seconds = list(state_dict.get("step_seconds", []))
+
     def median_ms(self) -> float | None:
         steady = self.step_seconds[self.warmup :] or self.step_seconds
         return 1000 * statistics.median(steady) if steady else None

@@ -243,7 +243,11 @@ class SciMLPrecision(Precision):
             "derivative_scaler": (
                 self.derivative_scaler.state_dict() if self.derivative_scaler else None
             ),
+            # the run's record so far, so that a resumed run's summary tells the whole run
             "skipped_steps": self.skipped_steps,
+            "skip_reasons": dict(self.skip_reasons),
+            "switches": [dict(switch) for switch in self.switches],
+            "derivative_nonfinite_total": self.derivative_nonfinite_total,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -252,6 +256,9 @@ class SciMLPrecision(Precision):
             if state_dict.get(attribute) is not None and getattr(self, attribute) is not None:
                 getattr(self, attribute).load_state_dict(state_dict[attribute])
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))
+        self.skip_reasons = Counter(state_dict.get("skip_reasons", {}))
+        self.switches = [dict(switch) for switch in state_dict.get("switches", [])]
+        self.derivative_nonfinite_total = int(state_dict.get("derivative_nonfinite_total", 0))
 
 
 def build_precision_plugin(
