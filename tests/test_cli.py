@@ -164,3 +164,12 @@ def test_only_a_folder_with_nothing_but_a_refused_run_is_removed(tmp_path):
     (used / "metrics.csv").write_text("step\n")  # e.g. a folder the user pointed hydra.run.dir at
     assert remove_if_refused(refused, "train.log") and not refused.exists()
     assert not remove_if_refused(used, "train.log") and (used / "metrics.csv").is_file()
+
+
+def test_a_folder_whose_summary_is_not_failed_stays(tmp_path):
+    finished = tmp_path / "finished"  # e.g. an ok run whose checkpoints were moved elsewhere
+    (finished / ".hydra").mkdir(parents=True)
+    (finished / "summary.json").write_text('{"status": "ok"}\n')
+    assert not remove_if_refused(finished, "train.log") and finished.is_dir()
+    (finished / "summary.json").unlink()  # no summary at all: nothing says it was refused
+    assert not remove_if_refused(finished, "train.log") and finished.is_dir()

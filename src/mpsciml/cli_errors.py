@@ -10,6 +10,7 @@ here, and a folder that holds nothing but what a refused config leaves is remove
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -90,6 +91,11 @@ def remove_if_refused(folder: Path, log_name: str) -> bool:
     file of the user's) keeps the folder. True if it was removed."""
     refused_leaves = {".hydra", "summary.json", log_name}
     if not folder.is_dir() or not {path.name for path in folder.iterdir()} <= refused_leaves:
+        return False
+    try:  # an ok or interrupted run's folder (its checkpoints moved away) is not a refusal
+        if json.loads((folder / "summary.json").read_text()).get("status") != "failed":
+            return False
+    except (OSError, ValueError, AttributeError):
         return False
     shutil.rmtree(folder, ignore_errors=True)
     return not folder.exists()
