@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mpsciml.config import ConfigError, validate
-from mpsciml.threads import SMALL_NETWORK_PARAMETERS, choose_threads
+from mpsciml.threads import SMALL_NETWORK_PARAMETERS, TORCH_DEFAULT_THREADS, choose_threads
 from mpsciml.train import run
 
 SMALL = nn.Linear(2, 32)
@@ -28,17 +28,18 @@ def test_auto_gives_a_small_network_one_thread_on_the_cpu():
 
 
 def test_auto_leaves_large_networks_gpus_and_omp_num_threads_to_torch(monkeypatch):
-    torch.set_num_threads(2)
-    assert choose_threads("auto", LARGE, "cpu")[0] == 2
-    assert choose_threads("auto", SMALL, "cuda") == (2, "the model runs on the GPU")
+    torch.set_num_threads(7)  # an earlier job of the same sweep process: not torch's default
+    default = TORCH_DEFAULT_THREADS
+    assert choose_threads("auto", LARGE, "cpu")[0] == default
+    assert choose_threads("auto", SMALL, "cuda") == (default, "the model runs on the GPU")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert choose_threads("auto", SMALL, "cpu") == (2, "OMP_NUM_THREADS")
+    assert choose_threads("auto", SMALL, "cpu") == (default, "OMP_NUM_THREADS")
 
 
 def test_an_explicit_number_or_null_is_obeyed():
-    torch.set_num_threads(2)
+    torch.set_num_threads(7)
     assert choose_threads(3, SMALL, "cpu") == (3, "threads set")
-    assert choose_threads(None, SMALL, "cpu")[0] == 2
+    assert choose_threads(None, SMALL, "cpu")[0] == TORCH_DEFAULT_THREADS
 
 
 def test_a_run_records_the_threads_it_used(tiny_config):

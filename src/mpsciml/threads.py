@@ -24,6 +24,10 @@ from torch import nn
 #: conf/ is below it: from 2.2k parameters (burgers) to 810k (advection's DeepONet))
 SMALL_NETWORK_PARAMETERS = 1_000_000
 
+#: torch's own choice (it honours OMP_NUM_THREADS), taken at import, before a run sets its own:
+#: in a sweep run in one process, a job after one that took 1 thread still gets torch's default
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
 
 def choose_threads(requested: int | str | None, model: nn.Module, device: str) -> tuple[int, str]:
     """(threads, why): an integer is the user's choice; null is torch's default (which honours
@@ -31,12 +35,12 @@ def choose_threads(requested: int | str | None, model: nn.Module, device: str) -
     if isinstance(requested, int):
         return requested, "threads set"
     if requested is None:
-        return torch.get_num_threads(), "torch's default (threads=null)"
+        return TORCH_DEFAULT_THREADS, "torch's default (threads=null)"
     if os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads(), "OMP_NUM_THREADS"
+        return TORCH_DEFAULT_THREADS, "OMP_NUM_THREADS"
     if device != "cpu":
-        return torch.get_num_threads(), "the model runs on the GPU"
+        return TORCH_DEFAULT_THREADS, "the model runs on the GPU"
     parameters = sum(p.numel() for p in model.parameters())
     if parameters < SMALL_NETWORK_PARAMETERS:
         return 1, f"{parameters} parameters < {SMALL_NETWORK_PARAMETERS}: one thread"
-    return torch.get_num_threads(), f"{parameters} parameters: torch's default"
+    return TORCH_DEFAULT_THREADS, f"{parameters} parameters: torch's default"
