@@ -26,7 +26,7 @@ def test_run_and_sweep_folders_are_claimed_through_unique_dir(tmp_path):
     compose_config([], tmp_path)
     folders = OmegaConf.to_container(HydraConfig.get(), resolve=False)
     assert folders["run"]["dir"].startswith("${unique_dir:outputs/")
-    assert folders["sweep"]["dir"].startswith("${unique_dir:outputs/multirun/")
+    assert folders["sweep"]["dir"].startswith("${unique_dir:${paths.sweep_root}/")
 
 
 def test_a_config_file_replacing_the_sweep_folder_claims_no_folder(tmp_path, monkeypatch):
@@ -35,9 +35,9 @@ def test_a_config_file_replacing_the_sweep_folder_claims_no_folder(tmp_path, mon
     cfg = compose_config(["experiment=precision_study"], tmp_path / "run")
     OmegaConf.to_container(cfg, resolve=True)
     assert not (tmp_path / "outputs").exists()
-    assert (
-        "${unique_dir:" in OmegaConf.to_container(HydraConfig.get(), resolve=False)["sweep"]["dir"]
-    )
+    sweep_dir = OmegaConf.to_container(HydraConfig.get(), resolve=False)["sweep"]["dir"]
+    assert sweep_dir.startswith("${unique_dir:${paths.sweep_root}/")
+    assert cfg.paths.sweep_root == "outputs/multirun/precision_study"
 
 
 def test_unique_dir_claims_the_next_free_suffix_and_keeps_it(tmp_path):

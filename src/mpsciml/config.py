@@ -10,7 +10,6 @@ import itertools
 import math
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +79,10 @@ def unique_dir(base: str) -> str:
     (Hydra copies that cache into every sweep job's config, also in joblib and SLURM workers), so
     one run resolves to one folder however often it is asked.
 
-    Not while OmegaConf merges a config file's own `hydra.run.dir` or `hydra.sweep.dir` over
-    this one (an experiment's): the merge resolves the value it replaces, which would claim a
-    folder no run uses. Raising there is safe, since the merge ignores a value it cannot resolve.
+    A config file must not replace `hydra.run.dir` or `hydra.sweep.dir` (OmegaConf's merge
+    resolves the value it replaces, which would claim a folder no run uses): an experiment sets
+    `paths.sweep_root` instead, as experiment/precision_study.yaml does.
     """
-    if base not in _UNIQUE_DIRS and _inside_omegaconf_merge():
-        raise RuntimeError("unique_dir is not claimed for a value being replaced by a merge")
     if base not in _UNIQUE_DIRS:
         Path(base).parent.mkdir(parents=True, exist_ok=True)
         for attempt in itertools.count():
@@ -97,15 +94,6 @@ def unique_dir(base: str) -> str:
             _UNIQUE_DIRS[base] = candidate
             break
     return _UNIQUE_DIRS[base]
-
-
-def _inside_omegaconf_merge() -> bool:
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "_map_merge" and "omegaconf" in frame.f_code.co_filename:
-            return True
-        frame = frame.f_back
-    return False
 
 
 def register_resolvers() -> None:
