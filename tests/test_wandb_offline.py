@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mpsciml import wandb_logger
 from mpsciml.config import ConfigError
 from mpsciml.train import run
 from mpsciml.wandb_logger import online_problem
@@ -67,3 +68,20 @@ def test_no_api_key_is_a_reason_to_run_offline(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
     assert online_problem().startswith("no API key for https://api.wandb.ai")
+
+
+@pytest.mark.parametrize("mode", [None, "offline"])
+def test_an_offline_run_never_probes_the_network(tiny_config, monkeypatch, mode):
+    """The default (offline) pays nothing for the probe: it is never called."""
+    if mode is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", mode)
+
+    def probe(*args, **kwargs):
+        raise AssertionError("offline W&B probed the network")
+
+    monkeypatch.setattr(wandb_logger, "online_problem", probe)
+    cfg = tiny_config("logger=wandb")
+    wandb_logger.offline_if_unreachable(cfg)
+    assert cfg.logger.wandb.offline is True
