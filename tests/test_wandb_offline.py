@@ -85,3 +85,7 @@ def test_an_offline_run_never_probes_the_network(tiny_config, monkeypatch, mode)
     cfg = tiny_config("logger=wandb")
     wandb_logger.offline_if_unreachable(cfg)
     assert cfg.logger.wandb.offline is True
+    if mode is not None:  # wandb obeys WANDB_MODE=offline even over logger.wandb.offline=false
+        wandb_logger.offline_if_unreachable(
+            tiny_config("logger=wandb", "logger.wandb.offline=false")
+        )

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 PROBE_SECONDS = 3.0
+# WANDB_MODE values with which wandb never contacts the server (dryrun: Lightning's offline)
+LOCAL_MODES = ("offline", "dryrun", "disabled")
 
 
 class WandbLogger(LightningWandbLogger):
@@ -71,6 +73,8 @@ def offline_if_unreachable(cfg: DictConfig) -> None:
     `logger.wandb.require_online` is set."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if wandb_cfg is None or wandb_cfg.get("offline", True):
+        return
+    if os.environ.get("WANDB_MODE") in LOCAL_MODES:  # wandb obeys it over offline=false
         return
     problem = online_problem()
     if problem is None:
