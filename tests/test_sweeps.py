@@ -183,15 +183,25 @@ def fake_job(sweep_dir: Path, job: str, status: str | None) -> None:
     ],
 )
 def test_the_sweep_exit_code_says_whether_a_job_failed(tmp_path, statuses, failed):
-    for job, status in enumerate(statuses):
-        fake_job(tmp_path, str(job), status)
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     report = SweepReport()
     report.on_multirun_start(config)
+    for job, status in enumerate(statuses):  # the jobs of this sweep
+        fake_job(tmp_path, str(job), status)
     report.on_multirun_end(config)
     named = [line.split(":")[0] for line in mpsciml.sweep.last_sweep_failures or []]
     assert named == failed
     assert sweep_exit_code() == (1 if failed else 0)
+
+
+def test_a_failed_job_left_by_an_earlier_larger_sweep_is_not_this_sweeps_failure(tmp_path):
+    fake_job(tmp_path, "0", "ok")
+    fake_job(tmp_path, "1", "failed")  # seed=0,1 before; now seed=0 only
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    report = SweepReport()
+    report.on_multirun_start(config)
+    report.on_multirun_end(config)  # job 0 skipped as ok, job 1 not part of this sweep
+    assert mpsciml.sweep.last_sweep_failures == [] and sweep_exit_code() == 0
 
 
 def test_optuna_trials_run_in_parallel_on_joblib_and_the_best_value_is_written(tmp_path):

@@ -100,6 +100,13 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: [int(s) if s.isdigit() else s for s in p.parts])
 
 
+def summary_mtime(job_dir: Path) -> int | None:
+    try:
+        return (job_dir / "summary.json").stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def job_status(job_dir: Path) -> tuple[str, str]:
     """(status, error) of one job as its summary.json records it."""
     try:
@@ -121,14 +128,16 @@ class SweepReport(Callback):
     """
 
     def __init__(self) -> None:
-        self.finished_before: dict[Path, int] = {}
+        self.written_before: dict[Path, int] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Note the jobs already ok, so that at the end an untouched one counts as skipped."""
+        """Note the summaries already there: at the end, an untouched ok one counts as skipped,
+        and an untouched other one is a job of an earlier sweep into this folder (its grid had
+        more jobs), not a failure of this one."""
         sweep_dir = Path(str(config.hydra.sweep.dir))
         for job_dir in job_dirs(sweep_dir):
-            if job_status(job_dir)[0] == "ok":
-                self.finished_before[job_dir] = (job_dir / "summary.json").stat().st_mtime_ns
+            if (mtime := summary_mtime(job_dir)) is not None:
+                self.written_before[job_dir] = mtime
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global last_sweep_failures
@@ -137,8 +146,11 @@ class SweepReport(Callback):
         failures: list[str] = []
         for job_dir in job_dirs(sweep_dir):
             status, error = job_status(job_dir)
-            mtime = (job_dir / "summary.json").stat().st_mtime_ns if status == "ok" else None
-            if status == "ok" and self.finished_before.get(job_dir) == mtime:
+            untouched = job_dir in self.written_before
+            untouched = untouched and self.written_before[job_dir] == summary_mtime(job_dir)
+            if untouched and status != "ok":
+                continue
+            if untouched:
                 status = "skipped"
             statuses[status] += 1
             if status not in RESULT_STATUSES:
