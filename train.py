@@ -19,7 +19,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mpsciml.cli_errors import hydra_errors_in_one_line, remove_refused_run_folder, stop_with_error
+from mpsciml.cli_errors import (
+    hydra_errors_in_one_line,
+    remove_refused_run_folder,
+    stop_with_error,
+    users_hydra_full_error,
+)
 from mpsciml.config import ConfigError, is_multirun, register_resolvers
 from mpsciml.summary import task_overrides
 from mpsciml.sweep import failed_objective, finished_job, objective_value, sweep_exit_code
@@ -34,6 +39,7 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | list[float]:
+    users_hydra_full_error()  # composed: the run's own errors are reported as the user asked
     objective = cfg.get("objective", "l2")
     if is_multirun() and (done := finished_job(Path(cfg.paths.output_dir), task_overrides())):
         print(f"skipped: already ok in an earlier run of this sweep | {cfg.paths.output_dir}")

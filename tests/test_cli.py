@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import TINY, compose_config
 
-from mpsciml.cli_errors import remove_if_refused
+from mpsciml.cli_errors import hydra_errors_in_one_line, remove_if_refused, users_hydra_full_error
 from mpsciml.compose import build, check_checkpoint_fits
 from mpsciml.config import ConfigError
 
@@ -64,6 +64,7 @@ def test_cfg_job_shows_the_composed_config(tmp_path):
         ("model.activation=swish", "model.activation"),
         ("loss_weights={typo: 2}", "loss_weights.typo"),
         ("resume=README.md", "resume"),  # a file, not a checkpoint: the check before training
+        ("+trainer.nosuch=1", "nosuch"),  # a key Lightning's Trainer does not take
     ],
 )
 def test_bad_value_stops_with_one_clear_line(tmp_path, override, key):
@@ -173,3 +174,18 @@ def test_a_folder_whose_summary_is_not_failed_stays(tmp_path):
     assert not remove_if_refused(finished, "train.log") and finished.is_dir()
     (finished / "summary.json").unlink()  # no summary at all: nothing says it was refused
     assert not remove_if_refused(finished, "train.log") and finished.is_dir()
+
+
+@pytest.mark.parametrize("users", [None, "0"])
+def test_hydra_full_error_is_ours_only_while_hydra_composes(monkeypatch, users):
+    if users is None:
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    else:
+        monkeypatch.setenv("HYDRA_FULL_ERROR", users)
+    with hydra_errors_in_one_line():
+        assert os.environ["HYDRA_FULL_ERROR"] == "1"  # composition errors raise, to be caught
+        users_hydra_full_error()  # the task starts
+        assert os.environ.get("HYDRA_FULL_ERROR") == users
+    assert os.environ.get("HYDRA_FULL_ERROR") == users
+    users_hydra_full_error()  # outside: changes nothing
+    assert os.environ.get("HYDRA_FULL_ERROR") == users

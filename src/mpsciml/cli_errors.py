@@ -54,22 +54,39 @@ def hydra_errors_in_one_line() -> Iterator[None]:
     """Around `main()`: Hydra's composition errors as one `error:` line with exit 2.
 
     Hydra catches them itself, prints them and calls `sys.exit(1)`, unless HYDRA_FULL_ERROR=1
-    (its documented switch), with which it raises them instead; so it is set for the call and
-    the error is caught here. A user who set HYDRA_FULL_ERROR=1 keeps Hydra's full traceback.
+    (its documented switch), with which it raises them instead; so it is set while Hydra
+    composes, and the error is caught here. The task gives the user's setting back as it starts
+    (`users_hydra_full_error`), so an error of the run itself is reported by Hydra as before
+    (and a child process of a launcher inherits the user's value). A user who set
+    HYDRA_FULL_ERROR=1 keeps Hydra's full traceback.
     """
-    previous = os.environ.get("HYDRA_FULL_ERROR")
+    global _users_setting
+    _users_setting = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         yield
     except CompactHydraException as exc:
-        if previous == "1":
+        if _users_setting == "1":
             raise
         stop_with_error(hydra_error_line(exc))
     finally:
-        if previous is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = previous
+        users_hydra_full_error()
+        _users_setting = _NOT_SET
+
+
+_NOT_SET = object()
+# HYDRA_FULL_ERROR as the user had it, while hydra_errors_in_one_line holds it at 1
+_users_setting: object = _NOT_SET
+
+
+def users_hydra_full_error() -> None:
+    """Put HYDRA_FULL_ERROR back as the user had it (no-op outside hydra_errors_in_one_line)."""
+    if _users_setting is _NOT_SET:
+        return
+    if _users_setting is None:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+    else:
+        os.environ["HYDRA_FULL_ERROR"] = str(_users_setting)
 
 
 def remove_refused_run_folder() -> bool:

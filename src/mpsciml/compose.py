@@ -72,14 +72,17 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     quiet_start_up_noise(loggers)
     max_steps = cfg.trainer.max_steps
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers or False,
-        enable_checkpointing=bool(cfg.get("callbacks")),
-        val_check_interval=min(cfg.val_every, max_steps),
-        plugins=[plugin],
-    )
+    try:
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers or False,
+            enable_checkpointing=bool(cfg.get("callbacks")),
+            val_check_interval=min(cfg.val_every, max_steps),
+            plugins=[plugin],
+        )
+    except InstantiationException as exc:  # `+trainer.typo=1`: a bad key, one line like others
+        raise ConfigError(f"trainer: {exc.__cause__ or exc}") from exc
     parts = {"probe": probe, "timer": timer, "monitor": monitor, "loggers": loggers}
     return module, trainer, parts | {"datamodule": datamodule}
 
