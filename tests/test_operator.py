@@ -371,3 +371,23 @@ def test_advection_plot_grid_is_the_data_grid() -> None:
 
     problem = Advection(n_train=2, n_test=2, nx=8, nt=5)
     torch.testing.assert_close(problem.test_grid().points, problem.test_data().trunk)
+
+
+def test_a_run_reads_each_operator_dataset_once(tmp_path, monkeypatch):
+    """The module, its DataModule and the evaluation all ask the problem for data; each split is
+    read from the cache once per run, not once per asker."""
+    import mpsciml.problems.advection as advection
+    from mpsciml.compose import build
+
+    reads: list[int] = []
+    original = advection.cached_advection_data
+
+    def counting(n, *args, **kwargs):
+        reads.append(n)
+        return original(n, *args, **kwargs)
+
+    monkeypatch.setattr(advection, "cached_advection_data", counting)
+    cfg = operator_config("advection", tmp_path)
+    module, trainer, parts = build(cfg)
+    trainer.fit(module, datamodule=parts["datamodule"])
+    assert sorted(reads) == [4, 12]  # test, train: once each

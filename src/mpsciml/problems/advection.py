@@ -35,6 +35,9 @@ class Advection(OperatorProblem):
         self.n_sensors, self.length_scale = nx, length_scale
 
     def _data(self, n: int, seed: int) -> OperatorData:
+        return self.read_once((n, seed), lambda: self._read(n, seed))
+
+    def _read(self, n: int, seed: int) -> OperatorData:
         arrays = cached_advection_data(n, self.nx, self.nt, self.length_scale, 1.0, seed)
         branch, trunk, outputs = (as_tensor(arrays[k]) for k in ("branch", "trunk", "outputs"))
         return OperatorData(branch, trunk, outputs.unsqueeze(-1))

@@ -42,6 +42,9 @@ class Antiderivative(OperatorProblem):
         self.n_sensors, self.length_scale, self.layout = m, length_scale, layout
 
     def _data(self, n: int, layout: str, seed: int) -> OperatorData:
+        return self.read_once((n, layout, seed), lambda: self._read(n, layout, seed))
+
+    def _read(self, n: int, layout: str, seed: int) -> OperatorData:
         arrays = cached_antiderivative_data(
             n, self.n_points, self.n_sensors, self.length_scale, layout, seed
         )

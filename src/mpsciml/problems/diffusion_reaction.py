@@ -71,13 +71,10 @@ class DiffusionReaction(OperatorProblem):
         self.diffusion, self.reaction, self.length_scale = diffusion, reaction, length_scale
         self.supervised = supervised
         self.hard_constraints = hard_constraints
-        self._loaded: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
     def _arrays(self, n: int, seed: int) -> dict[str, np.ndarray]:
         """The dataset, read from the cache once: data, physics points and branch share it."""
-        if (n, seed) not in self._loaded:
-            self._loaded[n, seed] = self._load(n, seed)
-        return self._loaded[n, seed]
+        return self.read_once((n, seed), lambda: self._load(n, seed))
 
     def _train_arrays(self) -> dict[str, np.ndarray]:
         return self._arrays(self.n_train, dataset_seed(self.data_seed, "train"))

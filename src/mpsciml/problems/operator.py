@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +21,8 @@ from mpsciml.contract import ModelKind
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import EvaluationGrid
 from mpsciml.seeding import int_seed
+
+T = TypeVar("T")
 
 DATA_LOSSES = ("mse", "rel_l2")
 
@@ -119,6 +121,7 @@ class OperatorProblem(ABC):
         self.data_points_per_function = data_points_per_function
         self.data_loss = data_loss
         self.data_seed = data_seed
+        self._datasets: dict[tuple[object, ...], object] = {}
 
     @property
     def name(self) -> str:
@@ -131,6 +134,13 @@ class OperatorProblem(ABC):
             "coord_dim": len(self.input_names),
             "out_features": len(self.output_names),
         }
+
+    def read_once(self, key: tuple[object, ...], read: Callable[[], T]) -> T:
+        """`read()` the first time `key` is asked for, the same object after: the module, its
+        DataModule and a POD trunk all ask for the training set, and each read is a cache load."""
+        if key not in self._datasets:
+            self._datasets[key] = read()
+        return self._datasets[key]  # type: ignore[return-value]
 
     def train_data(self) -> OperatorData | None:
         """Supervised pairs, or None for a purely physics-informed problem."""
