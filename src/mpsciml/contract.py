@@ -8,8 +8,9 @@ Sizes by kind (the keyword arguments a model class receives from the problem):
   * POINTWISE: in_features (coordinates), out_features (fields).
   * SENSOR_OPERATOR: n_sensors (values of v per function), coord_dim (query coordinates),
     out_features (fields of G(v)).
-  * GRID_OPERATOR (for the coming FNO; no solver yet): in_channels, out_channels and grid
-    (the grid's point counts, one per dimension, e.g. (64, 64)).
+  * GRID_OPERATOR (FNO): in_channels, out_channels and grid (the training grid's point
+    counts, one per dimension, e.g. (64, 64)); the model must also take other grid sizes at
+    forward time (zero-shot evaluation at a finer grid).
 
 A model of the SENSOR_OPERATOR kind implements the `SensorOperator` protocol (subclass
 `SensorOperatorBase` to get the aligned form for free). A model class may also offer the optional
@@ -110,6 +111,37 @@ class SensorOperatorBase(nn.Module):
         """Row i of branch paired with row i of points (DeepONet's pointwise form)."""
         index = torch.arange(points.shape[0], device=points.device)
         return self.forward_indexed(branch, points, index)
+
+
+#: the values of `model.spectral_precision` (Tu et al. 2024): FFT, contraction, inverse FFT all in
+#: the weights' precision | FFT in full, contraction in half | all three in half where the device
+#: can (the CPU has no half FFT: there the FFT stays fp32 and the run's record says so)
+SPECTRAL_PRECISIONS = ("full", "mixed", "half")
+
+
+@runtime_checkable
+class SpectralPrecisionControl(Protocol):
+    """What a model with spectral layers (our FNO, the neuraloperator wrapper) offers the run:
+    a precision of its own for the spectral path that a schedule can change mid-run, a record of
+    what really ran, and a check against the device before any training starts."""
+
+    spectral_precision: str
+
+    def set_spectral_precision(self, mode: str) -> None:
+        """Switch every spectral layer to `mode` (one of SPECTRAL_PRECISIONS); ValueError else."""
+        ...
+
+    def spectral_report(self) -> dict[str, Any]:
+        """What ran in the forwards so far: {"spectral_precision": requested now, "ran": [one
+        dict per distinct combination seen, with keys spectral_precision, device, fft_dtype,
+        contraction_dtype, inverse_fft_dtype, padding, note]} (dtypes as "float16" etc.)."""
+        ...
+
+    def check_device(self, device_type: str) -> None:
+        """ValueError (one line naming the model.* key and the way out) when the configuration
+        cannot run as asked on `device_type` ("cpu" | "cuda"), e.g. a half FFT of a grid that is
+        not a power of two on CUDA; called before training, so it becomes a clean exit 2."""
+        ...
 
 
 #: a zero-argument callable giving the problem's training data on one fixed grid (an
