@@ -1,0 +1,241 @@
+"""Fourier neural operator (Li et al., ICLR 2021) with a spectral precision of its own (Tu et al.,
+ICLR 2024), for fields on 1-D, 2-D or 3-D grids.
+
+    x (N, in_channels, *spatial)
+      [+ grid coordinates in [0, 1], d channels]               positional_embedding
+      -> lifting: pointwise, (in + d) -> lifting_channels -> hidden (two layers, activation
+         between; one layer when lifting_channels = 0)
+      -> n_layers Fourier blocks: v <- act(W v + K(s(v))), K the spectral convolution on the
+         lowest n_modes, W a pointwise linear skip, s = tanh (stabilizer) or identity; no
+         activation after the last block
+      -> projection: pointwise, hidden -> projection_channels -> out_channels (two layers)
+    -> (N, out_channels, *spatial)
+
+Pointwise layers are Conv1d with kernel 1 over the flattened grid (N, C, prod(spatial)), one
+code path for every d. Nothing here knows the PDE; any spatial size runs (zero-shot resolution),
+the training `grid` only validates n_modes and lets `check_device` plan the FFT.
+
+Precision: the spectral layers declare precision_policy "own" and follow `spectral_precision`
+(full | mixed | half, rules in `spectral_plan`); the rest of the network takes the run's
+precision (autocast, converted weights) from the precision plugin. tanh sits outside the spectral
+layers, so under autocast it runs in the autocast dtype and its output, bounded by 1, is what the
+spectral layer transforms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from mpsciml.contract import ModelKind
+from mpsciml.models.mlp import ACTIVATIONS
+from mpsciml.models.spectral_conv import SpectralConv
+from mpsciml.models.spectral_plan import check_mode, plan_spectral
+
+STABILIZERS = (None, "tanh")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value == int(value)
+    if not ok or value < 1:
+        raise ValueError(f"model.{name}={value!r} must be an integer >= 1")
+    return int(value)
+
+
+def check_n_modes(n_modes: int | Sequence[int], grid: Sequence[int]) -> tuple[int, ...]:
+    """n_modes per spatial dim, validated against the training grid: 1 <= n_modes <= grid per
+    dim (n modes hold frequencies -n//2 .. (n-1)//2, which a grid of n points resolves; on the
+    last, rfft, dim this keeps n//2 + 1 <= grid//2 + 1 non-negative frequencies)."""
+    grid = tuple(int(g) for g in grid)
+    if isinstance(n_modes, int | float) and not isinstance(n_modes, bool):
+        modes = (n_modes,) * len(grid)
+    else:
+        modes = tuple(n_modes)
+    if len(modes) != len(grid):
+        raise ValueError(
+            f"model.n_modes={list(modes)} has {len(modes)} entries for a {len(grid)}-D grid "
+            f"{grid}: give one int or {len(grid)} ints"
+        )
+    for m in modes:
+        _positive_int("n_modes", m)
+    modes = tuple(int(m) for m in modes)
+    if any(m > g for m, g in zip(modes, grid, strict=True)):
+        raise ValueError(
+            f"model.n_modes={list(modes)} is too large for the training grid {grid}: at most "
+            f"{list(grid)} (one per dimension)"
+        )
+    return modes
+
+
+def pointwise(in_channels: int, out_channels: int) -> nn.Conv1d:
+    """A linear map over channels at every grid point: (N, in, P) -> (N, out, P)."""
+    return nn.Conv1d(in_channels, out_channels, kernel_size=1)
+
+
+def grid_coordinates(spatial: Sequence[int], like: Tensor) -> Tensor:
+    """(1, d, *spatial): coordinate k of each point, linspace(0, 1, n) along dim k (both ends in,
+    as the grid problems' samples including the walls), in `like`'s dtype and device."""
+    axes = [torch.linspace(0.0, 1.0, n, dtype=like.dtype, device=like.device) for n in spatial]
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack(mesh).unsqueeze(0)
+
+
+class FNOBlock(nn.Module):
+    """v (N, C, *spatial) -> act(W v + K(s(v))) of the same shape (activation optional)."""
+
+    def __init__(self, spectral: SpectralConv, activation: nn.Module | None, tanh: bool):
+        super().__init__()
+        channels = spectral.out_channels
+        self.spectral = spectral
+        self.skip = pointwise(channels, channels)
+        self.activation = activation
+        self.tanh = tanh
+
+    def forward(self, v: Tensor) -> Tensor:
+        u = torch.tanh(v) if self.tanh else v
+        out = self.spectral(u)
+        out = out + self.skip(v.flatten(2)).view_as(out)
+        return self.activation(out) if self.activation is not None else out
+
+
+class FNO(nn.Module):
+    """Fourier neural operator: x (N, in_channels, *spatial) -> (N, out_channels, *spatial).
+
+    Sizes from the problem (GRID_OPERATOR): in_channels, out_channels, grid (training grid).
+    Options (conf/model/fno.yaml): hidden_channels, n_modes (int or one per dim), n_layers,
+    activation, factorization ("dense" | "cp") and rank, spectral_precision, stabilizer
+    (None | "tanh"), positional_embedding, pad_to_pow2, lifting_channels (None: 2 * hidden; 0: a
+    single lifting layer), projection_channels (None: 2 * hidden).
+    """
+
+    accepts: ClassVar[tuple[ModelKind, ...]] = (ModelKind.GRID_OPERATOR,)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        grid: Sequence[int],
+        hidden_channels: int = 32,
+        n_modes: int | Sequence[int] = 12,
+        n_layers: int = 4,
+        activation: str = "gelu",
+        factorization: str = "dense",
+        rank: float | int = 0.05,
+        spectral_precision: str = "full",
+        stabilizer: str | None = None,
+        positional_embedding: bool = True,
+        pad_to_pow2: bool = False,
+        lifting_channels: int | None = None,
+        projection_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.grid = tuple(int(g) for g in grid)
+        if not 1 <= len(self.grid) <= 3:
+            raise ValueError(f"FNO: grid {self.grid} must have 1, 2 or 3 dimensions")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"model.activation={activation!r} is unknown; allowed: {', '.join(ACTIVATIONS)}"
+            )
+        if stabilizer not in STABILIZERS:
+            raise ValueError(f"model.stabilizer={stabilizer!r} is unknown; allowed: null, tanh")
+        hidden = _positive_int("hidden_channels", hidden_channels)
+        n_layers = _positive_int("n_layers", n_layers)
+        self.n_modes = check_n_modes(n_modes, self.grid)
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.out_channels = _positive_int("out_channels", out_channels)
+        self.positional_embedding = bool(positional_embedding)
+        self.stabilizer = stabilizer
+        self.pad_to_pow2 = bool(pad_to_pow2)
+        lifting = 2 * hidden if lifting_channels is None else int(lifting_channels)
+        projection = 2 * hidden if projection_channels is None else int(projection_channels)
+        if lifting < 0:
+            raise ValueError(f"model.lifting_channels={lifting_channels!r} must be >= 0 or null")
+        _positive_int("projection_channels", projection)
+
+        lift_in = self.in_channels + (len(self.grid) if self.positional_embedding else 0)
+        act = ACTIVATIONS[activation]
+        if lifting:
+            self.lifting = nn.Sequential(
+                pointwise(lift_in, lifting), act(), pointwise(lifting, hidden)
+            )
+        else:
+            self.lifting = nn.Sequential(pointwise(lift_in, hidden))
+        self.blocks = nn.ModuleList(
+            FNOBlock(
+                SpectralConv(
+                    hidden,
+                    hidden,
+                    self.n_modes,
+                    factorization,
+                    rank,
+                    spectral_precision,
+                    self.pad_to_pow2,
+                ),
+                act() if i < n_layers - 1 else None,
+                tanh=stabilizer == "tanh",
+            )
+            for i in range(n_layers)
+        )
+        self.projection = nn.Sequential(
+            pointwise(hidden, projection), act(), pointwise(projection, self.out_channels)
+        )
+        self.spectral_precision = check_mode(spectral_precision)
+
+    def spectral_layers(self) -> list[SpectralConv]:
+        return [block.spectral for block in self.blocks]
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = len(self.grid)
+        if x.ndim != d + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"FNO: input shape {tuple(x.shape)}; expected (N, {self.in_channels}, "
+                f"{d} spatial sizes)"
+            )
+        spatial = tuple(x.shape[2:])
+        if self.positional_embedding:
+            coords = grid_coordinates(spatial, x).expand(x.shape[0], -1, *spatial)
+            x = torch.cat([x, coords], dim=1)
+        v = self.lifting(x.flatten(2)).unflatten(2, spatial)
+        for block in self.blocks:
+            v = block(v)
+        return self.projection(v.flatten(2)).unflatten(2, spatial)
+
+    # ------------------------------------------------------ SpectralPrecisionControl
+    def set_spectral_precision(self, mode: str) -> None:
+        """Switch every spectral layer (a precision schedule's hook); ValueError if unknown."""
+        self.spectral_precision = check_mode(mode)
+        for layer in self.spectral_layers():
+            layer.set_spectral_precision(mode)
+
+    def spectral_report(self) -> dict[str, Any]:
+        """{"spectral_precision": the mode now, "ran": the distinct combinations that ran in
+        any layer, first seen first}."""
+        seen: dict[tuple[tuple[str, Any], ...], None] = {}
+        for layer in self.spectral_layers():
+            seen.update(layer.ran)
+        ran = []
+        for entry in seen:
+            row = dict(entry)
+            row["padding"] = list(row["padding"]) if row["padding"] is not None else None
+            ran.append(row)
+        return {"spectral_precision": self.spectral_precision, "ran": ran}
+
+    def check_device(self, device_type: str, input_dtype: torch.dtype | None = None) -> None:
+        """Plan the training grid strictly on `device_type`: ValueError (one line naming
+        model.spectral_precision and the ways out) when a half FFT cannot run on CUDA (fp16 with
+        a grid that is not a power of two, pad_to_pow2 off). The CPU refuses nothing: there the
+        FFT runs in full precision, which the record's note says. input_dtype: the dtype the
+        network runs in (bf16 needs no half FFT at all); None assumes fp16, the strict case."""
+        full = self.spectral_layers()[0].full_dtype()
+        plan_spectral(
+            device_type,
+            self.spectral_precision,
+            input_dtype or torch.float16,
+            full,
+            self.grid,
+            self.pad_to_pow2,
+            strict=True,
+        )

@@ -1,0 +1,139 @@
+"""Contract the kept Fourier modes with spectral weights, in a chosen pairwise order.
+
+The einsum of a spectral weight (`DenseSpectralWeights.equation()`, `CPSpectralWeights...`) is
+run as a sequence of pairwise einsums. Which pairs, in which order:
+
+  * "cheapest": the order opt_einsum's path search finds ('optimal' search: at most 6 operands
+    here). For CP it contracts x with A over the input channels first, multiplies the mode
+    factors in elementwise and contracts with B last, so no intermediate is larger than
+    (batch, rank, modes) or the output; the path depends only on the shapes and is computed once
+    per (equation, shapes, dtype) and cached.
+  * "naive": left to right, in the order the operands are written (x, A, B, M_1, ..., M_d): for
+    CP, x A B is a (batch, modes, rank, out) intermediate, `out` times larger than needed.
+  * "reconstruct" (CP only): build the dense W first, then one contraction, as an unfactorised
+    implementation does; W (in, out, modes) is stored for backward.
+
+Both `contract` (complex, in the weights' precision) and `contract_real` (half precision, as
+real-valued einsums over (real, imag) parts) follow the same steps. For CP in half precision each
+pairwise complex product is done as four real einsums (re*re - im*im, re*im + im*re): the
+cheapest path's small intermediates are kept (reconstructing a dense half W would give its memory
+saving back), all stored tensors stay real half, and the CPU, which has no complex-half matmul,
+can run it. Four products instead of Gauss's three: the three-product trick subtracts large
+sums and loses bits that fp16 does not have.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import opt_einsum
+import torch
+from torch import Tensor
+
+from mpsciml.models.spectral_weights import CPSpectralWeights, DenseSpectralWeights
+
+ORDERS = ("cheapest", "naive", "reconstruct")
+
+SpectralWeights = DenseSpectralWeights | CPSpectralWeights
+#: one pairwise step: positions to pop from the operand list (descending), and its einsum
+Step = tuple[tuple[int, ...], str]
+
+
+@lru_cache(maxsize=256)
+def contraction_steps(
+    equation: str, shapes: tuple[tuple[int, ...], ...], dtype: torch.dtype, order: str
+) -> tuple[Step, ...]:
+    """The pairwise steps of `equation` over operands of `shapes` in `order` (cached: the path
+    search runs once per equation, shapes and dtype). `dtype` is part of the key only so that a
+    cost model that weighs bytes could differ by dtype; opt_einsum's does not."""
+    del dtype
+    _, info = opt_einsum.contract_path(
+        equation, *shapes, shapes=True, optimize=_optimize(order, len(shapes))
+    )
+    return tuple((tuple(step[0]), step[2]) for step in info.contraction_list)
+
+
+def _optimize(order: str, n_operands: int) -> str | list[tuple[int, int]]:
+    """opt_einsum's `optimize` for `order`. Left to right as an explicit path: opt_einsum
+    appends each step's result at the end of the operand list, so after the first pair (0, 1)
+    the running result sits last and the next operand first."""
+    if order == "cheapest":
+        return "optimal"
+    if order == "naive":
+        return [(0, 1)] + [(0, n_operands - 2 - j) for j in range(n_operands - 2)]
+    raise ValueError(f"contraction order={order!r} is unknown; allowed: {', '.join(ORDERS)}")
+
+
+def contraction_cost(
+    x_shape: Sequence[int], weights: SpectralWeights, order: str = "cheapest"
+) -> dict[str, int]:
+    """What `order` costs for a kept-mode input of `x_shape` (batch, in, *kept), from
+    opt_einsum's count: {"flops": its FLOP count, "largest_intermediate": elements of the largest
+    tensor a step makes}. For the benchmark's table next to measured time and memory."""
+    with torch.no_grad():
+        equation, ops, _ = _plan(x_shape, weights, order, torch.float32)
+    shapes = (tuple(x_shape), *(tuple(w.shape[:-1]) for w in ops))
+    plain = "naive" if order == "naive" else "cheapest"
+    _, info = opt_einsum.contract_path(
+        equation, *shapes, shapes=True, optimize=_optimize(plain, len(shapes))
+    )
+    flops = int(info.opt_cost)
+    largest = int(info.largest_intermediate)
+    if order == "reconstruct":  # the dense W is made too
+        largest = max(largest, math.prod(shapes[1]))
+    return {"flops": flops, "largest_intermediate": largest}
+
+
+def _plan(
+    x_shape: Sequence[int], weights: SpectralWeights, order: str, dtype: torch.dtype
+) -> tuple[str, list[Tensor], tuple[Step, ...]]:
+    """(equation, real (.., 2) weight operands, steps) of one contraction."""
+    kept = tuple(x_shape[2:])
+    if order == "reconstruct" and isinstance(weights, CPSpectralWeights):
+        letters = weights.equation().split(",")[0][2:]
+        equation = f"bi{letters},io{letters}->bo{letters}"
+        ops = [weights.dense(kept)]
+        order = "cheapest"  # two operands: one step either way
+    else:
+        equation = weights.equation()
+        ops = weights.operands(kept)
+        if order == "reconstruct":  # a dense W is its own reconstruction
+            order = "cheapest"
+    shapes = (tuple(x_shape), *(tuple(w.shape[:-1]) for w in ops))
+    return equation, ops, contraction_steps(equation, shapes, dtype, order)
+
+
+def contract(x: Tensor, weights: SpectralWeights, order: str = "cheapest") -> Tensor:
+    """x (batch, in, *kept) complex -> (batch, out, *kept) complex, in x's precision.
+
+    The weights (real (.., 2) parameters) are viewed as complex in their own dtype, which for a
+    full-precision run is x's real dtype."""
+    _, ops, steps = _plan(x.shape, weights, order, x.dtype)
+    operands = [x, *(torch.view_as_complex(w.to(x.real.dtype).contiguous()) for w in ops)]
+    for positions, einsum in steps:
+        taken = [operands.pop(p) for p in positions]
+        operands.append(torch.einsum(einsum, *taken))
+    return operands[0]
+
+
+def contract_real(
+    x_re: Tensor, x_im: Tensor, weights: SpectralWeights, order: str = "cheapest"
+) -> tuple[Tensor, Tensor]:
+    """The complex contraction as real einsums in the dtype of x_re/x_im (fp16 or bf16).
+
+    x_re, x_im (batch, in, *kept) real -> (re, im) each (batch, out, *kept). The weights are
+    cast to that dtype (a differentiable cast: their gradients arrive in full precision)."""
+    dtype = x_re.dtype
+    _, ops, steps = _plan(x_re.shape, weights, order, dtype)
+    operands: list[tuple[Tensor, Tensor]] = [(x_re, x_im)]
+    for w in ops:
+        w = w.to(dtype)
+        operands.append((w[..., 0], w[..., 1]))
+    for positions, einsum in steps:
+        (a_re, a_im), (b_re, b_im) = (operands.pop(p) for p in positions)
+        re = torch.einsum(einsum, a_re, b_re) - torch.einsum(einsum, a_im, b_im)
+        im = torch.einsum(einsum, a_re, b_im) + torch.einsum(einsum, a_im, b_re)
+        operands.append((re, im))
+    return operands[0]
