@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mpsciml.contract import SPECTRAL_PRECISIONS
 from mpsciml.precision.registry import PRECISIONS
 
 
@@ -214,31 +215,50 @@ def validate(cfg: DictConfig) -> None:
 
 def validate_precision_schedule(schedule: Any, max_steps: int) -> None:
     """`precision.schedule=[{step: 3000, precision: fp32}, ...]`: each switch must name a known
-    precision and happen within the run (a step at or past max_steps would silently never come)."""
+    precision and happen within the run (a step at or past max_steps would silently never come).
+    An entry may switch the spectral layers' precision too, or only that
+    (`{step: 800, spectral_precision: mixed}`); whether the model has spectral layers is checked
+    once it is built (`callbacks.precision_schedule.check_spectral_schedule`)."""
     if not schedule:
         return
+    shape = "{step: <int>, precision: <name>} and/or spectral_precision: <full|mixed|half>"
     _require(
         isinstance(schedule, ListConfig | list),
         "precision.schedule",
         schedule,
-        "must be a list of {step: <int>, precision: <name>}",
+        f"must be a list of {shape}",
     )
     for index, entry in enumerate(schedule):
         key = f"precision.schedule[{index}]"
         _require(
-            isinstance(entry, DictConfig | dict) and set(entry) == {"step", "precision"},
+            isinstance(entry, DictConfig | dict)
+            and "step" in entry
+            and len(set(entry) & {"precision", "spectral_precision"}) >= 1
+            and set(entry) <= {"step", "precision", "spectral_precision"},
             key,
             entry,
-            "must be {step: <int>, precision: <name>}",
+            f"must be {shape}",
         )
-        step, name = entry["step"], entry["precision"]
+        step = entry["step"]
         _require(
             _integer(step) and 0 <= step < max_steps,
             f"{key}.step",
             step,
             f"must be an integer step in [0, trainer.max_steps={max_steps})",
         )
-        _require(name in PRECISIONS, f"{key}.precision", name, f"allowed: {', '.join(PRECISIONS)}")
+        if "precision" in entry:
+            name = entry["precision"]
+            _require(
+                name in PRECISIONS, f"{key}.precision", name, f"allowed: {', '.join(PRECISIONS)}"
+            )
+        if "spectral_precision" in entry:
+            mode = entry["spectral_precision"]
+            _require(
+                mode in SPECTRAL_PRECISIONS,
+                f"{key}.spectral_precision",
+                mode,
+                f"allowed: {', '.join(SPECTRAL_PRECISIONS)}",
+            )
 
 
 def validate_wandb_project(loggers: Any) -> None:

@@ -25,6 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
 from mpsciml.callbacks.interruption import RunInterrupted, SignalGuard
+from mpsciml.callbacks.precision_schedule import (
+    PrecisionSchedule,
+    check_spectral_schedule,
+    parse_schedule,
+    spectral_model,
+)
 from mpsciml.compose import build
 from mpsciml.config import ConfigError, is_multirun, resume_checkpoint
 from mpsciml.modules.base import SciMLModule
@@ -62,9 +68,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     overrides = summary.get("overrides")
     in_place = None if cfg.get("resume") else interrupted_in_place(out_dir, overrides)
     guard = SignalGuard().claim()  # SIGTERM/SIGUSR1/SIGINT: checkpoint, status interrupted
+    module = trainer = None
     try:
         offline_if_unreachable(cfg)  # W&B online without network: offline, or one line
         module, trainer, parts = build(cfg)
+        check_schedule_fits(cfg, module)
         used, why = choose_threads(threads, module.model, resolve_device(cfg.trainer.accelerator))
         torch.set_num_threads(used)
         summary.update(cpu_threads=used, cpu_threads_why=why)
@@ -88,6 +96,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         guard.release()
+        if module is not None and (spectral := spectral_facts(module, trainer)) is not None:
+            summary["spectral"] = spectral
         summary["wall_seconds"] = round(time.perf_counter() - started, 3)
         summary["memory"] = peak_memory()
         summary["wandb"] = wandb_facts(parts["loggers"], out_dir)
@@ -200,6 +210,35 @@ def precision_facts(trainer: pl.Trainer, cfg: DictConfig) -> dict[str, Any]:
     return facts
 
 
+def check_schedule_fits(cfg: DictConfig, module: SciMLModule) -> None:
+    """A schedule's spectral entries against the built model and the device, before training:
+    a model without spectral layers, or a mode it cannot run there, is one line and exit 2."""
+    schedule = cfg.precision.get("schedule")
+    if not schedule:
+        return
+    try:
+        switches = parse_schedule(schedule)
+        device = resolve_device(cfg.trainer.accelerator)
+        check_spectral_schedule(switches, getattr(module, "model", None), device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def spectral_facts(module: SciMLModule, trainer: pl.Trainer | None) -> dict[str, Any] | None:
+    """What the spectral layers of a model with its own spectral precision ran (requested mode,
+    and one record per distinct combination of dtypes seen), with the schedule's switches;
+    None for a model without spectral layers."""
+    model = spectral_model(module)
+    if model is None:
+        return None
+    report = dict(model.spectral_report())
+    schedules = [
+        c for c in (trainer.callbacks if trainer else []) if isinstance(c, PrecisionSchedule)
+    ]
+    report["switches"] = [dict(s) for c in schedules for s in c.switches]
+    return report
+
+
 def derivative_facts(module: SciMLModule) -> dict[str, Any] | None:
     """The derivative engine asked for and the one that runs, with the reason if they differ
     (None for a module that takes no input derivatives)."""
@@ -262,6 +301,8 @@ def finish_wandb(loggers: list[Any], summary: dict[str, Any]) -> None:
                 "precision_used": summary["precision"],
                 "derivatives_used": summary.get("derivatives"),
             }
+            if summary.get("spectral") is not None:  # a model with its own spectral precision
+                used["spectral_used"] = summary["spectral"]
             logger.experiment.config.update(used, allow_val_change=True)
             if isinstance(logger, ArtifactWandbLogger) and summary.get("checkpoint"):
                 metadata = {k: summary.get(k) for k in ("status", "steps", "l2", "seed")}
