@@ -40,10 +40,12 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
     validate(cfg)
     apply_precision_optimizer_floor(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    device = resolve_device(cfg.trainer.accelerator)
     try:
         problem = instantiate(cfg.problem)
         check_model_fits(cfg, problem)
         model = build_model(cfg.model, problem)
+        check_device(model, device)
         module = build_module(cfg, problem, model)
         datamodule = build_datamodule(cfg, problem, module)
     except InstantiationException as exc:
@@ -52,7 +54,6 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
         raise ConfigError(str(exc)) from exc
     check_checkpoint_fits(resume_checkpoint(cfg.get("resume")), module)
 
-    device = resolve_device(cfg.trainer.accelerator)
     precision = cfg.precision
     plugin = build_precision_plugin(
         precision.name,
@@ -85,6 +86,15 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
         raise ConfigError(f"trainer: {exc.__cause__ or exc}") from exc
     parts = {"probe": probe, "timer": timer, "monitor": monitor, "loggers": loggers}
     return module, trainer, parts | {"datamodule": datamodule}
+
+
+def check_device(model: Any, device: str) -> None:
+    """A model that can tell before training whether it runs as configured on the run's device
+    (`contract.SpectralPrecisionControl.check_device`: a half FFT of a grid that is not a power
+    of two on CUDA) is asked here; its ValueError becomes the run's one-line error, exit 2."""
+    check = getattr(model, "check_device", None)
+    if callable(check):
+        check(device)
 
 
 class _DropLitLoggerTip(logging.Filter):

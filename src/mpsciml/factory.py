@@ -25,9 +25,11 @@ from torch import nn
 from mpsciml.config import ConfigError
 from mpsciml.contract import AlignedTrainingData, ModelKind, SensorOperator, accepted_kinds
 from mpsciml.data.functions import FunctionBatches
+from mpsciml.data.grid_batches import GridBatches
 from mpsciml.data.points import CollocationPoints
 from mpsciml.data.steps import StepDataModule
 from mpsciml.modules.base import SciMLModule
+from mpsciml.modules.grid_operator import GridOperatorModule
 from mpsciml.modules.operator import OperatorModule
 from mpsciml.modules.pinn import PINNModule
 
@@ -61,6 +63,10 @@ def _sensor_operator_module(cfg: DictConfig, problem: Any, model: nn.Module) -> 
     )
 
 
+def _grid_operator_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLModule:
+    return GridOperatorModule(problem, model, cfg.optimizer, loss_weights=cfg.loss_weights)
+
+
 def _collocation_points(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
     """Points fixed, or redrawn every `resample_every` steps until L-BFGS takes over."""
     return CollocationPoints(
@@ -76,6 +82,10 @@ def _function_batches(cfg: DictConfig, problem: Any, module: SciMLModule) -> Ste
     return FunctionBatches(problem, cfg.seed, cfg.trainer.max_steps)
 
 
+def _grid_batches(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
+    return GridBatches(problem, cfg.seed, cfg.trainer.max_steps)
+
+
 @dataclass(frozen=True)
 class Solver:
     """How problems of one kind are trained: the LightningModule and the DataModule feeding it."""
@@ -84,10 +94,11 @@ class Solver:
     datamodule: Callable[[DictConfig, Any, SciMLModule], StepDataModule]
 
 
-#: the solver of each kind of problem (GRID_OPERATOR: none yet)
+#: the solver of each kind of problem
 SOLVERS: dict[ModelKind, Solver] = {
     ModelKind.POINTWISE: Solver(_pointwise_module, _collocation_points),
     ModelKind.SENSOR_OPERATOR: Solver(_sensor_operator_module, _function_batches),
+    ModelKind.GRID_OPERATOR: Solver(_grid_operator_module, _grid_batches),
 }
 
 
