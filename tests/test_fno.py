@@ -253,3 +253,16 @@ def test_a_few_steps_reduce_the_loss():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_contraction_orders_give_the_same_cp_model():
+    model = tiny(factorization="cp", rank=5)
+    x = torch.randn(2, 2, 8, 8)
+    outputs = {}
+    for order in ("cheapest", "naive", "reconstruct"):
+        model.set_contraction_order(order)
+        outputs[order] = model(x)
+    torch.testing.assert_close(outputs["naive"], outputs["cheapest"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(outputs["reconstruct"], outputs["cheapest"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="order='fastest'"):
+        model.set_contraction_order("fastest")

@@ -285,3 +285,32 @@ def test_the_padded_path_crops_back_to_the_input():
     assert (padded - conv(x)).abs().max() > 1e-6  # zero padding changes a periodic convolution
     same = conv._spectral(x, SpectralPlan(F64, F64, F64, padding=(12, 12)))
     torch.testing.assert_close(same, conv(x), rtol=0, atol=1e-14)
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_the_cuda_half_branch_with_an_emulated_fp16_fft(monkeypatch):
+    """What `half` runs on CUDA (fp16 rfftn -> complex32 spectrum, fp16 contraction, fp16
+    irfftn, padding to a power of two), run on the CPU with cuFFT's fp16 FFT emulated (fp32 FFT
+    rounded to complex32): the dtype plumbing and the crop, against the fp32 padded result."""
+    torch.manual_seed(8)
+    conv = SpectralConv(3, 3, (4, 4))
+    conv.weights.weight.data.mul_(30)
+    x = torch.randn(2, 3, 12, 12, requires_grad=True)
+    reference = conv._spectral(x, SpectralPlan(F32, F32, F32, padding=(16, 16)))
+    rfftn, irfftn = torch.fft.rfftn, torch.fft.irfftn
+
+    def fp16_rfftn(t: Tensor, *args, **kwargs) -> Tensor:
+        assert t.dtype == F16 and t.shape[-2:] == (16, 16)
+        return rfftn(t.float(), *args, **kwargs).to(torch.complex32)
+
+    def fp16_irfftn(t: Tensor, *args, **kwargs) -> Tensor:
+        assert t.dtype == torch.complex32
+        return irfftn(t.to(torch.complex64), *args, **kwargs).half()
+
+    monkeypatch.setattr(torch.fft, "rfftn", fp16_rfftn)
+    monkeypatch.setattr(torch.fft, "irfftn", fp16_irfftn)
+    y = conv._spectral(x, SpectralPlan(F16, F16, F16, padding=(16, 16)))
+    assert y.dtype == F16 and y.shape == x.shape
+    assert (y.float() - reference).abs().max() <= 2e-3 * reference.abs().max()
+    y.float().sum().backward()
+    assert conv.weights.weight.grad.dtype == F32 and x.grad.dtype == F32

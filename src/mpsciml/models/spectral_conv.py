@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from mpsciml.contract import SPECTRAL_PRECISIONS
-from mpsciml.models.spectral_contract import contract, contract_real
+from mpsciml.models.spectral_contract import ORDERS, contract, contract_real
 from mpsciml.models.spectral_plan import SpectralPlan, check_mode, plan_spectral, record
 from mpsciml.models.spectral_weights import (
     CPSpectralWeights,
@@ -82,7 +82,7 @@ class SpectralConv(nn.Module):
             self.weights = CPSpectralWeights(in_channels, out_channels, self.modes, r)
         self.spectral_precision = check_mode(spectral_precision)
         self.pad_to_pow2 = pad_to_pow2
-        self.order = order
+        self.order = _check_order(order)
         #: distinct (key, value) tuples of what ran, in first-seen order (a dict as ordered set)
         self.ran: dict[tuple[tuple[str, Any], ...], None] = {}
 
@@ -92,6 +92,9 @@ class SpectralConv(nn.Module):
 
     def set_spectral_precision(self, mode: str) -> None:
         self.spectral_precision = check_mode(mode)
+
+    def set_contraction_order(self, order: str) -> None:
+        self.order = _check_order(order)
 
     def full_dtype(self) -> torch.dtype:
         """The layer's full precision: its weights' dtype (fp32, or fp64 in an fp64 run)."""
@@ -157,6 +160,12 @@ class SpectralConv(nn.Module):
         if plan.padding is not None:
             y = y[(..., *(slice(0, n) for n in spatial))]
         return y
+
+
+def _check_order(order: str) -> str:
+    if order not in ORDERS:
+        raise ValueError(f"contraction order={order!r} is unknown; allowed: {', '.join(ORDERS)}")
+    return order
 
 
 def _complex(real: torch.dtype) -> torch.dtype:
