@@ -49,6 +49,9 @@ def test_unique_dir_claims_the_next_free_suffix_and_keeps_it(tmp_path):
     assert unique_dir(str(base)) == claimed  # asked again in the same run: the same folder
 
 
+# two train.py processes side by side, ~20 s idle: run with -m slow (unique_dir's claim
+# logic itself is tested in-process above)
+@pytest.mark.slow
 def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path):
     # both runs are given the same time stamp, as two SLURM array tasks starting together get
     base = tmp_path / "2026-01-01" / "12-00-00"

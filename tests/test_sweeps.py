@@ -204,6 +204,8 @@ def test_a_failed_job_left_by_an_earlier_larger_sweep_is_not_this_sweeps_failure
     assert mpsciml.sweep.last_sweep_failures == [] and sweep_exit_code() == 0
 
 
+# ~50 s idle (two loky workers, each importing Lightning): run with -m slow
+@pytest.mark.slow
 def test_optuna_trials_run_in_parallel_on_joblib_and_the_best_value_is_written(tmp_path):
     # one sweep for both recipes (each subprocess costs ~15 s of imports on this machine):
     # the Optuna sweeper asks for 2 trials at once, the joblib launcher runs them side by side
