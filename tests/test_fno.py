@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mpsciml.contract import ModelKind, SpectralPrecisionControl
-from mpsciml.models.fno import FNO, FNOBlock
+from mpsciml.models.fno import FNO, FNOBlock, embedding_layout, grid_coordinates
 from mpsciml.models.spectral_conv import SpectralConv
 from mpsciml.precision.plugin import SciMLPrecision
 from mpsciml.precision.policy import find_policies, input_dtype
@@ -69,6 +69,29 @@ def test_positional_embedding_adds_coordinates_as_channels():
     assert (y - y[..., :1, :1]).abs().max() < 1e-5
     y = with_grid(torch.ones(1, 2, 8, 8))
     assert (y - y[..., :1, :1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        (True, [0.0, 0.25, 0.5, 0.75]),
+        ("periodic", [0.0, 0.25, 0.5, 0.75]),
+        ("cells", [0.125, 0.375, 0.625, 0.875]),
+        ("nodes", [0.0, 1 / 3, 2 / 3, 1.0]),
+    ],
+)
+def test_coordinates_follow_the_layout(layout, expected):
+    coords = grid_coordinates((4, 3), torch.empty(0, dtype=torch.float64), embedding_layout(layout))
+    assert coords.shape == (1, 2, 4, 3)
+    torch.testing.assert_close(coords[0, 0, :, 0], torch.tensor(expected, dtype=torch.float64))
+    assert torch.equal(coords[0, 0, :, 0], coords[0, 0, :, 2])  # constant along the other dim
+    assert tiny(positional_embedding=layout)(torch.ones(1, 2, 8, 8)).shape == (1, 3, 8, 8)
+
+
+def test_an_unknown_embedding_names_the_key():
+    assert embedding_layout(False) is None
+    with pytest.raises(ValueError, match=r"model\.positional_embedding='centres' is invalid"):
+        tiny(positional_embedding="centres")
 
 
 @pytest.mark.parametrize(

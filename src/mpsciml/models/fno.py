@@ -97,10 +97,35 @@ def pointwise(in_channels: int, out_channels: int) -> Pointwise:
     return Pointwise(in_channels, out_channels)
 
 
-def grid_coordinates(spatial: Sequence[int], like: Tensor) -> Tensor:
-    """(1, d, *spatial): coordinate k of each point, linspace(0, 1, n) along dim k (both ends in,
-    as the grid problems' samples including the walls), in `like`'s dtype and device."""
-    axes = [torch.linspace(0.0, 1.0, n, dtype=like.dtype, device=like.device) for n in spatial]
+#: where the samples of a grid of n points sit in [0, 1], by layout: the coordinate of point i
+COORDINATE_LAYOUTS = {
+    "periodic": lambda i, n: i / n,  # x_i = i / n (neuraloperator's GridEmbedding too)
+    "cells": lambda i, n: (i + 0.5) / n,  # cell centres
+    "nodes": lambda i, n: i / (n - 1) if n > 1 else 0.0 * i,  # both walls included
+}
+
+
+def embedding_layout(positional_embedding: bool | str) -> str | None:
+    """`model.positional_embedding` as a layout: true is "periodic"; false/null is none; a
+    layout name says where the samples sit so that a point keeps its coordinate at every
+    resolution (zero-shot): periodic x_i = i/n, cells (i + 1/2)/n, nodes i/(n - 1)."""
+    if positional_embedding is True:
+        return "periodic"
+    if positional_embedding is False or positional_embedding is None:
+        return None
+    if positional_embedding in COORDINATE_LAYOUTS:
+        return str(positional_embedding)
+    raise ValueError(
+        f"model.positional_embedding={positional_embedding!r} is invalid; allowed: true, false, "
+        f"{', '.join(COORDINATE_LAYOUTS)}"
+    )
+
+
+def grid_coordinates(spatial: Sequence[int], like: Tensor, layout: str = "periodic") -> Tensor:
+    """(1, d, *spatial): channel k holds coordinate k of each point in [0, 1] (see
+    COORDINATE_LAYOUTS), in `like`'s dtype and device."""
+    position = COORDINATE_LAYOUTS[layout]
+    axes = [position(torch.arange(n, dtype=like.dtype, device=like.device), n) for n in spatial]
     mesh = torch.meshgrid(*axes, indexing="ij")
     return torch.stack(mesh).unsqueeze(0)
 
@@ -129,8 +154,9 @@ class FNO(nn.Module):
     Sizes from the problem (GRID_OPERATOR): in_channels, out_channels, grid (training grid).
     Options (conf/model/fno.yaml): hidden_channels, n_modes (int or one per dim), n_layers,
     activation, factorization ("dense" | "cp") and rank, spectral_precision, stabilizer
-    (None | "tanh"), positional_embedding, pad_to_pow2, lifting_channels (None: 2 * hidden; 0: a
-    single lifting layer), projection_channels (None: 2 * hidden).
+    (None | "tanh"), positional_embedding (bool or a layout, `embedding_layout`), pad_to_pow2,
+    lifting_channels (None: 2 * hidden; 0: a single lifting layer), projection_channels (None:
+    2 * hidden).
     """
 
     accepts: ClassVar[tuple[ModelKind, ...]] = (ModelKind.GRID_OPERATOR,)
@@ -148,7 +174,7 @@ class FNO(nn.Module):
         rank: float | int = 0.05,
         spectral_precision: str = "full",
         stabilizer: str | None = None,
-        positional_embedding: bool = True,
+        positional_embedding: bool | str = True,
         pad_to_pow2: bool = False,
         lifting_channels: int | None = None,
         projection_channels: int | None = None,
@@ -168,7 +194,7 @@ class FNO(nn.Module):
         self.n_modes = check_n_modes(n_modes, self.grid)
         self.in_channels = _positive_int("in_channels", in_channels)
         self.out_channels = _positive_int("out_channels", out_channels)
-        self.positional_embedding = bool(positional_embedding)
+        self.embedding = embedding_layout(positional_embedding)
         self.stabilizer = stabilizer
         self.pad_to_pow2 = bool(pad_to_pow2)
         lifting = 2 * hidden if lifting_channels is None else int(lifting_channels)
@@ -177,7 +203,7 @@ class FNO(nn.Module):
             raise ValueError(f"model.lifting_channels={lifting_channels!r} must be >= 0 or null")
         _positive_int("projection_channels", projection)
 
-        lift_in = self.in_channels + (len(self.grid) if self.positional_embedding else 0)
+        lift_in = self.in_channels + (len(self.grid) if self.embedding else 0)
         act = ACTIVATIONS[activation]
         if lifting:
             self.lifting = nn.Sequential(
@@ -217,8 +243,8 @@ class FNO(nn.Module):
                 f"{d} spatial sizes)"
             )
         spatial = tuple(x.shape[2:])
-        if self.positional_embedding:
-            coords = grid_coordinates(spatial, x).expand(x.shape[0], -1, *spatial)
+        if self.embedding:
+            coords = grid_coordinates(spatial, x, self.embedding).expand(x.shape[0], -1, *spatial)
             x = torch.cat([x, coords], dim=1)
         v = self.lifting(x.flatten(2)).unflatten(2, spatial)
         for block in self.blocks:
