@@ -53,6 +53,13 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, open_dict
 
+from mpsciml.benchmark.settings import (
+    SETTING_NAMES,
+    Setting,
+    is_spectral,
+    precision_settings,
+    spectral_settings,
+)
 from mpsciml.config import ConfigError, register_resolvers
 from mpsciml.precision.registry import PRECISIONS
 
@@ -89,6 +96,25 @@ class Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--precisions", nargs="+", default=DEFAULT_PRECISIONS, metavar="NAME")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=list(SETTING_NAMES),
+        metavar="NAME",
+        help=f"rows for a spectral model (model=fno): {', '.join(SETTING_NAMES)}",
+    )
+    parser.add_argument(
+        "--reference",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with model=fno also neuraloperator's FNO at the same size (model=neuralop_fno)",
+    )
+    parser.add_argument(
+        "--contraction",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with a spectral model also the CP contraction orders at its size",
+    )
     parser.add_argument("--sizes", nargs="+", default=[], metavar="KEY=N,N")
     parser.add_argument(
         "--steps", type=int, default=None, help="timed steps per row, after the warm-up"
@@ -111,9 +137,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             raise UsageError(f"--{key}={value} is invalid: must be an integer >= 1")
     if args.warmup is not None and args.warmup < 0:
         raise UsageError(f"--warmup={args.warmup} is invalid: must be an integer >= 0")
+    unknown = [n for n in args.settings if n not in SETTING_NAMES]
+    if unknown:
+        raise UsageError(
+            f"--settings {unknown[0]!r} is unknown; allowed: {', '.join(SETTING_NAMES)}"
+        )
     args.sizes = parse_sizes(args.sizes)
     if "fp32" not in args.precisions:
         args.precisions = ["fp32", *args.precisions]  # every ratio is taken against fp32
+    if "fp32" not in args.settings:
+        args.settings = ["fp32", *args.settings]
     return args
 
 
@@ -163,13 +196,27 @@ def case_overrides(base: DictConfig, points: int | None, width: int | None) -> l
     return extra
 
 
+def row_overrides(overrides: list[str], setting: Setting) -> list[str]:
+    """The case's overrides with the setting's own last; a key the setting sets is dropped from
+    the case's (Hydra refuses a key given twice), so `model=` and `precision=` are the row's."""
+    own = {o.lstrip("+~").split("=", 1)[0] for o in setting.overrides}
+    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in own]
+    return [*kept, *setting.overrides]
+
+
 def run_case(
-    overrides: list[str], args: argparse.Namespace, steps: int, work: Path, label: str
+    overrides: list[str],
+    args: argparse.Namespace,
+    steps: int,
+    work: Path,
+    label: str,
+    settings: list[Setting],
 ) -> dict[str, Any]:
-    """Every precision (and the bare loop) on one problem size, interleaved."""
+    """Every setting (precisions, or the FNO's settings; and the bare loop) on one problem size,
+    interleaved. A setting whose model refuses the device (`check_device`) is listed, not run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from mpsciml.benchmark.report import add_ratios, framework_overhead, runner_row
+    from mpsciml.benchmark.report import add_ratios, framework_overhead, runner_row, skipped_row
     from mpsciml.benchmark.runner import (
         EXTRA_STEPS,
         bare_runner,
@@ -178,15 +225,23 @@ def run_case(
         run_interleaved,
     )
 
-    timed, runners = args.warmup + steps, []
-    for precision in args.precisions:
+    timed, runners, skipped = args.warmup + steps, [], {}
+    for setting in settings:
         cfg = compose_config(
-            [*overrides, f"precision={precision}", f"trainer.max_steps={timed + EXTRA_STEPS}"],
-            work / precision,
+            [*row_overrides(overrides, setting), f"trainer.max_steps={timed + EXTRA_STEPS}"],
+            work / setting.name,
         )
-        runners.append(lightning_runner(cfg, timed, args.turn))
+        try:
+            runner = lightning_runner(cfg, timed, args.turn, name=setting.name)
+        except ConfigError as exc:
+            if setting.name == "fp32":
+                raise
+            skipped[setting.name] = (f"not on {device_of(cfg).upper()}", str(exc))
+            continue
+        runner.facts["label"] = setting.label
+        runners.append(runner)
     device = device_of(cfg)
-    module = runners[args.precisions.index("fp32")].facts["module"]
+    module = next(r for r in runners if r.name == "fp32").facts["module"]
     if args.bare and hasattr(module, "conditions"):  # a PINN; before it trains: same weights
         runners.append(bare_runner(module, device, timed, args.turn))
     started = time.perf_counter()
@@ -194,7 +249,13 @@ def run_case(
     with Progress("{task.description}", *columns, transient=True) as progress:
         task = progress.add_task(label, total=sum(r.total_steps for r in runners))
         run_interleaved(runners, lambda done: progress.update(task, completed=done))
-    case_rows = add_ratios([runner_row(r, args.warmup) for r in runners])
+    measured = {r.name: runner_row(r, args.warmup) for r in runners}
+    ordered = [
+        measured.get(s.name) or skipped_row(s.name, *skipped[s.name]) | {"label": s.label}
+        for s in settings
+    ]
+    ordered += [row for name, row in measured.items() if name not in {s.name for s in settings}]
+    case_rows = add_ratios(ordered)
     hidden = [int(w) for w in cfg.model.get("hidden") or []]
     conditions = getattr(module, "conditions", {})
     return {
@@ -250,6 +311,9 @@ def benchmark_problem(
     overrides = [*BENCHMARK_OVERRIDES, *overrides]
     with tempfile.TemporaryDirectory(prefix="mpsciml-benchmark-") as tmp:
         base = compose_config(overrides, Path(tmp))
+        if is_spectral(base):
+            return benchmark_spectral(problem, overrides, args, out, base, Path(tmp))
+        settings = precision_settings(args.precisions)
         points = args.sizes.get("points", [None])
         widths = args.sizes.get("width", [None])
         cases = []
@@ -258,7 +322,8 @@ def benchmark_problem(
             label = (
                 f"{problem} points={n or base.problem.get('n_domain')} width={width or 'recipe'}"
             )
-            cases.append(run_case(case, args, steps, Path(tmp) / f"case{len(cases)}", label))
+            work = Path(tmp) / f"case{len(cases)}"
+            cases.append(run_case(case, args, steps, work, label, settings))
             print_case(problem, cases[-1], steps, args.warmup)
     record = {
         "problem": problem,
@@ -278,6 +343,84 @@ def benchmark_problem(
     plot = plot_sizes(cases, path.with_name(f"{path.stem}_sizes.png"), plot_title(record))
     print(f"written: {path}" + (f", {plot}" if plot else ""))
     return record
+
+
+def benchmark_spectral(
+    problem: str,
+    overrides: list[str],
+    args: argparse.Namespace,
+    out: Path,
+    base: DictConfig,
+    work: Path,
+) -> dict[str, Any]:
+    """A spectral model (model=fno): Tu et al.'s settings side by side, neuraloperator's FNO at
+    the same size, and the CP contraction orders at this size."""
+    from mpsciml.benchmark.contraction import contraction_benchmark
+    from mpsciml.benchmark.fno_report import (
+        contraction_table,
+        equal_size,
+        equal_size_table,
+        plot_settings,
+        settings_table,
+    )
+    from mpsciml.benchmark.report import write_json
+
+    if args.sizes:
+        raise UsageError("--sizes sets collocation points or MLP widths; an FNO has neither")
+    settings = spectral_settings(base, args.overrides, args.settings, args.reference)
+    grid = "x".join(str(base.problem.resolution) for _ in range(2))
+    label = f"{problem} {grid} model={base.model._target_.rsplit('.', 1)[-1]}"
+    case = run_case(overrides, args, args.steps, work / "case0", label, settings)
+    case.update(grid=grid, batch_size=base.problem.get("batch_size"))
+    contraction = None
+    if args.contraction:
+        n_modes = base.model.n_modes
+        modes = (n_modes,) * 2 if isinstance(n_modes, int) else tuple(n_modes)
+        contraction = contraction_benchmark(
+            int(base.problem.get("batch_size") or 20),
+            int(base.model.hidden_channels),
+            tuple(min(m, base.problem.resolution) for m in modes),
+            base.model.get("rank", 0.05),
+        )
+    comparison = equal_size(case["rows"])
+    print(
+        f"\n{problem} | grid {grid} | batch {case['batch_size']} | {case['device']} "
+        f"| {torch.get_num_threads()} thread(s) | {args.steps} timed steps (after "
+        f"{args.warmup} warm-up) per row | {case['seconds']:.0f} s\n"
+    )
+    print(settings_table(case["rows"]))
+    print("\nour FNO against neuraloperator's at equal size (fp32):\n")
+    print(equal_size_table(comparison))
+    if contraction is not None:
+        print()
+        print(contraction_table(contraction))
+    for name, failure in case["failures"].items():
+        print(f"\n{name} failed:\n{failure}", file=sys.stderr)
+    record = {
+        "problem": problem,
+        "command": " ".join(["python", "scripts/benchmark.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "settings": {
+            "rows": [s.name for s in settings],
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "turn": args.turn,
+            "overrides": overrides,
+        },
+        "cases": [case],
+        "equal_size": comparison,
+        "contraction": contraction,
+    }
+    path = write_json(out if out.suffix == ".json" else out / f"{problem}.json", record)
+    title = f"{problem} {grid}: FNO settings x fp32 | {plot_where(record)}"
+    plot = plot_settings(case["rows"], path.with_name(f"{path.stem}_settings.png"), title)
+    print(f"written: {path}" + (f", {plot}" if plot else ""))
+    return record
+
+
+def plot_where(record: dict[str, Any]) -> str:
+    m = record["machine"]
+    return f"{m['cuda'] or m['cpu']}, {m['threads']} thread(s)"
 
 
 def plot_title(record: dict[str, Any]) -> str:

@@ -106,10 +106,11 @@ class _Ticker(pl.Callback):
             self.runner.losses.append(float(pl_module.last_terms["total"]))
 
 
-def lightning_runner(cfg: DictConfig, steps: int, turn: int) -> Runner:
-    """A runner for `cfg` (its `trainer.max_steps` must be `steps + EXTRA_STEPS`)."""
+def lightning_runner(cfg: DictConfig, steps: int, turn: int, name: str | None = None) -> Runner:
+    """A runner for `cfg` (its `trainer.max_steps` must be `steps + EXTRA_STEPS`), named `name`
+    (default: the precision)."""
     module, trainer, parts = build(cfg)
-    runner = Runner(cfg.precision.name, "lightning", StepClock(None, 0, steps, turn))
+    runner = Runner(name or cfg.precision.name, "lightning", StepClock(None, 0, steps, turn))
     trainer.callbacks.insert(0, _Ticker(runner))
     datamodule = parts["datamodule"]
 
@@ -123,9 +124,16 @@ def lightning_runner(cfg: DictConfig, steps: int, turn: int) -> Runner:
                 "param_dtype": str(next(module.parameters()).dtype).removeprefix("torch."),
             }
         )
+        report = getattr(module.model, "spectral_report", None)
+        if callable(report):  # what the spectral layers really ran (FNO rows)
+            runner.facts["spectral"] = report()
 
     runner.body = body
     runner.facts["module"] = module  # for the bare loop and tests; dropped from the JSON
+    runner.facts["parameters"] = sum(p.numel() for p in module.model.parameters())
+    batch_size = getattr(getattr(module, "problem", None), "batch_size", None)
+    if isinstance(batch_size, int):  # samples per step: a throughput for grid operators
+        runner.facts["batch_size"] = batch_size
     return runner
 
 
