@@ -15,7 +15,7 @@ from mpsciml.models.spectral_contract import (
     contraction_cost,
     contraction_steps,
 )
-from mpsciml.models.spectral_conv import SpectralConv
+from mpsciml.models.spectral_conv import SpectralConv, rfftn
 from mpsciml.models.spectral_plan import SpectralPlan, plan_spectral
 from mpsciml.models.spectral_weights import CPSpectralWeights, DenseSpectralWeights, cp_rank
 
@@ -297,16 +297,21 @@ def test_the_cuda_half_branch_with_an_emulated_fp16_fft(monkeypatch):
     conv.weights.weight.data.mul_(30)
     x = torch.randn(2, 3, 12, 12, requires_grad=True)
     reference = conv._spectral(x, SpectralPlan(F32, F32, F32, padding=(16, 16)))
-    rfftn, irfftn = torch.fft.rfftn, torch.fft.irfftn
+    fft = (torch.fft.rfftn, torch.fft.irfftn, torch.fft.ifftn)  # torch's, before patching
 
     def fp16_rfftn(t: Tensor, *args, **kwargs) -> Tensor:
         assert t.dtype == F16 and t.shape[-2:] == (16, 16)
-        return rfftn(t.float(), *args, **kwargs).to(torch.complex32)
+        return fft[0](t.float(), *args, **kwargs).to(torch.complex32)
 
     def fp16_irfftn(t: Tensor, *args, **kwargs) -> Tensor:
         assert t.dtype == torch.complex32
-        return irfftn(t.to(torch.complex64), *args, **kwargs).half()
+        return fft[1](t.to(torch.complex64), *args, **kwargs).half()
 
+    def fp16_ifftn(t: Tensor, *args, **kwargs) -> Tensor:  # the FFT's backward
+        assert t.dtype == torch.complex32
+        return fft[2](t.to(torch.complex64), *args, **kwargs).to(torch.complex32)
+
+    monkeypatch.setattr(torch.fft, "ifftn", fp16_ifftn)
     monkeypatch.setattr(torch.fft, "rfftn", fp16_rfftn)
     monkeypatch.setattr(torch.fft, "irfftn", fp16_irfftn)
     y = conv._spectral(x, SpectralPlan(F16, F16, F16, padding=(16, 16)))
@@ -314,3 +319,25 @@ def test_the_cuda_half_branch_with_an_emulated_fp16_fft(monkeypatch):
     assert (y.float() - reference).abs().max() <= 2e-3 * reference.abs().max()
     y.float().sum().backward()
     assert conv.weights.weight.grad.dtype == F32 and x.grad.dtype == F32
+
+
+def test_our_rfftn_has_torchs_gradient_and_keeps_nothing():
+    """The FFT's input is a full-precision copy in a mixed run; torch's r2c backward would keep
+    it (twice the fp16 activation per layer). Ours keeps nothing and gives the same gradient."""
+    torch.manual_seed(9)
+    for shape, dims in [
+        ((2, 3, 8), (-1,)),
+        ((2, 3, 6, 7), (-2, -1)),
+        ((1, 2, 4, 5, 6), (-3, -2, -1)),
+    ]:
+        x = torch.randn(*shape, dtype=F64, requires_grad=True)
+        g = torch.randn_like(torch.fft.rfftn(x.detach(), dim=dims))
+        ours = torch.autograd.grad((rfftn(x, dims) * g.conj()).real.sum(), x)[0]
+        theirs = torch.autograd.grad((torch.fft.rfftn(x, dim=dims) * g.conj()).real.sum(), x)[0]
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    conv = SpectralConv(4, 4, (4, 4), spectral_precision="mixed")
+    x = torch.randn(2, 4, 16, 16, dtype=F16, requires_grad=True)
+    saved: list[Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        conv(x)
+    assert saved and all(t.numel() < x.numel() for t in saved)  # only the kept modes and weights

@@ -130,6 +130,30 @@ def grid_coordinates(spatial: Sequence[int], like: Tensor, layout: str = "period
     return torch.stack(mesh).unsqueeze(0)
 
 
+class _Tanh(torch.autograd.Function):
+    """tanh that keeps its input for backward instead of its output (torch's keeps the output).
+
+    Why: in a Fourier block the input v is kept anyway (the pointwise skip's matmul saves it), so
+    saving v costs nothing, whereas tanh's own output would be one more activation per block:
+    ~15% of an AMP FNO step's saved bytes. Backward recomputes tanh(v), a cheap elementwise op.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, v: Tensor) -> Tensor:
+        ctx.save_for_backward(v)
+        return torch.tanh(v)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (v,) = ctx.saved_tensors
+        return grad * (1 - torch.tanh(v).square())
+
+
+def stabilize(v: Tensor) -> Tensor:
+    """tanh(v), the stabilizer of Tu et al.: |tanh| <= 1 bounds the FFT's coefficients."""
+    return _Tanh.apply(v)
+
+
 class FNOBlock(nn.Module):
     """v (N, C, *spatial) -> act(W v + K(s(v))) of the same shape (activation optional)."""
 
@@ -142,7 +166,7 @@ class FNOBlock(nn.Module):
         self.tanh = tanh
 
     def forward(self, v: Tensor) -> Tensor:
-        u = torch.tanh(v) if self.tanh else v
+        u = stabilize(v) if self.tanh else v
         out = self.spectral(u)
         out = out + self.skip(v.flatten(2)).view_as(out)
         return self.activation(out) if self.activation is not None else out
