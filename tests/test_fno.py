@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from mpsciml.contract import ModelKind, SpectralPrecisionControl
 from mpsciml.models.fno import FNO, FNOBlock, embedding_layout, grid_coordinates, stabilize
 from mpsciml.models.spectral_conv import SpectralConv
+from mpsciml.models.spectral_plan import plan_spectral
 from mpsciml.precision.plugin import SciMLPrecision
 from mpsciml.precision.policy import find_policies, input_dtype
 
@@ -311,3 +312,39 @@ def test_contraction_orders_give_the_same_cp_model():
     torch.testing.assert_close(outputs["reconstruct"], outputs["cheapest"], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="order='fastest'"):
         model.set_contraction_order("fastest")
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_a_padded_half_forward_as_on_cuda_is_recorded(monkeypatch):
+    """The whole forward of `half` with pad_to_pow2 as CUDA plans it (12 x 12 padded to 16 x 16,
+    fp16 FFTs), on the CPU with cuFFT's fp16 FFT emulated: it runs, trains, and the report lists
+    the padding and the fp16 FFTs."""
+    model = tiny((12, 12), spectral_precision="half", pad_to_pow2=True)
+    for layer in model.spectral_layers():
+        cuda_plan = plan_spectral("cuda", "half", torch.float16, torch.float32, (12, 12), True)
+        monkeypatch.setattr(layer, "plan", lambda x, strict=False, plan=cuda_plan: plan)
+    fft = (torch.fft.rfftn, torch.fft.irfftn, torch.fft.ifftn)  # torch's, before patching
+
+    def emulate(index: int, complex_out: bool):
+        def run(t, *args, **kwargs):
+            assert t.dtype in (torch.float16, torch.complex32)
+            wide = t.float() if t.dtype == torch.float16 else t.to(torch.complex64)
+            out = fft[index](wide, *args, **kwargs)
+            return out.to(torch.complex32) if complex_out else out.half()
+
+        return run
+
+    monkeypatch.setattr(torch.fft, "rfftn", emulate(0, True))
+    monkeypatch.setattr(torch.fft, "irfftn", emulate(1, False))
+    monkeypatch.setattr(torch.fft, "ifftn", emulate(2, True))
+    x = torch.randn(2, 2, 12, 12).half()
+    plugin = SciMLPrecision("fp16", "cpu")
+    plugin.convert_module(model)
+    with plugin.forward_context():
+        y = model(x)
+    y.float().sum().backward()
+    assert y.shape == (2, 3, 12, 12) and torch.isfinite(y).all()
+    (ran,) = model.spectral_report()["ran"]
+    assert ran["padding"] == [16, 16]
+    assert ran["fft_dtype"] == ran["contraction_dtype"] == ran["inverse_fft_dtype"] == "float16"
+    assert "zero-padded to (16, 16)" in ran["note"]

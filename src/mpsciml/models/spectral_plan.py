@@ -123,7 +123,7 @@ def record(mode: str, device_type: str, plan: SpectralPlan) -> tuple[tuple[str, 
         ("fft_dtype", _name(plan.fft_dtype)),
         ("contraction_dtype", _name(plan.contraction_dtype)),
         ("inverse_fft_dtype", _name(plan.inverse_fft_dtype)),
-        ("padding", list(plan.padding) if plan.padding else None),
+        ("padding", plan.padding),  # a tuple here (hashable); the report lists it
         ("note", plan.note),
     )
 
