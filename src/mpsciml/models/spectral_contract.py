@@ -112,6 +112,8 @@ def contract(x: Tensor, weights: SpectralWeights, order: str = "cheapest") -> Te
     full-precision run is x's real dtype."""
     _, ops, steps = _plan(x.shape, weights, order, x.dtype)
     operands = [x, *(torch.view_as_complex(w.to(x.real.dtype).contiguous()) for w in ops)]
+    if len(operands) == 2:  # a dense W (in, out, *kept): one product per mode
+        return modes_bmm(*operands)
     for positions, einsum in steps:
         taken = [operands.pop(p) for p in positions]
         operands.append(torch.einsum(einsum, *taken))
@@ -127,6 +129,8 @@ def contract_real(
     cast to that dtype (a differentiable cast: their gradients arrive in full precision)."""
     dtype = x_re.dtype
     _, ops, steps = _plan(x_re.shape, weights, order, dtype)
+    if len(ops) == 1:  # a dense W: one real block product per mode
+        return modes_bmm_real(x_re, x_im, ops[0].to(dtype))
     operands: list[tuple[Tensor, Tensor]] = [(x_re, x_im)]
     for w in ops:
         w = w.to(dtype)
@@ -137,3 +141,37 @@ def contract_real(
         im = torch.einsum(einsum, a_re, b_im) + torch.einsum(einsum, a_im, b_re)
         operands.append((re, im))
     return operands[0]
+
+
+def modes_bmm(x: Tensor, w: Tensor) -> Tensor:
+    """out[b, o, k] = sum_i x[b, i, k] w[i, o, k] as one batched matmul over the modes k.
+
+    x (batch, in, *kept), w (in, out, *kept) -> (batch, out, *kept), a view of a modes-major
+    (*kept, batch, out) result. Why not torch.einsum: for complex operands on the CPU it loops
+    over the modes with a copy per mode (~3x slower than one bmm of contiguous operands here).
+    Pass x as a view of modes-major storage (as SpectralConv does) and its reshape is free."""
+    d = x.ndim - 2
+    batch, n_in, *kept = x.shape
+    n_out = w.shape[1]
+    modes_first = (*range(2, 2 + d), 0, 1)
+    xm = x.permute(modes_first).reshape(-1, batch, n_in)
+    wm = w.permute(modes_first).reshape(-1, n_in, n_out)
+    y = torch.bmm(xm, wm).view(*kept, batch, n_out)
+    return y.permute(d, d + 1, *range(d))
+
+
+def modes_bmm_real(x_re: Tensor, x_im: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """`modes_bmm` over (real, imag) parts as one real block product per mode:
+    [x_re, x_im] (batch, 2 in) @ [[w_re, w_im], [-w_im, w_re]] (2 in, 2 out) = [re, im].
+
+    x_re, x_im (batch, in, *kept), w (in, out, *kept, 2) real -> (re, im) (batch, out, *kept)."""
+    d = x_re.ndim - 2
+    batch, n_in, *kept = x_re.shape
+    n_out = w.shape[1]
+    modes_first = (*range(2, 2 + d), 0, 1)
+    xm = torch.cat([x_re.permute(modes_first), x_im.permute(modes_first)], dim=-1)
+    w_re, w_im = w[..., 0].permute(modes_first), w[..., 1].permute(modes_first)
+    block = torch.cat([torch.cat([w_re, w_im], -1), torch.cat([-w_im, w_re], -1)], -2)
+    y = torch.bmm(xm.reshape(-1, batch, 2 * n_in), block.reshape(-1, 2 * n_in, 2 * n_out))
+    y = y.view(*kept, batch, 2 * n_out).permute(d, d + 1, *range(d))
+    return y[:, :n_out], y[:, n_out:]

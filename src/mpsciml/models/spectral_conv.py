@@ -135,8 +135,9 @@ class SpectralConv(nn.Module):
         blocks = corners(kept, spectrum)
         batch = x.shape[0]
 
-        # the kept modes, compact (batch, in, *kept): one slice-assign per corner block
-        x_modes = x_hat.new_empty((batch, self.in_channels, *kept))
+        # the kept modes, compact (batch, in, *kept): one slice-assign per corner block, into
+        # modes-major storage (*kept, batch, in), the layout of the per-mode matmul
+        x_modes = x_hat.new_empty((*kept, batch, self.in_channels)).permute(d, d + 1, *range(d))
         lead = (slice(None), slice(None))
         for small, big in blocks:
             x_modes[lead + small] = x_hat[lead + big]
