@@ -4,9 +4,9 @@ The einsum of a spectral weight (`DenseSpectralWeights.equation()`, `CPSpectralW
 run as a sequence of pairwise einsums. Which pairs, in which order:
 
   * "cheapest": the order opt_einsum's path search finds ('optimal' search: at most 6 operands
-    here). For CP it contracts x with A over the input channels first, multiplies the mode
-    factors in elementwise and contracts with B last, so no intermediate is larger than
-    (batch, rank, modes) or the output; the path depends only on the shapes and is computed once
+    here). For 2-D CP at FNO sizes it forms M_1 A (modes_1, rank, in), contracts x with it over
+    the input channels, forms M_2 B and sums over the rank last: no intermediate is larger than
+    (batch, modes, rank) or the output. The path depends only on the shapes and is computed once
     per (equation, shapes, dtype) and cached.
   * "naive": left to right, in the order the operands are written (x, A, B, M_1, ..., M_d): for
     CP, x A B is a (batch, modes, rank, out) intermediate, `out` times larger than needed.
@@ -14,7 +14,9 @@ run as a sequence of pairwise einsums. Which pairs, in which order:
     implementation does; W (in, out, modes) is stored for backward.
 
 Both `contract` (complex, in the weights' precision) and `contract_real` (half precision, as
-real-valued einsums over (real, imag) parts) follow the same steps. For CP in half precision each
+real-valued products over (real, imag) parts) follow the same steps; a dense W (dense weights,
+or "reconstruct") is one batched matmul over the modes (`modes_bmm`, `modes_bmm_real`: a real
+block product [x_re, x_im] [[w_re, w_im], [-w_im, w_re]] in half). For CP in half precision each
 pairwise complex product is done as four real einsums (re*re - im*im, re*im + im*re): the
 cheapest path's small intermediates are kept (reconstructing a dense half W would give its memory
 saving back), all stored tensors stay real half, and the CPU, which has no complex-half matmul,
