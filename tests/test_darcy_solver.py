@@ -145,3 +145,37 @@ def test_bad_parameters_name_the_key() -> None:
         darcy.DarcyParams(low=0.0)
     with pytest.raises(ValueError, match="> 0"):
         darcy.solve_darcy(np.zeros((4, 4)))
+
+
+def test_generate_data_script_builds_what_the_problem_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/generate_data.py keys the grid sets as the problem does (a tiny darcy.yaml)."""
+    import importlib.util
+    import sys
+
+    from mpsciml.problems.darcy import Darcy
+
+    spec = importlib.util.spec_from_file_location(
+        "generate_data", Path(__file__).parents[1] / "scripts" / "generate_data.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "generate_data", script)  # dataclasses look it up
+    spec.loader.exec_module(script)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "darcy.yaml").write_text(
+        "problem:\n  n_train: 3\n  n_test: 2\n  resolution: 8\n  zero_shot_resolution: 16\n"
+        "  n_zero_shot: 2\n  data_seed: 5\n  generator:\n    modes: 8\n    solve_grid: 24\n"
+    )
+    monkeypatch.setattr(script, "CONF_PROBLEMS", conf)
+    root = tmp_path / "data"
+    monkeypatch.setenv("MPSCIML_DATA_DIR", str(root))
+    assert script.main(["--data-dir", str(root), "--only", "darcy"]) == 0
+    files = sorted(root.iterdir())
+    assert len(files) == 3
+    problem = Darcy(3, 2, 8, 16, 2, data_seed=5, generator={"modes": 8, "solve_grid": 24})
+    assert problem.train_data().inputs.shape == (3, 1, 8, 8)
+    assert problem.test_data().n_samples == 2 and problem.zero_shot_data().n_samples == 2
+    assert sorted(root.iterdir()) == files  # nothing new was built

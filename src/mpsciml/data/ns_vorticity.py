@@ -24,9 +24,9 @@ t_end = 5 by default, one input and one output field. Li et al. map the first 10
 snapshots to the next 40 (t in [10, 50)); there the forcing dominates (it alone builds |w| ~ 1
 by t = 10, against an initial std of 0.19) and a sample costs 5e5 of their steps. At t_end = 5
 the initial vortices have been advected and sheared by velocities up to ~0.1 (displacements of
-half the box) while the forced mode has grown to the size of the initial field: relative L2
+half the box) while the forced mode has grown past the size of the initial field: relative L2
 change |w(5) - w(0)| / |w(0)| ~ 2.4 (0.57 at t = 1, 1.1 at t = 2). One sample is 50 steps of
-dt = 0.1 (grid CFL number max|u| dt / dx ~ 0.7 on 64^2), ~25-50 ms on one shared CPU core.
+dt = 0.1 (grid CFL number max|u| dt / dx ~ 0.7 on 64^2): ~26 ms of CPU time.
 
 Accuracy and stability of the defaults, measured on 16 samples (max over samples of the relative
 L2 error at t = 5): 5.7e-5 against dt = 0.005 (1.4e-5 at dt = 0.05: second order); the 64^2 and
@@ -37,7 +37,7 @@ the velocity up, so a longer t_end needs a smaller dt (dt = 0.05 is stable to t 
 Samples: a resolution r that divides N takes every (N / r)-th point; a multiple of N is the same
 trigonometric polynomial evaluated on the finer grid (exact). So the default zero-shot set at
 128 x 128 holds the 64-grid solutions seen at twice the density; the 64-grid solution
-differs from a 128-grid solve by 4e-12 (see below). On CPU the solver runs on numpy and
+differs from a 128-grid solve by 4e-12 (see above). On CPU the solver runs on numpy and
 scipy.fft; on a CUDA device, on torch.
 """
 
