@@ -23,7 +23,7 @@ import torch
 
 from mpsciml.contract import SPECTRAL_PRECISIONS
 
-NOTE_CPU = "no half FFT on the CPU: FFT and inverse FFT in {full}"
+NOTE_NO_HALF_FFT = "no half FFT on {device}: FFT and inverse FFT in {full}"
 NOTE_BF16 = "no bf16 FFT on any device: FFT and inverse FFT in {full}"
 NOTE_NOT_POW2 = (
     "cuFFT fp16 needs power-of-two sizes, grid {grid} is not one and pad_to_pow2 is off: "
@@ -95,7 +95,8 @@ def plan_spectral(
     # half
     name = _name(full)
     if device_type != "cuda":
-        return SpectralPlan(full, half, full, note=NOTE_CPU.format(full=name))
+        where = "the CPU" if device_type == "cpu" else device_type  # cuFFT is the only half FFT
+        return SpectralPlan(full, half, full, note=NOTE_NO_HALF_FFT.format(device=where, full=name))
     if half == torch.bfloat16:
         return SpectralPlan(full, half, full, note=NOTE_BF16.format(full=name))
     grid = tuple(int(n) for n in grid)
