@@ -116,6 +116,15 @@ def test_bad_options_name_their_key(options, message):
         tiny(**options)
 
 
+def test_lifting_and_projection_widths():
+    two = tiny(lifting_channels=None, projection_channels=5)
+    one = tiny(lifting_channels=0)
+    assert [layer.out_channels for layer in two.lifting[::2]] == [12, 6]  # 2 * hidden, hidden
+    assert [layer.out_channels for layer in one.lifting] == [6]
+    assert [layer.out_channels for layer in two.projection[::2]] == [5, 3]
+    assert one(torch.randn(1, 2, 8, 8)).shape == (1, 3, 8, 8)
+
+
 def test_n_modes_up_to_the_grid_is_allowed():
     assert tiny((8, 6), n_modes=[8, 6])(torch.randn(1, 2, 8, 6)).shape == (1, 3, 8, 6)
 
