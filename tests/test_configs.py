@@ -145,11 +145,16 @@ SHRINK = {
     "problem.functions_per_step": 4,
     "problem.nx": 21,
     "problem.nt": 21,
+    "problem.resolution": 16,  # grid problems (darcy, ns_vorticity, ...): points per side
+    "problem.zero_shot_resolution": 32,
+    "problem.n_zero_shot": 2,
     "model.hidden": [16, 16],
     "model.branch_hidden": [16],
     "model.trunk_hidden": [16],
     "model.latent": 16,
     "model.n_features": 8,
+    "model.hidden_channels": 8,  # FNOs
+    "model.n_modes": 4,
     "optimizer.lbfgs.max_iter": 3,
 }
 # conftest's TINY but the optimizer and the points, which each config keeps or SHRINK sets

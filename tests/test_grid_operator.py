@@ -291,3 +291,59 @@ def test_a_model_refusing_the_device_is_a_config_error(grid_search_path, tmp_pat
     overrides = [*RUN, grid_search_path, "problem=affine_grid", "model=picky_grid"]
     with pytest.raises(ConfigError, match=r"model\.spectral_precision=half cannot run on cpu"):
         run(compose_config(overrides, tmp_path))
+
+
+# ------------------------------------------------------------ the real problems
+TINY_GRID = [
+    "problem.n_train=4",
+    "problem.n_test=2",
+    "problem.n_zero_shot=2",
+    "model.hidden_channels=4",
+    "model.n_modes=4",
+    "trainer.max_steps=2",
+    "val_every=2",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+    "plots=false",
+]
+
+
+@pytest.mark.parametrize(
+    ("problem", "grid", "zero_shot"),
+    [
+        ("darcy", "problem.resolution=8", "problem.zero_shot_resolution=16"),
+        ("burgers_operator", "problem.resolution=32", "problem.zero_shot_resolution=64"),
+        ("ns_vorticity", "problem.resolution=16", "problem.zero_shot_resolution=32"),
+    ],
+)
+def test_each_grid_problem_trains_on_h1_and_reports_both_grids(
+    tmp_path, monkeypatch, problem, grid, zero_shot
+):
+    monkeypatch.setenv("MPSCIML_DATA_DIR", str(tmp_path / "data"))
+    overrides = [*TINY_GRID, f"problem={problem}", grid, zero_shot, "problem.loss=h1"]
+    summary = run(compose_config(overrides, tmp_path / "run"))
+    assert summary["status"] == "ok", summary.get("error")
+    field = {"darcy": "u", "burgers_operator": "u", "ns_vorticity": "w"}[problem]
+    assert list(summary["l2"]) == [
+        field,
+        f"h1_{field}",
+        f"zero_shot_{field}",
+        f"zero_shot_h1_{field}",
+    ]
+    assert list(summary["final_losses"]) == ["h1", "total"]
+
+
+def test_a_bad_generator_key_or_data_file_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPSCIML_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(
+        ConfigError, match=r"^problem\.generator\.hight is unknown; allowed: high, low"
+    ):
+        run(
+            compose_config(
+                [*TINY_GRID, "problem=darcy", "+problem.generator.hight=3"], tmp_path / "a"
+            )
+        )
+    np.savez(tmp_path / "d.npz", x=np.ones((6, 8, 8)))
+    bad = [*TINY_GRID, "problem=darcy", f"problem.data_path={tmp_path / 'd.npz'}"]
+    with pytest.raises(ConfigError, match=r"problem\.data_path=.*d\.npz: d\.npz lacks y; expected"):
+        run(compose_config(bad, tmp_path / "b"))
