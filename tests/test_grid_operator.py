@@ -25,8 +25,8 @@ from mpsciml.grid_metrics import (
     relative_loss,
     squared_norms,
 )
-from mpsciml.modules.grid_operator import GridOperatorModule, channel_statistics
-from mpsciml.problems.grid_operator import GridData, GridOperatorProblem
+from mpsciml.modules.grid_operator import GridOperatorModule
+from mpsciml.problems.grid_operator import GridData, GridOperatorProblem, channel_statistics
 from mpsciml.train import run
 
 
@@ -188,6 +188,11 @@ def test_normalisation_is_fitted_on_the_training_set_and_saved_in_checkpoints():
     torch.testing.assert_close(module.output_std, std.float())
     state = module.state_dict()
     assert {"input_mean", "input_std", "output_mean", "output_std"} <= set(state)
+    constant = channel_statistics(torch.full((3, 1, 4, 4), 5.0, dtype=torch.float64))
+    assert constant == (
+        torch.tensor([5.0], dtype=torch.float64),
+        torch.ones(1, dtype=torch.float64),
+    )
     encoded = module.encode(train.inputs)
     assert abs(float(encoded.mean())) < 1e-5 and float(encoded.std()) == pytest.approx(1, rel=1e-3)
 

@@ -1,9 +1,9 @@
 """Operator learning on grids (the FNO): a relative L2 or H1 loss on mini-batches of fields.
 
 Normalisation (as neuraloperator's UnitGaussianNormalizer): inputs and outputs are shifted and
-scaled per channel by the mean and standard deviation of the training set (over samples and
-grid points: per-channel, not per-point, statistics, so they apply at any resolution, which
-zero-shot evaluation needs). The model maps normalised inputs to normalised outputs; the loss
+scaled per channel by the mean and standard deviation of the training set
+(`problem.normalisation()`: over samples and grid points, per channel, not per point, so they
+apply at any resolution, which zero-shot evaluation needs). The model maps normalised inputs to normalised outputs; the loss
 and every error are taken in physical units, after decoding. The statistics are buffers, so a
 checkpoint carries them and a resumed or reloaded model decodes as it was trained.
 
@@ -36,15 +36,6 @@ from mpsciml.modules.base import SciMLModule
 from mpsciml.problems.grid_operator import GridData, GridOperatorProblem
 
 
-def channel_statistics(fields: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and standard deviation of each channel of (N, C, *grid) over samples and points,
-    each (C,); a constant channel gets std 1 (it is only shifted), never a division by 0."""
-    flat = fields.double().transpose(0, 1).flatten(1)
-    mean, std = flat.mean(1), flat.std(1)
-    tiny = 1e-12 * torch.clamp(mean.abs(), min=1.0)
-    return mean, torch.where(std > tiny, std, torch.ones_like(std))
-
-
 class GridOperatorModule(SciMLModule):
     """Trains `model` (N, C_in, *grid) -> (N, C_out, *grid) on the problem's training fields."""
 
@@ -62,11 +53,9 @@ class GridOperatorModule(SciMLModule):
         self.model = model
         self.output_names = problem.output_names
         self.eval_batch_size = eval_batch_size
-        train = problem.train_data()
         self.test_set: GridData = problem.test_data()
         self.zero_shot_set: GridData | None = problem.zero_shot_data()
-        for name, fields in (("input", train.inputs), ("output", train.outputs)):
-            mean, std = channel_statistics(fields)
+        for name, (mean, std) in problem.normalisation().items():
             self.register_buffer(f"{name}_mean", mean.float())
             self.register_buffer(f"{name}_std", std.float())
         self.term_names = [problem.loss]

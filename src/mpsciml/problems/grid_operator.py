@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
+import torch
 from torch import Tensor
 
 from mpsciml.contract import ModelKind
@@ -56,6 +57,15 @@ def generator_params(params_class: type, generator: Mapping[str, Any] | None) ->
         return params_class(**given)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"problem.generator: {exc}") from None
+
+
+def channel_statistics(fields: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of each channel of (N, C, *grid) over samples and points,
+    each (C,) float64; a constant channel gets std 1 (it is only shifted), never a division by 0."""
+    flat = fields.double().transpose(0, 1).flatten(1)
+    mean, std = flat.mean(1), flat.std(1)
+    tiny = 1e-12 * torch.clamp(mean.abs(), min=1.0)
+    return mean, torch.where(std > tiny, std, torch.ones_like(std))
 
 
 @dataclass(frozen=True)
@@ -193,6 +203,20 @@ class GridOperatorProblem(ABC):
         if self.data_path or not self.n_zero_shot or self.zero_shot_resolution is None:
             return None
         return self._generated("zero_shot", self.n_zero_shot, self.zero_shot_resolution)
+
+    def normalisation(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """{"input": (mean, std), "output": (mean, std)}, each (C,), of the training set: the
+        unit-Gaussian normalisation (neuraloperator's UnitGaussianNormalizer) a module applies
+        to the model's inputs and outputs. Per channel over samples and grid points, not per
+        point, so it holds at any resolution (zero-shot)."""
+        train = self.train_data()
+        return self.read_once(
+            ("normalisation", id(train)),
+            lambda: {
+                "input": channel_statistics(train.inputs),
+                "output": channel_statistics(train.outputs),
+            },
+        )
 
     def _generated(self, split: str, n: int, resolution: int) -> GridData:
         seed = dataset_seed(self.data_seed, split)
