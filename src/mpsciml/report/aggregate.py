@@ -1,7 +1,10 @@
 """Group runs into rows of the comparison and reduce each group to a few honest numbers.
 
-A row is one (problem, model, steps, precision). Steps belong in the key because a 200-step
-run and a 4000-step run of the same precision are different experiments; averaging them would
+A row is one (problem, model, steps, precision), and for a spectral model (FNO) also its
+spectral setting (`Run.spectral`: "half+tanh", a schedule), since Tu et al.'s settings share
+precisions (AMP alone and AMP with half spectral layers are both `mixed`). Steps belong in the
+key because a 200-step run and a 4000-step run of the same precision are different experiments;
+averaging them would
 produce an error no run ever had. Steps are the planned budget (`trainer.max_steps` of the run's
 Hydra config), not the steps actually run, so a run that diverged early stays in its group. A
 run that records no steps at all joins the group of its (problem, model, precision) when there
@@ -12,8 +15,9 @@ has no numbers, and a diverged run stopped early, so its numbers answer a differ
 Failed and diverged runs are counted in the row and listed under the table instead.
 Errors: mean and sample standard deviation over seeds. Time and memory: the median over runs,
 which one slow outlier (a busy machine) cannot drag. Ratios compare with the fp32 row of the
-same problem, model and steps: speed-up = fp32 ms/step / ms/step (>1 is faster), memory ratio =
-memory / fp32 memory (<1 is smaller).
+same problem, model and steps (for a spectral model: fp32 with the spectral layers in full):
+speed-up = fp32 ms/step / ms/step (>1 is faster), memory ratio = memory / fp32 memory (<1 is
+smaller).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ BASELINE = "fp32"
 IDENTITY_OVERRIDES = (
     "seed",
     "precision",
+    "fno_setting",
     "problem",
     "model",
     "trainer.max_steps",
@@ -51,7 +56,8 @@ class Stat:
 
 @dataclass
 class Row:
-    """The aggregated numbers of one (problem, model, steps, precision)."""
+    """The aggregated numbers of one (problem, model, steps, setting): the setting is the
+    precision, and for a spectral model (FNO) its spectral setting too (`spectral`)."""
 
     problem: str
     model: str
@@ -69,15 +75,35 @@ class Row:
     speedup: float | None = None
     rss_ratio: float | None = None
     cuda_ratio: float | None = None
+    spectral: str | None = None  # e.g. "half+tanh"; None for a model without spectral layers
 
     @property
     def panel(self) -> tuple[str, str, int | None]:
         """The rows that share a baseline and a figure panel."""
         return (self.problem, self.model, self.steps)
 
+    @property
+    def setting(self) -> str:
+        return self.precision if self.spectral is None else f"{self.precision} | {self.spectral}"
+
+    @property
+    def is_baseline(self) -> bool:
+        """fp32, and for a spectral model with its spectral layers in full precision too."""
+        return self.precision == BASELINE and self.spectral in (None, BASELINE_SPECTRAL)
+
+
+#: the spectral setting of the baseline row of a spectral model
+BASELINE_SPECTRAL = "full"
+
 
 def group_key(run: Run) -> tuple[str, str, int | None, str]:
-    return (run.problem, run.model, run.steps, run.precision)
+    return (run.problem, run.model, run.steps, run.setting)
+
+
+def setting_rank(item: Run | Row) -> tuple[int, bool, str]:
+    """Table order: by precision (the registry's order), the baseline's spectral setting first."""
+    spectral = item.spectral
+    return (precision_rank(item.precision), spectral != BASELINE_SPECTRAL, spectral or "")
 
 
 def assign_missing_steps(runs: list[Run]) -> None:
@@ -104,7 +130,7 @@ def group_runs(runs: list[Run]) -> dict[tuple[str, str, int | None, str], list[R
                 item[0][0],
                 item[0][1],
                 item[0][2] if item[0][2] is not None else -1,
-                precision_rank(item[0][3]),
+                setting_rank(item[1][0]),
             ),
         )
     )
@@ -125,7 +151,7 @@ def median(values: list[float | None]) -> float | None:
 def aggregate(runs: list[Run]) -> list[Row]:
     """One row per group, in the order problem, model, steps, precision; ratios filled in."""
     rows = []
-    for (problem, model, steps, precision), members in group_runs(runs).items():
+    for (problem, model, steps, _), members in group_runs(runs).items():
         ok = [r for r in members if r.status == "ok"]
         fields = list(dict.fromkeys(name for r in ok for name in r.l2))
         rows.append(
@@ -133,7 +159,8 @@ def aggregate(runs: list[Run]) -> list[Row]:
                 problem=problem,
                 model=model,
                 steps=steps,
-                precision=precision,
+                precision=members[0].precision,
+                spectral=members[0].spectral,
                 runs=len(members),
                 ok=len(ok),
                 diverged=sum(r.status == "diverged" for r in members),
@@ -150,7 +177,7 @@ def aggregate(runs: list[Run]) -> list[Row]:
 
 
 def add_ratios(rows: list[Row]) -> None:
-    baselines = {row.panel: row for row in rows if row.precision == BASELINE}
+    baselines = {row.panel: row for row in rows if row.is_baseline}
     for row in rows:
         base = baselines.get(row.panel)
         if base is None:

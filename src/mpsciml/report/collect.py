@@ -45,6 +45,14 @@ class Run:
     skipped_steps: int | None = None
     overrides: tuple[str, ...] | None = None  # Hydra overrides; None when not recorded
     in_sweep: bool = False  # inside a Hydra multirun folder (jobs share one process)
+    #: a spectral model's own precision as configured (`spectral_label`), None for other models
+    spectral: str | None = None
+
+    @property
+    def setting(self) -> str:
+        """What the run was asked to run in: the precision, and for a spectral model its
+        spectral setting too ("mixed | spectral half+tanh")."""
+        return self.precision if self.spectral is None else f"{self.precision} | {self.spectral}"
 
 
 class NoRunsError(Exception):
@@ -113,7 +121,31 @@ def load_run(summary_path: Path) -> Run:
         skipped_steps=_integer(precision.get("skipped_steps")),
         overrides=tuple(str(o) for o in overrides) if isinstance(overrides, list) else None,
         in_sweep=any((p / "multirun.yaml").exists() for p in folder.parents[:2]),
+        spectral=spectral_label(config, summary.get("spectral")),
     )
+
+
+def spectral_label(config: Any, recorded: Any) -> str | None:
+    """A spectral model's setting as asked for: `model.spectral_precision` (+ `+tanh` with the
+    stabilizer), and the schedule's spectral switches with the step they come at, e.g.
+    "half+tanh, then mixed@80, full@95". From the run's config; a run without one falls back
+    on the mode its summary recorded (`spectral.spectral_precision`, the mode at its end).
+    None for a model without spectral layers."""
+    mode = _dig(config, "model", "spectral_precision")
+    if not isinstance(mode, str):
+        if not isinstance(recorded, dict) or not isinstance(
+            recorded.get("spectral_precision"), str
+        ):
+            return None
+        return str(recorded["spectral_precision"])
+    label = mode + ("+tanh" if _dig(config, "model", "stabilizer") == "tanh" else "")
+    schedule = _resolved(config, "precision", "schedule")
+    switches = [
+        f"{entry['spectral_precision']}@{_step_text(entry.get('step'))}"
+        for entry in (schedule if isinstance(schedule, list) else [])
+        if isinstance(entry, dict) and entry.get("spectral_precision")
+    ]
+    return f"{label}, then {', '.join(switches)}" if switches else label
 
 
 def read_loss_curve(folder: Path, column: str = "train/loss") -> list[tuple[int, float]]:
@@ -165,6 +197,30 @@ def _error_line(summary: dict[str, Any]) -> str | None:
             lines = [line for line in text.strip().splitlines() if line.strip()]
             return lines[0] if key == "error" else lines[-1]
     return None
+
+
+def _step_text(value: Any) -> str:
+    step = _integer(value)
+    return "?" if step is None else str(step)
+
+
+def _resolved(config: Any, *keys: str) -> Any:
+    """`_dig`, with interpolations resolved: Hydra saves the config unresolved, and a schedule
+    written as `${int_fraction:${trainer.max_steps},0.8}` should read as its step. None when
+    it cannot be resolved (a resolver of another version, a missing key)."""
+    value = _dig(config, *keys)
+    if "${" not in str(value):
+        return value
+    from omegaconf import OmegaConf
+
+    from mpsciml.config import register_resolvers
+
+    try:
+        register_resolvers()
+        node = OmegaConf.select(OmegaConf.create(config), ".".join(keys))
+        return OmegaConf.to_container(node, resolve=True) if node is not None else None
+    except Exception:  # any OmegaConf error: the report goes on without that detail
+        return None
 
 
 def _dig(data: Any, *keys: str) -> Any:

@@ -21,10 +21,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from mpsciml.plots import save_figure
-from mpsciml.report.aggregate import BASELINE, PRECISION_ORDER, Row, group_key, precision_rank
+from mpsciml.report.aggregate import BASELINE, PRECISION_ORDER, Row, group_key, setting_rank
 from mpsciml.report.collect import Run, read_loss_curve
 
 Panel = tuple[str, str, int | None]
+
+
+#: one line style per setting of a panel, so settings sharing a precision (and colour) differ
+LINESTYLES = ("-", "--", ":", "-.")
 
 
 def colour(precision: str) -> str:
@@ -99,9 +103,9 @@ def l2_by_precision(rows: list[Row], runs: list[Run], path: Path) -> Path | str:
                     hatch=hatches[j % len(hatches)],
                     alpha=0.8,
                 )
-                seeds = [r.l2[name] for r in values[(*panel, row.precision)] if name in r.l2]
+                seeds = [r.l2[name] for r in values[(*panel, row.setting)] if name in r.l2]
                 ax.plot([x] * len(seeds), seeds, "o", color="black", markersize=3, zorder=3)
-        ax.set_xticks(range(len(members)), [row.precision for row in members], rotation=30)
+        ax.set_xticks(range(len(members)), [row.setting for row in members], rotation=30)
         ax.set_yscale("log")
         ax.set(title=panel_title(panel), xlabel="precision", ylabel="relative L2 error")
         ax.grid(axis="y", which="both", alpha=0.3)
@@ -124,29 +128,33 @@ def loss_curves(rows: list[Row], runs: list[Run], path: Path) -> Path | str:
     curves: dict[Panel, dict[str, list[list[tuple[int, float]]]]] = defaultdict(
         lambda: defaultdict(list)
     )
+    rank: dict[str, tuple[int, bool, str]] = {}
+    colours: dict[str, str] = {}
     for run in runs:
         curve = read_loss_curve(run.folder) if run.status in ("ok", "diverged") else []
         if curve:
-            curves[(run.problem, run.model, run.steps)][run.precision].append(curve)
+            curves[(run.problem, run.model, run.steps)][run.setting].append(curve)
+            rank[run.setting], colours[run.setting] = setting_rank(run), run.precision
     if not curves:
         return "no run folder has a metrics.csv with a train/loss column"
     order = {row.panel: i for i, row in enumerate(rows)}
     panels = sorted(curves, key=lambda p: order.get(p, len(order)))
     fig, axes = _panels(len(panels))
     for ax, panel in zip(axes, panels, strict=True):
-        for precision in sorted(curves[panel], key=precision_rank):
+        for index, setting in enumerate(sorted(curves[panel], key=rank.__getitem__)):
             by_step: dict[int, list[float]] = defaultdict(list)
-            for curve in curves[panel][precision]:
+            for curve in curves[panel][setting]:
                 for step, value in curve:
                     by_step[step].append(value)
             steps = sorted(by_step)
             middle = [statistics.median(by_step[s]) for s in steps]
-            seeds = len(curves[panel][precision])
-            ax.plot(steps, middle, color=colour(precision), label=f"{precision} ({seeds} runs)")
+            seeds = len(curves[panel][setting])
+            style = {"color": colour(colours[setting]), "linestyle": LINESTYLES[index % 4]}
+            ax.plot(steps, middle, label=f"{setting} ({seeds} runs)", **style)
             if seeds > 1:
                 low = [min(by_step[s]) for s in steps]
                 high = [max(by_step[s]) for s in steps]
-                ax.fill_between(steps, low, high, color=colour(precision), alpha=0.2, lw=0)
+                ax.fill_between(steps, low, high, color=style["color"], alpha=0.2, lw=0)
         ax.set_yscale("log")
         ax.set(title=panel_title(panel), xlabel="training step", ylabel="train/loss")
         ax.grid(which="both", alpha=0.3)
@@ -164,9 +172,7 @@ def ratios_vs_baseline(rows: list[Row], path: Path) -> Path | str:
     cuda = any(row.cuda_ratio is not None for row in rows)
     memory_of = (lambda r: r.cuda_ratio) if cuda else (lambda r: r.rss_ratio)
     shown = [
-        r
-        for r in rows
-        if r.precision != BASELINE and (r.speedup is not None or memory_of(r) is not None)
+        r for r in rows if not r.is_baseline and (r.speedup is not None or memory_of(r) is not None)
     ]
     if not shown:
         return f"no precision other than {BASELINE} has an ok {BASELINE} run to compare with"
@@ -188,7 +194,7 @@ def ratios_vs_baseline(rows: list[Row], path: Path) -> Path | str:
                     ax.bar(x, value, 0.8, color=colour(row.precision), edgecolor="black")
                     ax.annotate(f"{value:.2f}", (x, value), ha="center", va="bottom", fontsize=8)
                 ticks.append(x)
-                labels.append(f"{row.precision}\n{row.problem}\n{_steps(row.steps)} steps")
+                labels.append(f"{row.setting}\n{row.problem}\n{_steps(row.steps)} steps")
                 x += 1
             x += 0.5  # a gap between problems
         ax.axhline(1.0, color="black", lw=1, ls="--", label=BASELINE)

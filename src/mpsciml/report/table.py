@@ -33,18 +33,34 @@ def _has_cuda(rows: list[Row]) -> bool:
     return any(row.cuda_max_allocated_mb is not None for row in rows)
 
 
+def _has_spectral(rows: list[Row]) -> bool:
+    return any(row.spectral is not None for row in rows)
+
+
+def error_header(name: str) -> str:
+    """The column title of an error field: grid problems report, per output field f, the
+    relative L2 (`f`) and H1 (`h1_f`) errors at the training grid and the same zero-shot at a
+    finer one (`zero_shot_f`, `zero_shot_h1_f`)."""
+    where = "zero-shot " if name.startswith("zero_shot_") else ""
+    name = name.removeprefix("zero_shot_")
+    norm = "H1" if name.startswith("h1_") else "L2"
+    return f"{where}rel. {norm} {name.removeprefix('h1_')}"
+
+
 def markdown_table(rows: list[Row]) -> str:
     """One line per (problem, model, steps, precision); CUDA columns only when a run had CUDA."""
     fields = field_names(rows)
-    cuda = _has_cuda(rows)
-    header = ["problem", "model", "steps", "precision", "runs", "ok", "failed", "diverged"]
-    header += [f"rel. L2 {name}" for name in fields]
+    cuda, spectral = _has_cuda(rows), _has_spectral(rows)
+    header = ["problem", "model", "steps", "precision"] + (["spectral"] if spectral else [])
+    header += ["runs", "ok", "failed", "diverged"]
+    header += [error_header(name) for name in fields]
     header += ["ms/step", f"speed-up vs {BASELINE}", "peak RSS MB", f"RSS ×{BASELINE}"]
     if cuda:
         header += ["CUDA max MB", f"CUDA ×{BASELINE}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.problem, row.model, _fmt(row.steps, "d"), row.precision]
+        cells += [row.spectral or "-"] if spectral else []
         cells += [str(row.runs), str(row.ok), str(row.failed), str(row.diverged)]
         cells += [_l2_cell(row, name) for name in fields]
         cells += [_fmt(row.step_ms, ".2f"), _fmt(row.speedup, ".2f")]
@@ -79,7 +95,11 @@ def markdown_document(
         markdown_table(rows),
         "",
         "Rows: problem, model, steps (the planned `trainer.max_steps`, so runs of different "
-        "lengths are never averaged together) and requested precision. "
+        "lengths are never averaged together) and requested precision (for an FNO also its "
+        "spectral setting: `model.spectral_precision`, +tanh with the stabilizer, and the "
+        "schedule's spectral switches with their steps; its baseline is fp32 with full). "
+        "H1 and zero-shot columns: relative H1 error, and both errors at the finer zero-shot "
+        "grid, where a grid operator is evaluated without having been trained. "
         f"Relative L2 error: mean ± sample std over the seeds of the ok runs (no ± with one run). "
         f"ms/step and memory: median over ok runs. Speed-up = {BASELINE} ms/step ÷ ms/step "
         f"(>1 is faster); RSS/CUDA × = memory ÷ {BASELINE} memory (<1 is smaller); blank when "
@@ -88,7 +108,7 @@ def markdown_document(
     if problems:
         parts += ["", "## Runs that failed or diverged", ""]
         for run in problems:
-            key = f"{run.problem}/{run.model}/{run.precision} seed {_fmt(run.seed, 'd')}"
+            key = f"{run.problem}/{run.model}/{run.setting} seed {_fmt(run.seed, 'd')}"
             parts.append(f"- **{run.status}** {key}: `{run.folder}`: {describe_problem(run)}")
     if notes:
         parts += ["", "## Notes", ""] + [f"- {note}" for note in notes]
@@ -111,6 +131,7 @@ def csv_records(rows: list[Row]) -> list[dict[str, Any]]:
             "model": row.model,
             "steps": row.steps,
             "precision": row.precision,
+            "spectral": row.spectral,
             "runs": row.runs,
             "ok": row.ok,
             "failed": row.failed,
@@ -163,6 +184,7 @@ def write_json(
                 "problem": run.problem,
                 "model": run.model,
                 "precision": run.precision,
+                "spectral": run.spectral,
                 "seed": run.seed,
                 "error": describe_problem(run),
             }
