@@ -3,6 +3,17 @@
     python scripts/benchmark.py                                  # burgers + navier_stokes
     python scripts/benchmark.py problem=navier_stokes --precisions fp32 mixed
     python scripts/benchmark.py problem=navier_stokes --sizes points=1000,4000,16000 width=32,128
+    python scripts/benchmark.py problem=darcy model=fno          # Tu et al.'s FNO settings
+    python scripts/benchmark.py problem=ns_vorticity model=fno --settings fp32 amp_half_tanh
+
+A spectral model (model=fno, model=neuralop_fno) is benchmarked in Tu et al.'s settings instead of
+precisions (`mpsciml.benchmark.settings`): fp32 | AMP only (precision=mixed, spectral full) | half
+spectral only (fp32, spectral half) | AMP + half spectral + tanh, the same four for
+neuraloperator's FNO at the same size (`--no-reference` drops them; on a CPU only those with a
+full spectral path run, the others are listed as not run), with throughput (samples/s) and what
+the spectral layers ran per row; then our fp32 FNO against neuraloperator's, and the CP
+contraction in the cheapest order against the naive one and the reconstructed dense weight
+(`--no-contraction` drops it). JSON and `<problem>_settings.png` (time and saved bytes x fp32).
 
 Hydra overrides (`problem=`, `model.hidden=[64,64]`, `derivatives=autograd`, ...) compose the run
 exactly as `train.py` would, with these benchmark settings: Adam only (`optimizer=adam`: the
@@ -58,7 +69,6 @@ from mpsciml.benchmark.settings import (
     Setting,
     is_spectral,
     precision_settings,
-    spectral_settings,
 )
 from mpsciml.config import ConfigError, register_resolvers
 from mpsciml.precision.registry import PRECISIONS
@@ -72,7 +82,13 @@ DEFAULT_PRECISIONS = ["fp32", "mixed", "bf16_mixed"]
 # (timed steps, warm-up steps, steps per turn) per row, sized so the default benchmark ends
 # within 5 min on 2 shared CPU cores, where an fp16/bf16 step costs 5-10 fp32 steps (no fp16/bf16
 # units); short turns for slow steps, so every row still gets many turns.
-DEFAULT_SCHEDULE = {"burgers": (120, 5, 10), "navier_stokes": (20, 3, 2)}
+DEFAULT_SCHEDULE = {
+    "burgers": (120, 5, 10),
+    "navier_stokes": (20, 3, 2),
+    # FNO rows (6 running on a CPU, an AMP step ~3x fp32's): ~3-5 min per problem
+    "darcy": (12, 2, 2),
+    "ns_vorticity": (8, 2, 2),
+}
 FALLBACK_SCHEDULE = (30, 3, 5)
 BENCHMARK_OVERRIDES = [
     "optimizer=adam",
@@ -301,6 +317,7 @@ def machine() -> dict[str, Any]:
 def benchmark_problem(
     problem: str, overrides: list[str], args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
+    from mpsciml.benchmark.fno_bench import benchmark_spectral
     from mpsciml.benchmark.report import plot_sizes, write_json
 
     steps, warmup, turn = DEFAULT_SCHEDULE.get(problem, FALLBACK_SCHEDULE)
@@ -312,7 +329,15 @@ def benchmark_problem(
     with tempfile.TemporaryDirectory(prefix="mpsciml-benchmark-") as tmp:
         base = compose_config(overrides, Path(tmp))
         if is_spectral(base):
-            return benchmark_spectral(problem, overrides, args, out, base, Path(tmp))
+            if args.sizes:
+                raise UsageError(
+                    "--sizes sets collocation points or MLP widths; an FNO has neither"
+                )
+            command = " ".join(["python", "scripts/benchmark.py", *sys.argv[1:]])
+            work = Path(tmp) / "case0"
+            return benchmark_spectral(
+                problem, overrides, args, out, base, work, run_case, machine(), command
+            )
         settings = precision_settings(args.precisions)
         points = args.sizes.get("points", [None])
         widths = args.sizes.get("width", [None])
@@ -343,84 +368,6 @@ def benchmark_problem(
     plot = plot_sizes(cases, path.with_name(f"{path.stem}_sizes.png"), plot_title(record))
     print(f"written: {path}" + (f", {plot}" if plot else ""))
     return record
-
-
-def benchmark_spectral(
-    problem: str,
-    overrides: list[str],
-    args: argparse.Namespace,
-    out: Path,
-    base: DictConfig,
-    work: Path,
-) -> dict[str, Any]:
-    """A spectral model (model=fno): Tu et al.'s settings side by side, neuraloperator's FNO at
-    the same size, and the CP contraction orders at this size."""
-    from mpsciml.benchmark.contraction import contraction_benchmark
-    from mpsciml.benchmark.fno_report import (
-        contraction_table,
-        equal_size,
-        equal_size_table,
-        plot_settings,
-        settings_table,
-    )
-    from mpsciml.benchmark.report import write_json
-
-    if args.sizes:
-        raise UsageError("--sizes sets collocation points or MLP widths; an FNO has neither")
-    settings = spectral_settings(base, args.overrides, args.settings, args.reference)
-    grid = "x".join(str(base.problem.resolution) for _ in range(2))
-    label = f"{problem} {grid} model={base.model._target_.rsplit('.', 1)[-1]}"
-    case = run_case(overrides, args, args.steps, work / "case0", label, settings)
-    case.update(grid=grid, batch_size=base.problem.get("batch_size"))
-    contraction = None
-    if args.contraction:
-        n_modes = base.model.n_modes
-        modes = (n_modes,) * 2 if isinstance(n_modes, int) else tuple(n_modes)
-        contraction = contraction_benchmark(
-            int(base.problem.get("batch_size") or 20),
-            int(base.model.hidden_channels),
-            tuple(min(m, base.problem.resolution) for m in modes),
-            base.model.get("rank", 0.05),
-        )
-    comparison = equal_size(case["rows"])
-    print(
-        f"\n{problem} | grid {grid} | batch {case['batch_size']} | {case['device']} "
-        f"| {torch.get_num_threads()} thread(s) | {args.steps} timed steps (after "
-        f"{args.warmup} warm-up) per row | {case['seconds']:.0f} s\n"
-    )
-    print(settings_table(case["rows"]))
-    print("\nour FNO against neuraloperator's at equal size (fp32):\n")
-    print(equal_size_table(comparison))
-    if contraction is not None:
-        print()
-        print(contraction_table(contraction))
-    for name, failure in case["failures"].items():
-        print(f"\n{name} failed:\n{failure}", file=sys.stderr)
-    record = {
-        "problem": problem,
-        "command": " ".join(["python", "scripts/benchmark.py", *sys.argv[1:]]),
-        "machine": machine(),
-        "settings": {
-            "rows": [s.name for s in settings],
-            "steps": args.steps,
-            "warmup": args.warmup,
-            "turn": args.turn,
-            "overrides": overrides,
-        },
-        "cases": [case],
-        "equal_size": comparison,
-        "contraction": contraction,
-    }
-    path = write_json(out if out.suffix == ".json" else out / f"{problem}.json", record)
-    title = f"{problem} {grid}: FNO settings x fp32 | {plot_where(record)}"
-    plot = plot_settings(case["rows"], path.with_name(f"{path.stem}_settings.png"), title)
-    print(f"written: {path}" + (f", {plot}" if plot else ""))
-    return record
-
-
-def plot_where(record: dict[str, Any]) -> str:
-    m = record["machine"]
-    return f"{m['cuda'] or m['cpu']}, {m['threads']} thread(s)"
 
 
 def plot_title(record: dict[str, Any]) -> str:
