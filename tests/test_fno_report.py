@@ -125,3 +125,39 @@ def test_settings_table_lists_rows_that_cannot_run_here():
     assert comparison is not None
     assert comparison["time_ours_vs_neuralop"] == 0.8
     assert comparison["saved_ours_vs_neuralop"] == 0.5
+
+
+def test_benchmark_cli_on_a_tiny_fno(tmp_path, capsys, monkeypatch):
+    """The FNO benchmark end to end, in-process: our rows, neuraloperator's at the same size
+    (its half-spectral row listed as not run on the CPU), the CP contraction table, JSON, plot."""
+    import importlib.util
+
+    monkeypatch.setenv("MPSCIML_DATA_DIR", str(tmp_path / "data"))
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("benchmark_script", root / "scripts/benchmark.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "fno.json"
+    code = script.main(
+        ["problem=darcy", "model=fno", "problem.resolution=8", "problem.n_train=4",
+         "problem.n_test=2", "problem.zero_shot_resolution=null", "problem.batch_size=2",
+         "problem.generator.solve_grid=24", "problem.generator.modes=8",
+         "model.hidden_channels=4", "model.n_modes=4", "model.n_layers=1",
+         "--settings", "fp32", "amp_half_tanh", "--steps", "1", "--warmup", "0",
+         "--out", str(out)]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    record = json.loads(out.read_text())
+    rows = {r["name"]: r for r in record["cases"][0]["rows"]}
+    assert list(rows) == ["fp32", "amp_half_tanh", "neuralop_fp32", "neuralop_amp_half_tanh"]
+    assert rows["neuralop_amp_half_tanh"]["skipped"] == "not on CPU"
+    assert rows["fp32"]["parameters"] == rows["neuralop_fp32"]["parameters"]
+    assert rows["amp_half_tanh"]["saved_vs_fp32"] < 1
+    ran = rows["amp_half_tanh"]["spectral"]["ran"][0]
+    assert (ran["spectral_precision"], ran["contraction_dtype"]) == ("half", "float16")
+    orders = [(r["precision"][:4], r["order"]) for r in record["contraction"]["rows"]]
+    assert ("fp32", "naive") in orders and ("fp16", "cheapest") in orders
+    assert record["equal_size"]["time_ours_vs_neuralop"] > 0
+    assert (tmp_path / "fno_settings.png").stat().st_size > 10_000
