@@ -85,8 +85,8 @@ DEFAULT_PRECISIONS = ["fp32", "mixed", "bf16_mixed"]
 DEFAULT_SCHEDULE = {
     "burgers": (120, 5, 10),
     "navier_stokes": (20, 3, 2),
-    # FNO rows (6 running on a CPU, an AMP step ~3x fp32's): ~3-5 min per problem
-    "darcy": (12, 2, 2),
+    # FNO rows (6 running on a CPU, an AMP step 3-6x fp32's): ~1.5 min darcy, ~3 min ns_vorticity
+    "darcy": (20, 3, 2),
     "ns_vorticity": (8, 2, 2),
 }
 FALLBACK_SCHEDULE = (30, 3, 5)
