@@ -8,17 +8,18 @@ adds what a run needs of a spectral model (`contract.SpectralPrecisionControl`):
 - `model.spectral_precision` is neuraloperator's `fno_block_precision`; a schedule may change it.
 - Its `SpectralConv` layers carry `precision_policy = "own"`: our plugin keeps their (complex)
   weights in full precision and turns autocast off inside them, as neuraloperator's own AMP
-  recipe does. Before `full` and `mixed` the layer's input is cast to fp32: neuraloperator's
-  full path is complex64 whatever comes in (its output buffer is `cfloat`), and a fp16/bf16
-  activation from an autocast or pure low-precision run would otherwise reach the CPU's FFT,
-  which has no half types.
+  recipe does. Before `full` and `mixed` the layer's input is cast to the weights' real dtype
+  (fp32; fp64 in an fp64 run): an fp16/bf16 activation from an autocast or pure low-precision
+  run would otherwise reach the CPU's FFT, which has no half types. neuraloperator's output
+  buffer is complex64 whatever comes in, so in an fp64 run its inverse FFT runs in fp32 (the
+  record says so).
 - What each spectral layer really ran is recorded from its forwards (`spectral_report`).
   neuraloperator 2.0's modes differ from ours (`model=fno`): `mixed` runs the FFT in fp32 and both
   the contraction and the inverse FFT in fp16 (ours: inverse in full); `half` runs all three in
   fp16 (always fp16, also in a bf16 run). Both need CUDA: on the CPU its fp16 FFT crashes
   ("MKL FFT doesn't support tensors of type: Half"), so `check_device("cpu")` refuses them and
   points to `model=fno`, which runs them on the CPU. On CUDA an fp16 FFT needs power-of-two
-  sizes, and neuraloperator has no padding to one, so a grid that is not refused as well.
+  sizes, and neuraloperator has no padding to one, so a grid of other sizes is refused too.
 
 Sizes: the keys mean what they mean for `model=fno` (`n_modes` is neuraloperator's own count of
 Fourier coefficients per dimension; `lifting_channels`/`projection_channels` become its ratios to
@@ -250,9 +251,9 @@ class NeuralopFNO(nn.Module):
         return (x.to(full), *args[1:])
 
     def _record(self, layer: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
-        """What ran, read from what went in and came out: the FFT takes the input as neuralop
-        got it (cast to fp16 by itself for half), the inverse FFT's dtype is the output's
-        before the bias (fp16 for mixed/half, whose output buffer is complex-half)."""
+        """What ran: the FFT's dtype is that of the input neuraloperator got (it casts to fp16
+        itself for half); the contraction and inverse FFT follow from the mode as its 2.0 code
+        runs them (output buffer complex64 for full, complex-half for mixed and half)."""
         mode = layer.fno_block_precision
         x = args[0]
         half = "float16"
