@@ -55,7 +55,7 @@ def test_the_label_reads_the_schedule_with_its_steps_resolved():
         OmegaConf.create({"model": {"spectral_precision": "half", "stabilizer": "tanh"},
                           "precision": {"schedule": SCHEDULE}, "trainer": {"max_steps": 100}})
     )  # fmt: skip
-    assert spectral_label(config, None) == "half+tanh, then mixed@80, full@95"
+    assert spectral_label(config, None) == "half+tanh → mixed@80 → full@95"
     assert spectral_label({"model": {"spectral_precision": "full"}}, None) == "full"
     assert spectral_label({"model": {"hidden": [4]}}, None) is None  # an MLP
     assert spectral_label({}, {"spectral_precision": "mixed"}) == "mixed"  # no config kept
@@ -73,7 +73,7 @@ def test_settings_sharing_a_precision_are_rows_of_their_own(tmp_path):
         ("fp32", "full", 2),
         ("mixed", "full", 2),
         ("mixed", "half+tanh", 2),
-        ("mixed", "half+tanh, then mixed@80, full@95", 1),
+        ("mixed", "half+tanh → mixed@80 → full@95", 1),
     ]
     amp, recipe = rows[1], rows[2]
     assert amp.speedup == 0.5 and recipe.speedup == 10.0 / 15.0  # against fp32 + full
@@ -83,7 +83,7 @@ def test_settings_sharing_a_precision_are_rows_of_their_own(tmp_path):
     assert "| spectral |" in header
     for title in ("rel. L2 u", "rel. H1 u", "zero-shot rel. L2 u", "zero-shot rel. H1 u"):
         assert f"| {title} |" in header
-    assert "| mixed | half+tanh, then mixed@80, full@95 |" in table
+    assert "| mixed | half+tanh → mixed@80 → full@95 |" in table
 
 
 def test_error_headers():

@@ -128,7 +128,7 @@ def load_run(summary_path: Path) -> Run:
 def spectral_label(config: Any, recorded: Any) -> str | None:
     """A spectral model's setting as asked for: `model.spectral_precision` (+ `+tanh` with the
     stabilizer), and the schedule's spectral switches with the step they come at, e.g.
-    "half+tanh, then mixed@80, full@95". From the run's config; a run without one falls back
+    "half+tanh → mixed@80 → full@95". From the run's config; a run without one falls back
     on the mode its summary recorded (`spectral.spectral_precision`, the mode at its end).
     None for a model without spectral layers."""
     mode = _dig(config, "model", "spectral_precision")
@@ -145,7 +145,7 @@ def spectral_label(config: Any, recorded: Any) -> str | None:
         for entry in (schedule if isinstance(schedule, list) else [])
         if isinstance(entry, dict) and entry.get("spectral_precision")
     ]
-    return f"{label}, then {', '.join(switches)}" if switches else label
+    return " → ".join([label, *switches])
 
 
 def read_loss_curve(folder: Path, column: str = "train/loss") -> list[tuple[int, float]]:

@@ -105,7 +105,8 @@ def l2_by_precision(rows: list[Row], runs: list[Run], path: Path) -> Path | str:
                 )
                 seeds = [r.l2[name] for r in values[(*panel, row.setting)] if name in r.l2]
                 ax.plot([x] * len(seeds), seeds, "o", color="black", markersize=3, zorder=3)
-        ax.set_xticks(range(len(members)), [row.setting for row in members], rotation=30)
+        labels = [row.setting for row in members]
+        ax.set_xticks(range(len(members)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_yscale("log")
         ax.set(title=panel_title(panel), xlabel="precision", ylabel="relative L2 error")
         ax.grid(axis="y", which="both", alpha=0.3)
