@@ -171,3 +171,25 @@ def test_a_spectral_schedule_for_a_model_without_spectral_layers_is_one_line(tmp
     with pytest.raises(ConfigError, match="MLP has no spectral layers") as info:
         run(cfg)
     assert "\n" not in str(info.value)
+
+
+def test_a_resumed_run_continues_the_spectral_schedule(data_dir, tmp_path):
+    """The spectral mode lives on the model, outside the checkpoint: a run resumed after a
+    switch gets the scheduled mode back (not the config's) and keeps the switch in its record."""
+    with_checkpoints = [o for o in TINY_DARCY if o != "~callbacks"]
+    schedule = [
+        "model=fno",
+        "model.spectral_precision=half",
+        "precision.schedule=[{step: 1, spectral_precision: mixed}]",
+    ]
+    first = compose_config([*with_checkpoints, *schedule, "trainer.max_steps=3"], tmp_path / "a")
+    assert run(first)["spectral"]["switches"] == [{"step": 1, "from": "half", "to": "mixed"}]
+    resumed = compose_config(
+        [*with_checkpoints, *schedule, "trainer.max_steps=5", f"resume={tmp_path / 'a'}"],
+        tmp_path / "b",
+    )
+    summary = run(resumed)
+    assert summary["status"] == "ok" and summary["steps"] == 5
+    spectral = summary["spectral"]
+    assert spectral["switches"] == [{"step": 1, "from": "half", "to": "mixed"}]
+    assert [r["spectral_precision"] for r in spectral["ran"]] == ["mixed"]
