@@ -117,7 +117,7 @@ class NeuralopFNO(nn.Module):
         rank: float | int = 0.05,
         spectral_precision: str = "full",
         stabilizer: str | None = None,
-        positional_embedding: bool = True,
+        positional_embedding: bool | str = True,
         lifting_channels: int | None = None,
         projection_channels: int | None = None,
         use_channel_mlp: bool = False,
@@ -164,6 +164,8 @@ class NeuralopFNO(nn.Module):
                 projection_channel_ratio=2
                 if projection_channels is None
                 else ratio(projection_channels),
+                # neuraloperator's own grid embedding (coordinates i/n) for any layout model=fno
+                # names (true, periodic, cells, nodes): the same number of input channels
                 positional_embedding="grid" if positional_embedding else None,
                 non_linearity=ACTIVATIONS[activation](),
                 use_channel_mlp=use_channel_mlp,
