@@ -240,7 +240,9 @@ def notes(runs: list[Run]) -> list[str]:
     if any(r.in_sweep for r in runs):
         found.append(
             "peak RSS (and CUDA max allocated) is a process-wide peak: jobs of one Hydra multirun "
-            "with the basic launcher share a process, so a job's figure includes earlier jobs'"
+            "share a process (the basic launcher) or a few worker processes (joblib), so a job's "
+            "figure includes earlier jobs'; activation memory per setting is what "
+            "scripts/benchmark.py measures"
         )
     return found
 
