@@ -294,6 +294,9 @@ def test_objective_values_and_what_a_failure_returns():
     summary = {"l2": {"u": 0.1, "v": 0.3}, "step_ms": 12.5}
     assert objective_value(summary, "l2") == pytest.approx(0.2)
     assert objective_value(summary, ["l2_v", "step_ms"]) == [0.3, 12.5]
+    # a grid run's H1 and zero-shot errors sit next to the fields' L2 but are not averaged in
+    grid = {"l2": {"w": 0.1, "h1_w": 0.5, "zero_shot_w": 0.3}, "fields": ["w"]}
+    assert objective_value(grid, "l2") == pytest.approx(0.1)
     # nan would abort an Optuna study inside study.tell; +inf is a complete, bad trial
     assert objective_value({"l2": {"u": math.nan}}, "l2") == math.inf
     assert objective_value({"status": "failed"}, "l2") == math.inf

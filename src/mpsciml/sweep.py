@@ -45,7 +45,9 @@ def check_objective(objective: Objective, fields: Sequence[str] | None) -> None:
 def _one_value(summary: dict[str, Any], name: str) -> float:
     l2 = summary.get("l2") or {}
     if name == "l2":
-        value = statistics.fmean(l2.values()) if l2 else None
+        fields = summary.get("fields") or list(l2)  # older summaries: every error is a field's
+        errors = [l2[field] for field in fields if field in l2]
+        value = statistics.fmean(errors) if errors else None
     elif name.startswith("l2_"):
         value = l2.get(name[3:])
     else:

@@ -77,7 +77,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(used)
         summary.update(cpu_threads=used, cpu_threads_why=why)
         summary["derivatives"] = derivative_facts(module)
-        check_objective(cfg.get("objective", "l2"), getattr(module, "output_names", None))
+        fields = getattr(module, "output_names", None)
+        check_objective(cfg.get("objective", "l2"), fields)
+        # which keys of summary["l2"] are the fields' plain relative L2 errors (a grid run adds
+        # h1_* and zero_shot_* next to them); the sweep objective `l2` averages only these
+        summary["fields"] = list(fields) if fields is not None else None
         for logger in parts["loggers"]:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         fit_started = time.perf_counter()
