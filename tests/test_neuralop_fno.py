@@ -65,6 +65,9 @@ def test_options_pass_through_to_neuraloperator():
     ("options", "key"),
     [
         ({"n_modes": 17}, "model.n_modes=17"),
+        ({"n_modes": 4.5}, "model.n_modes=4.5"),  # was a TypeError: 'float' is not iterable
+        ({"n_modes": [4]}, "model.n_modes=[4]"),
+        ({"n_modes": "4"}, "model.n_modes='4'"),
         ({"factorization": "tt2"}, "model.factorization='tt2'"),
         ({"stabilizer": "relu"}, "model.stabilizer='relu'"),
         ({"spectral_precision": "quarter"}, "model.spectral_precision='quarter'"),

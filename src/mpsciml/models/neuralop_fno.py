@@ -49,7 +49,19 @@ _FULL_PATH = torch.float32  # neuraloperator's spectral output buffer is complex
 
 
 def _per_dimension(name: str, value: int | Sequence[int], dims: int) -> tuple[int, ...]:
-    values = (int(value),) * dims if isinstance(value, int) else tuple(int(v) for v in value)
+    """One positive integer per grid dimension, from an int or a sequence; a float such as 12.5,
+    a string or a wrong count is a ValueError naming the key (one line, exit 2), not a
+    TypeError from `int()` or iteration."""
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
+
+    items = [value] * dims if whole(value) else value
+    try:
+        ok = all(whole(v) for v in items)
+    except TypeError:  # neither a number nor a sequence
+        ok = False
+    values = tuple(int(v) for v in items) if ok else ()
     if len(values) != dims or min(values) < 1:
         raise ValueError(
             f"model.{name}={value!r} is invalid: an integer >= 1 or one per grid dimension ({dims})"
