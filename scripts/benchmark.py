@@ -50,7 +50,6 @@ import argparse
 import itertools
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -296,29 +295,11 @@ def split_problems(overrides: list[str]) -> list[tuple[str, list[str]]]:
     return [(name, [f"problem={name}", *rest]) for name in (named[-1:] or DEFAULT_PROBLEMS)]
 
 
-def machine() -> dict[str, Any]:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-
-
 def benchmark_problem(
     problem: str, overrides: list[str], args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
     from mpsciml.benchmark.fno_bench import benchmark_spectral
-    from mpsciml.benchmark.report import plot_sizes, write_json
+    from mpsciml.benchmark.report import machine, plot_sizes, plot_title, write_json
 
     steps, warmup, turn = DEFAULT_SCHEDULE.get(problem, FALLBACK_SCHEDULE)
     args = argparse.Namespace(**vars(args))  # this problem's schedule, the user's choices first
@@ -368,12 +349,6 @@ def benchmark_problem(
     plot = plot_sizes(cases, path.with_name(f"{path.stem}_sizes.png"), plot_title(record))
     print(f"written: {path}" + (f", {plot}" if plot else ""))
     return record
-
-
-def plot_title(record: dict[str, Any]) -> str:
-    m = record["machine"]
-    where = f"{m['cuda'] or m['cpu']}, {m['threads']} thread(s)"
-    return f"{record['problem']}: step time and saved activations | {where}"
 
 
 def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> None:

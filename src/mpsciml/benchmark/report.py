@@ -7,9 +7,13 @@ Lightning fp32 row of the same case, since fp32 is the baseline every precision 
 from __future__ import annotations
 
 import json
+import os
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from mpsciml.benchmark.timing import paired_ratio, summarize
 
@@ -164,3 +168,30 @@ def plot_sizes(cases: Sequence[dict[str, Any]], path: Path, title: str) -> Path 
         ax.legend(fontsize=8)
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def machine() -> dict[str, Any]:
+    """The CPU model, core count, CUDA device (None without one), torch version and threads a
+    benchmark ran with: its times mean nothing without them."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def plot_title(record: dict[str, Any]) -> str:
+    """The sizes plot's title: the problem and where it ran."""
+    m = record["machine"]
+    where = f"{m['cuda'] or m['cpu']}, {m['threads']} thread(s)"
+    return f"{record['problem']}: step time and saved activations | {where}"
