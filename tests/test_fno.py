@@ -200,6 +200,23 @@ def test_check_device_refuses_a_half_fft_cuda_cannot_run():
         model.check_device("cuda")
 
 
+@pytest.mark.parametrize(("precision", "refused"), [("bf16_mixed", False), ("bf16", False),
+                                                    ("mixed", True), ("fp32", True)])  # fmt: skip
+def test_the_run_checks_the_device_with_its_precision_s_activation_dtype(precision, refused):
+    """compose asks with `precision=`'s compute dtype: a bf16 run's spectral half is bf16, which
+    needs no cuFFT fp16 and so no power-of-two grid; it was refused as if it were fp16."""
+    from mpsciml.compose import check_device
+    from mpsciml.precision.registry import get_spec
+
+    model = tiny((12, 12), spectral_precision="half")
+    dtype = get_spec(precision).compute_dtype
+    if refused:
+        with pytest.raises(ValueError, match="power-of-two"):
+            check_device(model, "cuda", dtype)
+    else:
+        check_device(model, "cuda", dtype)
+
+
 PRECISIONS = ["fp64", "fp32", "mixed", "bf16_mixed", "fp16", "bf16"]
 #: the run's precision -> (the network's output dtype, the full and half dtypes of the layer)
 RUN = {

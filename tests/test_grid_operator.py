@@ -258,7 +258,7 @@ YAMLS = {
 class PickyGrid(PointwiseGrid):
     """Refuses every device, as a model with a half FFT refuses a non-power-of-two CUDA grid."""
 
-    def check_device(self, device_type: str) -> None:
+    def check_device(self, device_type: str, input_dtype: torch.dtype | None = None) -> None:
         raise ValueError(f"model.spectral_precision=half cannot run on {device_type} here")
 
 

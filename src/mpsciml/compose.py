@@ -29,7 +29,7 @@ from mpsciml.config import ConfigError, resume_checkpoint, validate
 from mpsciml.factory import build_datamodule, build_model, build_module, check_model_fits
 from mpsciml.modules.base import SciMLModule
 from mpsciml.precision.plugin import build_precision_plugin
-from mpsciml.precision.registry import resolve_device
+from mpsciml.precision.registry import get_spec, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
         problem = instantiate(cfg.problem)
         check_model_fits(cfg, problem)
         model = build_model(cfg.model, problem)
-        check_device(model, device)
+        check_device(model, device, get_spec(cfg.precision.name).compute_dtype)
         module = build_module(cfg, problem, model)
         datamodule = build_datamodule(cfg, problem, module)
     except InstantiationException as exc:
@@ -88,13 +88,16 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
     return module, trainer, parts | {"datamodule": datamodule}
 
 
-def check_device(model: Any, device: str) -> None:
+def check_device(model: Any, device: str, compute_dtype: torch.dtype | None = None) -> None:
     """A model that can tell before training whether it runs as configured on the run's device
     (`contract.SpectralPrecisionControl.check_device`: a half FFT of a grid that is not a power
-    of two on CUDA) is asked here; its ValueError becomes the run's one-line error, exit 2."""
+    of two on CUDA) is asked here; its ValueError becomes the run's one-line error, exit 2.
+    compute_dtype: the run's activation dtype (`precision=`'s), so that a bf16 run, whose
+    spectral half is bf16 and needs no fp16 FFT, is not refused for a grid only cuFFT fp16
+    minds."""
     check = getattr(model, "check_device", None)
     if callable(check):
-        check(device)
+        check(device, compute_dtype)
 
 
 class _DropLitLoggerTip(logging.Filter):

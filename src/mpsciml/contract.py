@@ -137,10 +137,12 @@ class SpectralPrecisionControl(Protocol):
         contraction_dtype, inverse_fft_dtype, padding, note]} (dtypes as "float16" etc.)."""
         ...
 
-    def check_device(self, device_type: str) -> None:
+    def check_device(self, device_type: str, input_dtype: torch.dtype | None = None) -> None:
         """ValueError (one line naming the model.* key and the way out) when the configuration
         cannot run as asked on `device_type` ("cpu" | "cuda"), e.g. a half FFT of a grid that is
-        not a power of two on CUDA; called before training, so it becomes a clean exit 2."""
+        not a power of two on CUDA; called before training, so it becomes a clean exit 2.
+        input_dtype: the dtype the network's activations run in (None: assume fp16, the strict
+        case)."""
         ...
 
 

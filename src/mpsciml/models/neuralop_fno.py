@@ -228,7 +228,10 @@ class NeuralopFNO(nn.Module):
     def spectral_report(self) -> dict[str, Any]:
         return {"spectral_precision": self.spectral_precision, "ran": list(self._ran.values())}
 
-    def check_device(self, device_type: str) -> None:
+    def check_device(self, device_type: str, input_dtype: torch.dtype | None = None) -> None:
+        """Refuse what neuraloperator cannot run on `device_type` (`check_mode_on`).
+        input_dtype is not consulted: its half modes are fp16 whatever the run's dtype."""
+        del input_dtype
         self.check_mode_on(self.spectral_precision, device_type)
 
     def check_mode_on(self, mode: str, device_type: str) -> None:
