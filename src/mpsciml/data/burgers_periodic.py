@@ -34,14 +34,14 @@ the solver's test.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rich.progress import track
 from scipy import fft as sfft
 
-from mpsciml.data.cache import cached
+from mpsciml.data.cache import cached_grid_dataset, grid_dataset_params
 from mpsciml.data.grf_grid import evaluate_periodic, sample_periodic_coefficients
 
 NAME = "burgers_operator"
@@ -156,8 +156,8 @@ def make_burgers_data(
 
 
 def burgers_cache_params(n: int, seed: int, resolution: int, params: BurgersOperatorParams) -> dict:
-    """The cache key: every argument, every generator field and VERSION."""
-    return {"n": n, "seed": seed, "resolution": resolution, **asdict(params), "version": VERSION}
+    """The cache key (`grid_dataset_params`: every argument, every generator field, VERSION)."""
+    return grid_dataset_params(n, seed, resolution, params, VERSION)
 
 
 def burgers_dataset(
@@ -171,7 +171,6 @@ def burgers_dataset(
 ) -> dict[str, np.ndarray]:
     """make_burgers_data through the on-disk cache (built once per key, with a progress bar)."""
     params = params or BurgersOperatorParams()
-    key = burgers_cache_params(n, seed, resolution, params)
-    return cached(
-        NAME, key, lambda: make_burgers_data(n, seed, resolution, params), root, force=force
+    return cached_grid_dataset(
+        NAME, VERSION, make_burgers_data, n, seed, resolution, params, root, force
     )

@@ -22,6 +22,7 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,26 @@ def builder_params(
     bound = inspect.signature(builder).bind(*args, **kwargs)
     bound.apply_defaults()
     return {**bound.arguments, "version": version}
+
+
+def grid_dataset_params(n: int, seed: int, resolution: int, params: Any, version: int) -> dict:
+    """The cache key of a grid operator set (Darcy, periodic Burgers, NS vorticity): every
+    argument, every field of the generator's parameters (a dataclass) and the generator's
+    VERSION. One function, so the three keys cannot drift apart or miss a field."""
+    return {"n": n, "seed": seed, "resolution": resolution, **asdict(params), "version": version}
+
+
+def cached_grid_dataset(
+    name: str,
+    version: int,
+    make: Callable[[int, int, int, Any], Mapping[str, np.ndarray]],
+    n: int,
+    seed: int,
+    resolution: int,
+    params: Any,
+    root: Path | None = None,
+    force: bool = False,
+) -> Arrays:
+    """`make(n, seed, resolution, params)` through the cache (built once per key)."""
+    key = grid_dataset_params(n, seed, resolution, params, version)
+    return cached(name, key, lambda: make(n, seed, resolution, params), root, force=force)

@@ -52,7 +52,7 @@ factor and returns the values at the coarse centres.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ from rich.progress import track
 from scipy import fft as sfft
 from scipy import sparse
 
-from mpsciml.data.cache import cached
+from mpsciml.data.cache import cached_grid_dataset, grid_dataset_params
 from mpsciml.data.grf_grid import evaluate_neumann, sample_neumann_coefficients
 
 NAME = "darcy"
@@ -273,8 +273,8 @@ def make_darcy_data(
 
 
 def darcy_cache_params(n: int, seed: int, resolution: int, params: DarcyParams) -> dict:
-    """The cache key: every argument, every generator field and VERSION."""
-    return {"n": n, "seed": seed, "resolution": resolution, **asdict(params), "version": VERSION}
+    """The cache key (`grid_dataset_params`: every argument, every generator field, VERSION)."""
+    return grid_dataset_params(n, seed, resolution, params, VERSION)
 
 
 def darcy_dataset(
@@ -288,7 +288,6 @@ def darcy_dataset(
 ) -> dict[str, np.ndarray]:
     """make_darcy_data through the on-disk cache (built once per key, with a progress bar)."""
     params = params or DarcyParams()
-    key = darcy_cache_params(n, seed, resolution, params)
-    return cached(
-        NAME, key, lambda: make_darcy_data(n, seed, resolution, params), root, force=force
+    return cached_grid_dataset(
+        NAME, VERSION, make_darcy_data, n, seed, resolution, params, root, force
     )

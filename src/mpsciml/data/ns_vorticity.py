@@ -44,7 +44,7 @@ scipy.fft; on a CUDA device, on torch.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ import torch
 from rich.progress import track
 from scipy import fft as sfft
 
-from mpsciml.data.cache import cached
+from mpsciml.data.cache import cached_grid_dataset, grid_dataset_params
 from mpsciml.data.grf_grid import evaluate_periodic, sample_periodic_coefficients
 
 NAME = "ns_vorticity"
@@ -241,8 +241,8 @@ def make_ns_data(
 
 
 def ns_cache_params(n: int, seed: int, resolution: int, params: NSVorticityParams) -> dict:
-    """The cache key: every argument, every generator field and VERSION."""
-    return {"n": n, "seed": seed, "resolution": resolution, **asdict(params), "version": VERSION}
+    """The cache key (`grid_dataset_params`: every argument, every generator field, VERSION)."""
+    return grid_dataset_params(n, seed, resolution, params, VERSION)
 
 
 def ns_dataset(
@@ -256,5 +256,6 @@ def ns_dataset(
 ) -> dict[str, np.ndarray]:
     """make_ns_data through the on-disk cache (built once per key, with a progress bar)."""
     params = params or NSVorticityParams()
-    key = ns_cache_params(n, seed, resolution, params)
-    return cached(NAME, key, lambda: make_ns_data(n, seed, resolution, params), root, force=force)
+    return cached_grid_dataset(
+        NAME, VERSION, make_ns_data, n, seed, resolution, params, root, force
+    )
