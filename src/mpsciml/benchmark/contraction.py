@@ -16,10 +16,8 @@ from typing import Any
 import torch
 
 from mpsciml.benchmark.saved_bytes import SavedTensorMeter
-from mpsciml.models.spectral_contract import contract, contract_real, contraction_cost
+from mpsciml.models.spectral_contract import ORDERS, contract, contract_real, contraction_cost
 from mpsciml.models.spectral_weights import CPSpectralWeights, cp_rank, mode_sizes
-
-ORDERS = ("cheapest", "naive", "reconstruct")
 
 
 def _step(x: torch.Tensor, weights: CPSpectralWeights, order: str, half: bool) -> torch.Tensor:
