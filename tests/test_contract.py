@@ -13,6 +13,7 @@ from conftest import compose_config
 from test_cli import train_py
 from torch import nn
 
+from mpsciml import factory
 from mpsciml.config import ConfigError
 from mpsciml.contract import SIZES, ModelKind, SensorOperator, SensorOperatorBase
 from mpsciml.derivatives.engine import choose_operator_engine, choose_pointwise_engine
@@ -96,7 +97,7 @@ def test_model_options_are_discovered_from_the_config_search_path(tmp_path: Path
     assert "mlp" in pointwise and "deeponet" not in pointwise
     assert "deeponet" in model_options_accepting(ModelKind.SENSOR_OPERATOR)
     assert "mlp" not in model_options_accepting(ModelKind.SENSOR_OPERATOR)
-    assert model_options_accepting(ModelKind.GRID_OPERATOR) == []
+    assert model_options_accepting(ModelKind.GRID_OPERATOR) == ["fno", "neuralop_fno"]
 
 
 def test_a_model_class_without_accepts_is_one_line(tmp_path: Path) -> None:
@@ -113,7 +114,13 @@ def test_an_unimportable_model_class_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(error.value)
 
 
-def test_a_kind_without_a_solver_is_one_line(tmp_path: Path) -> None:
+def test_a_kind_without_a_solver_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every kind has a solver today; a kind added to the contract before its solver must still
+    # stop with one line, not a KeyError
+    monkeypatch.delitem(factory.SOLVERS, ModelKind.GRID_OPERATOR)
+
     class GridProblem:
         model_kind = ModelKind.GRID_OPERATOR
 
