@@ -73,6 +73,18 @@ class SciMLModule(pl.LightningModule):
     def evaluation_plots(self, prediction: Tensor, out_dir: Path, title: str) -> list[Path]:
         """Pictures of prediction vs reference, written under out_dir."""
 
+    def _resolve_weights(self, weights: dict[str, float]) -> dict[str, float]:
+        """A weight per loss term (default 1) from `loss_weights`, checked against the terms the
+        subclass named in `self.term_names`, so a typo is an error and not a silent no-op."""
+        for key, value in weights.items():
+            if key not in self.term_names:
+                raise ValueError(
+                    f"loss_weights.{key} names no loss term; terms: {', '.join(self.term_names)}"
+                )
+            if not value >= 0:
+                raise ValueError(f"loss_weights.{key}={value} must be >= 0")
+        return {term: float(weights.get(term, 1.0)) for term in self.term_names}
+
     def total_loss(self, terms: Mapping[str, Tensor]) -> Tensor:
         return sum((self.loss_weights.get(n, 1.0) * v for n, v in terms.items()), start=0.0)
 

@@ -3,9 +3,10 @@
 Normalisation (as neuraloperator's UnitGaussianNormalizer): inputs and outputs are shifted and
 scaled per channel by the mean and standard deviation of the training set
 (`problem.normalisation()`: over samples and grid points, per channel, not per point, so they
-apply at any resolution, which zero-shot evaluation needs). The model maps normalised inputs to normalised outputs; the loss
-and every error are taken in physical units, after decoding. The statistics are buffers, so a
-checkpoint carries them and a resumed or reloaded model decodes as it was trained.
+apply at any resolution, which zero-shot evaluation needs). The model maps normalised inputs to
+normalised outputs; the loss and every error are taken in physical units, after decoding. The
+statistics are buffers, so a checkpoint carries them and a resumed or reloaded model decodes as
+it was trained.
 
 Precision: the batch arrives float64 and is normalised in >= fp32, then cast to the model's
 input dtype; the network's output is decoded and the loss assembled in >= fp32 (fp64 in an fp64
@@ -151,15 +152,6 @@ class GridOperatorModule(SciMLModule):
         return paths
 
     # ---------------------------------------------------------------- helpers
-    def _resolve_weights(self, weights: dict[str, float]) -> dict[str, float]:
-        for key, value in weights.items():
-            if key not in self.term_names:
-                raise ValueError(
-                    f"loss_weights.{key} names no loss term; terms: {', '.join(self.term_names)}"
-                )
-            if not value >= 0:
-                raise ValueError(f"loss_weights.{key}={value} must be >= 0")
-        return {term: float(weights.get(term, 1.0)) for term in self.term_names}
 
 
 def _channels(statistic: Tensor, like: Tensor, dtype: torch.dtype) -> Tensor:

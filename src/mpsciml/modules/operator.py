@@ -162,16 +162,6 @@ class OperatorModule(SciMLModule):
         outputs = self.model.forward_indexed(branch, points, index)
         return self.problem.constrain_output(points, outputs)
 
-    def _resolve_weights(self, weights: dict[str, float]) -> dict[str, float]:
-        for key, value in weights.items():
-            if key not in self.term_names:
-                raise ValueError(
-                    f"loss_weights.{key} names no loss term; terms: {', '.join(self.term_names)}"
-                )
-            if not value >= 0:
-                raise ValueError(f"loss_weights.{key}={value} must be >= 0")
-        return {term: float(weights.get(term, 1.0)) for term in self.term_names}
-
 
 def function_errors(
     prediction: Tensor, reference: Tensor, output_names: tuple[str, ...]
