@@ -10,11 +10,8 @@ initial condition, u(t, x) learnt pointwise): here the network learns the map be
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from mpsciml.data.burgers_periodic import BurgersOperatorParams, burgers_dataset
-from mpsciml.problems.grid_operator import GridData, GridOperatorProblem, generator_params
+from mpsciml.problems.grid_operator import GridData, GridOperatorProblem
 from mpsciml.problems.operator import as_tensor
 
 
@@ -23,36 +20,8 @@ class BurgersOperator(GridOperatorProblem):
     output_names = ("u",)
     coordinate_names = ("x",)
     grid_layout = "periodic"
-
-    def __init__(
-        self,
-        n_train: int = 1000,
-        n_test: int = 100,
-        resolution: int = 256,
-        zero_shot_resolution: int | None = 1024,
-        n_zero_shot: int = 100,
-        batch_size: int = 20,
-        loss: str = "l2",
-        data_seed: int = 0,
-        generator: Mapping[str, Any] | None = None,
-        data_path: str | None = None,
-        test_data_path: str | None = None,
-        zero_shot_data_path: str | None = None,
-    ) -> None:
-        super().__init__(
-            n_train,
-            n_test,
-            resolution,
-            zero_shot_resolution,
-            n_zero_shot,
-            batch_size,
-            loss,
-            data_seed,
-            data_path,
-            test_data_path,
-            zero_shot_data_path,
-        )
-        self.params: BurgersOperatorParams = generator_params(BurgersOperatorParams, generator)
+    params_class = BurgersOperatorParams
+    params: BurgersOperatorParams
 
     def generate(self, n: int, resolution: int, seed: int) -> GridData:
         arrays = burgers_dataset(n, seed, resolution, self.params)

@@ -16,14 +16,13 @@ test. With `data_path` the pairs themselves come from the user (`GridOperatorPro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from mpsciml.data.darcy import DarcyParams, darcy_dataset, fine_grid, solve_darcy_refined
 from mpsciml.data.grid_files import read_grid_arrays
-from mpsciml.problems.grid_operator import GridData, GridOperatorProblem, generator_params
+from mpsciml.problems.grid_operator import GridData, GridOperatorProblem
 from mpsciml.problems.operator import as_tensor
 
 
@@ -32,42 +31,18 @@ class Darcy(GridOperatorProblem):
     output_names = ("u",)
     coordinate_names = ("x", "y")
     grid_layout = "cells"
+    params_class = DarcyParams
+    params: DarcyParams
 
-    def __init__(
-        self,
-        n_train: int = 1000,
-        n_test: int = 100,
-        resolution: int = 32,
-        zero_shot_resolution: int | None = 64,
-        n_zero_shot: int = 100,
-        batch_size: int = 20,
-        loss: str = "l2",
-        data_seed: int = 0,
-        generator: Mapping[str, Any] | None = None,
-        coefficient_path: str | None = None,
-        data_path: str | None = None,
-        test_data_path: str | None = None,
-        zero_shot_data_path: str | None = None,
-    ) -> None:
-        super().__init__(
-            n_train,
-            n_test,
-            resolution,
-            zero_shot_resolution,
-            n_zero_shot,
-            batch_size,
-            loss,
-            data_seed,
-            data_path,
-            test_data_path,
-            zero_shot_data_path,
-        )
-        if coefficient_path and data_path:
+    def __init__(self, *args: Any, coefficient_path: str | None = None, **kwargs: Any) -> None:
+        """The options of `GridOperatorProblem`, and `coefficient_path`: a file of coefficient
+        fields (array `x`, (N, r, r)) to solve for instead of drawing them."""
+        super().__init__(*args, **kwargs)
+        if coefficient_path and self.data_path:
             raise ValueError(
                 "problem.coefficient_path and problem.data_path both given: coefficients to "
                 "solve, or solved pairs, not both"
             )
-        self.params: DarcyParams = generator_params(DarcyParams, generator)
         self.coefficient_path = coefficient_path
 
     def generate(self, n: int, resolution: int, seed: int) -> GridData:

@@ -116,22 +116,29 @@ class GridOperatorProblem(ABC):
     coordinate_names: tuple[str, ...]
     #: where the samples sit in [0, 1]: "periodic" | "nodes" | "cells" (`grid_metrics`)
     grid_layout: str
+    #: the frozen dataclass of the generator's options (`problem.generator`), or None for a
+    #: problem without one; its instance is `self.params`
+    params_class: ClassVar[type | None] = None
 
     def __init__(
         self,
-        n_train: int,
-        n_test: int,
-        resolution: int,
+        n_train: int = 1000,
+        n_test: int = 100,
+        resolution: int = 32,
         zero_shot_resolution: int | None = None,
         n_zero_shot: int = 0,
         batch_size: int = 20,
         loss: str = "l2",
         data_seed: int = 0,
+        generator: Mapping[str, Any] | None = None,
         data_path: str | None = None,
         test_data_path: str | None = None,
         zero_shot_data_path: str | None = None,
     ) -> None:
         require_counts(n_train=n_train, n_test=n_test, batch_size=batch_size)
+        if self.params_class is None and generator:
+            raise ValueError(f"problem.generator: {type(self).__name__} has no generator options")
+        self.params = generator_params(self.params_class, generator) if self.params_class else None
         require_counts(resolution=resolution)
         if resolution < 3:
             raise ValueError(f"problem.resolution={resolution} is invalid: must be >= 3")

@@ -13,11 +13,8 @@ size of Tu et al.'s experiments, with the zero-shot grid set by `problem.zero_sh
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from mpsciml.data.ns_vorticity import NSVorticityParams, ns_dataset
-from mpsciml.problems.grid_operator import GridData, GridOperatorProblem, generator_params
+from mpsciml.problems.grid_operator import GridData, GridOperatorProblem
 from mpsciml.problems.operator import as_tensor
 
 
@@ -26,36 +23,8 @@ class NSVorticity(GridOperatorProblem):
     output_names = ("w",)
     coordinate_names = ("x", "y")
     grid_layout = "periodic"
-
-    def __init__(
-        self,
-        n_train: int = 1000,
-        n_test: int = 100,
-        resolution: int = 64,
-        zero_shot_resolution: int | None = 128,
-        n_zero_shot: int = 20,
-        batch_size: int = 20,
-        loss: str = "l2",
-        data_seed: int = 0,
-        generator: Mapping[str, Any] | None = None,
-        data_path: str | None = None,
-        test_data_path: str | None = None,
-        zero_shot_data_path: str | None = None,
-    ) -> None:
-        super().__init__(
-            n_train,
-            n_test,
-            resolution,
-            zero_shot_resolution,
-            n_zero_shot,
-            batch_size,
-            loss,
-            data_seed,
-            data_path,
-            test_data_path,
-            zero_shot_data_path,
-        )
-        self.params: NSVorticityParams = generator_params(NSVorticityParams, generator)
+    params_class = NSVorticityParams
+    params: NSVorticityParams
 
     def generate(self, n: int, resolution: int, seed: int) -> GridData:
         arrays = ns_dataset(n, seed, resolution, self.params)
