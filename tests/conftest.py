@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -56,3 +59,16 @@ def tiny_config(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config([*TINY, *overrides], tmp_path / f"run{next(counter)}")
 
     return make
+
+
+def load_generate_data_script(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """scripts/generate_data.py as a module (it is a script, not part of the package); registered
+    in sys.modules for the test's duration, since its dataclasses look their module up there."""
+    spec = importlib.util.spec_from_file_location(
+        "generate_data", ROOT / "scripts" / "generate_data.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "generate_data", script)
+    spec.loader.exec_module(script)
+    return script

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_generate_data_script
 from scipy.sparse.linalg import spsolve
 
 from mpsciml.data import darcy
@@ -151,18 +152,9 @@ def test_generate_data_script_builds_what_the_problem_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """scripts/generate_data.py keys the grid sets as the problem does (a tiny darcy.yaml)."""
-    import importlib.util
-    import sys
-
     from mpsciml.problems.darcy import Darcy
 
-    spec = importlib.util.spec_from_file_location(
-        "generate_data", Path(__file__).parents[1] / "scripts" / "generate_data.py"
-    )
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "generate_data", script)  # dataclasses look it up
-    spec.loader.exec_module(script)
+    script = load_generate_data_script(monkeypatch)
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "darcy.yaml").write_text(

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, load_generate_data_script
 from omegaconf import OmegaConf
 
 from mpsciml.config import ConfigError
@@ -308,18 +307,10 @@ def test_generate_data_builds_exactly_what_the_recipes_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After scripts/generate_data.py, the default problems find every file in the cache."""
-    import importlib.util
-
     from mpsciml.problems.advection import Advection
     from mpsciml.problems.antiderivative import Antiderivative
 
-    spec = importlib.util.spec_from_file_location(
-        "generate_data", Path(__file__).parents[1] / "scripts" / "generate_data.py"
-    )
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "generate_data", script)  # dataclasses look it up
-    spec.loader.exec_module(script)
+    script = load_generate_data_script(monkeypatch)
     root = tmp_path / "data"  # MPSCIML_DATA_DIR (the autouse fixture)
     # the grid sets (darcy, ns_vorticity, burgers_operator: ~1 min of CPU at their default sizes)
     # are checked at tiny sizes in tests/test_darcy_solver.py

@@ -168,12 +168,4 @@ class FunctionBatches(StepDataModule):
         )
 
     def batch_size(self, dataset: StepDataset) -> int:
-        """The step's functions shared equally by the ranks (each computes the mean over its
-        share, and DDP averages the gradients: the mean over the step's batch)."""
-        per_step, ranks = dataset.items_per_step, self.world_size
-        if per_step % ranks:
-            raise ValueError(
-                f"problem.functions_per_step={per_step} must be divisible by the number of "
-                f"processes ({ranks}), so each gets an equal share of a step's functions"
-            )
-        return per_step // ranks
+        return self.equal_share(dataset, "problem.functions_per_step")

@@ -73,12 +73,4 @@ class GridBatches(StepDataModule):
         return SamplesPerStep(self.train, self.seed, self.max_steps, self.problem.batch_size)
 
     def batch_size(self, dataset: StepDataset) -> int:
-        """The step's samples shared equally by the ranks (DDP averages the gradients of the
-        ranks' means: the mean over the step's batch)."""
-        per_step, ranks = dataset.items_per_step, self.world_size
-        if per_step % ranks:
-            raise ValueError(
-                f"problem.batch_size={per_step} must be divisible by the number of processes "
-                f"({ranks}), so each gets an equal share of a step's samples"
-            )
-        return per_step // ranks
+        return self.equal_share(dataset, "problem.batch_size")

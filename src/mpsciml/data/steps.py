@@ -155,6 +155,18 @@ class StepDataModule(pl.LightningDataModule):
         """Items per batch on one rank; None: one item is the batch."""
         return None
 
+    def equal_share(self, dataset: StepDataset, key: str) -> int:
+        """A step's items shared equally by the ranks: each takes the mean over its share and DDP
+        averages the ranks' gradients, which is the mean over the whole step only when the
+        shares are equal. `key` is the config key that sets the items per step, for the error."""
+        per_step, ranks = dataset.items_per_step, self.world_size
+        if per_step % ranks:
+            raise ValueError(
+                f"{key}={per_step} must be divisible by the number of processes ({ranks}), so "
+                "each gets an equal share of a step's items"
+            )
+        return per_step // ranks
+
     def train_dataloader(self) -> StepLoader:
         dataset = self.step_dataset()
         batch_size = self.batch_size(dataset)
