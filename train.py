@@ -26,6 +26,8 @@ from mpsciml.cli_errors import (
     users_hydra_full_error,
 )
 from mpsciml.config import ConfigError, is_multirun, register_resolvers
+from mpsciml.distributed.environment import first_process
+from mpsciml.distributed.launch import set_entry_point
 from mpsciml.summary import task_overrides
 from mpsciml.sweep import failed_objective, finished_job, objective_value, sweep_exit_code
 from mpsciml.train import run
@@ -40,6 +42,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | list[float]:
     users_hydra_full_error()  # composed: the run's own errors are reported as the user asked
+    set_entry_point(__file__)  # DDP children run this script (also from a launcher's worker)
     objective = cfg.get("objective", "l2")
     if is_multirun() and (done := finished_job(Path(cfg.paths.output_dir), task_overrides())):
         print(f"skipped: already ok in an earlier run of this sweep | {cfg.paths.output_dir}")
@@ -56,9 +59,12 @@ def main(cfg: DictConfig) -> float | list[float]:
             )
             return failed_objective(objective)
         if isinstance(exc, ConfigError):
-            remove_refused_run_folder()  # a typo is not a failed run for report.py to count
+            if first_process():  # another DDP process never removes the job's folder
+                remove_refused_run_folder()  # a typo is not a failed run for report.py to count
             stop_with_error(str(exc))
         raise
+    if summary.get("rank"):  # a DDP process other than rank 0: it trained, rank 0 reports
+        return float("nan")
     l2 = summary.get("l2") or {}
     fields = ", ".join(f"{name} {error:.3e}" for name, error in l2.items())
     print(

@@ -26,6 +26,7 @@ from mpsciml.callbacks.precision_probe import PrecisionProbe
 from mpsciml.callbacks.precision_schedule import PrecisionSchedule
 from mpsciml.callbacks.step_timer import StepTimer
 from mpsciml.config import ConfigError, resume_checkpoint, validate
+from mpsciml.distributed.plan import plan_distributed, trainer_arguments, without_our_keys
 from mpsciml.factory import build_datamodule, build_model, build_module, check_model_fits
 from mpsciml.modules.base import SciMLModule
 from mpsciml.precision.plugin import build_precision_plugin
@@ -36,11 +37,13 @@ log = logging.getLogger(__name__)
 
 def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
     """Instantiate problem, model, module, loggers, callbacks and trainer from the config; the
-    problem's DataModule is `parts["datamodule"]`: `trainer.fit(module, datamodule=...)`."""
+    problem's DataModule is `parts["datamodule"]`: `trainer.fit(module, datamodule=...)`;
+    `parts["distributed"]` is the processes it trains on (`distributed.plan`)."""
     validate(cfg)
     apply_precision_optimizer_floor(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     device = resolve_device(cfg.trainer.accelerator)
+    distributed = plan_distributed(cfg, device)  # before anything is built or started
     try:
         problem = instantiate(cfg.problem)
         check_model_fits(cfg, problem)
@@ -73,18 +76,21 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     quiet_start_up_noise(loggers)
     max_steps = cfg.trainer.max_steps
+    strategy = trainer_arguments(distributed, model, device, cfg.trainer.get("devices"))
     try:
         trainer = instantiate(
-            cfg.trainer,
+            without_our_keys(cfg.trainer),
             callbacks=callbacks,
             logger=loggers or False,
             enable_checkpointing=bool(cfg.get("callbacks")),
             val_check_interval=min(cfg.val_every, max_steps),
-            plugins=[plugin],
+            plugins=[plugin, *strategy.pop("plugins", [])],
+            **strategy,
         )
     except InstantiationException as exc:  # `+trainer.typo=1`: a bad key, one line like others
         raise ConfigError(f"trainer: {exc.__cause__ or exc}") from exc
     parts = {"probe": probe, "timer": timer, "monitor": monitor, "loggers": loggers}
+    parts["distributed"] = distributed
     return module, trainer, parts | {"datamodule": datamodule}
 
 

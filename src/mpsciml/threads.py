@@ -29,12 +29,30 @@ SMALL_NETWORK_PARAMETERS = 1_000_000
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
 
 
-def choose_threads(requested: int | str | None, model: nn.Module, device: str) -> tuple[int, str]:
+def choose_threads(
+    requested: int | str | None,
+    model: nn.Module,
+    device: str,
+    processes: int = 1,
+    cores: int | None = None,
+) -> tuple[int, str]:
     """(threads, why): an integer is the user's choice; null is torch's default (which honours
-    OMP_NUM_THREADS); `auto` picks by device and network size, and yields to OMP_NUM_THREADS."""
+    OMP_NUM_THREADS); `auto` picks by device and network size, and yields to OMP_NUM_THREADS.
+
+    `processes` DDP processes of this node share its `cores` (default: this process's usable
+    cores): null and `auto` then give each at most cores // processes (at least 1), so N
+    processes never run more threads than there are cores; an explicit number is kept, and
+    the reason says when it oversubscribes them."""
+    cores = cores or usable_cores()
+    share = max(1, cores // max(processes, 1))
+    shared = f"{processes} processes on {cores} cores"
     if isinstance(requested, int):
+        if processes > 1 and requested * processes > cores:
+            return requested, f"threads set ({shared}: oversubscribed)"
         return requested, "threads set"
     if requested is None:
+        if processes > 1 and share < TORCH_DEFAULT_THREADS:
+            return share, f"torch's default (threads=null), capped to {shared}"
         return TORCH_DEFAULT_THREADS, "torch's default (threads=null)"
     if os.environ.get("OMP_NUM_THREADS"):
         return TORCH_DEFAULT_THREADS, "OMP_NUM_THREADS"
@@ -43,4 +61,14 @@ def choose_threads(requested: int | str | None, model: nn.Module, device: str) -
     parameters = sum(p.numel() for p in model.parameters())
     if parameters < SMALL_NETWORK_PARAMETERS:
         return 1, f"{parameters} parameters < {SMALL_NETWORK_PARAMETERS}: one thread"
+    if processes > 1 and share < TORCH_DEFAULT_THREADS:
+        return share, f"{parameters} parameters: torch's default capped to {shared}"
     return TORCH_DEFAULT_THREADS, f"{parameters} parameters: torch's default"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: taskset, cpusets, SLURM binding)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

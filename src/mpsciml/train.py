@@ -33,6 +33,8 @@ from mpsciml.callbacks.precision_schedule import (
 )
 from mpsciml.compose import build
 from mpsciml.config import ConfigError, is_multirun, resume_checkpoint
+from mpsciml.distributed.environment import first_process
+from mpsciml.distributed.launch import JobLauncher, abort_process, finish_job
 from mpsciml.modules.base import SciMLModule
 from mpsciml.plots import plot_losses
 from mpsciml.precision.plugin import SciMLPrecision
@@ -47,7 +49,11 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train and evaluate one configuration; returns the summary that was written to disk."""
+    """Train and evaluate one configuration; returns the summary that was written to disk.
+
+    Under DDP every process trains; only global rank 0 evaluates and writes (summary.json,
+    plots, the W&B run); the others return `{"status": "ok", "rank": <rank>}` and write nothing.
+    """
     out_dir = Path(cfg.paths.output_dir)
     started = time.perf_counter()
     threads = cfg.get("threads")
@@ -69,11 +75,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     in_place = None if cfg.get("resume") else interrupted_in_place(out_dir, overrides)
     guard = SignalGuard().claim()  # SIGTERM/SIGUSR1/SIGINT: checkpoint, status interrupted
     module = trainer = None
+    writes = first_process()  # until the trainer knows the global rank
     try:
         offline_if_unreachable(cfg)  # W&B online without network: offline, or one line
         module, trainer, parts = build(cfg)
+        plan = parts["distributed"]
+        summary["distributed"] = plan.as_dict()
+        writes = trainer.global_rank == 0
+        watch_children(trainer, summary, out_dir)
         check_schedule_fits(cfg, module)
-        used, why = choose_threads(threads, module.model, resolve_device(cfg.trainer.accelerator))
+        used, why = choose_threads(
+            threads,
+            module.model,
+            resolve_device(cfg.trainer.accelerator),
+            processes=plan.processes_per_node,
+            cores=plan.cpu_cores,
+        )
         torch.set_num_threads(used)
         summary.update(cpu_threads=used, cpu_threads_why=why)
         summary["derivatives"] = derivative_facts(module)
@@ -89,6 +106,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         summary["resumed_from"] = checkpoint
         trainer.fit(module, datamodule=parts["datamodule"], ckpt_path=checkpoint)
         summary["train_seconds"] = round(time.perf_counter() - fit_started, 3)
+        summary["distributed"] = plan.as_dict()
+        if not writes:
+            return {"status": "ok", "rank": trainer.global_rank, "output_dir": str(out_dir)}
         summary.update(evaluate(cfg, module, trainer, parts, out_dir))
     except Exception as exc:
         summary["error"] = f"{type(exc).__name__}: {exc}"
@@ -100,14 +120,41 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         guard.release()
-        if module is not None and (spectral := spectral_facts(module, trainer)) is not None:
-            summary["spectral"] = spectral
-        summary["wall_seconds"] = round(time.perf_counter() - started, 3)
-        summary["memory"] = peak_memory()
-        summary["wandb"] = wandb_facts(parts["loggers"], out_dir)
-        write_summary(out_dir / "summary.json", summary)
-        finish_wandb(parts["loggers"], summary)
+        finish_job(trainer)  # the children this process started have exited or are killed
+        if writes:  # under DDP global rank 0 only
+            write_results(summary, module, trainer, parts, out_dir, started)
     return summary
+
+
+def write_results(
+    summary: dict[str, Any],
+    module: SciMLModule | None,
+    trainer: pl.Trainer | None,
+    parts: dict[str, Any],
+    out_dir: Path,
+    started: float,
+) -> None:
+    """What every run leaves, also a failed one: summary.json, and the W&B run finished."""
+    if module is not None and (spectral := spectral_facts(module, trainer)) is not None:
+        summary["spectral"] = spectral
+    summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+    summary["memory"] = peak_memory()
+    summary["wandb"] = wandb_facts(parts["loggers"], out_dir)
+    write_summary(out_dir / "summary.json", summary)
+    finish_wandb(parts["loggers"], summary)
+
+
+def watch_children(trainer: pl.Trainer, summary: dict[str, Any], out_dir: Path) -> None:
+    """If a DDP child fails and this process stays blocked in a collective, the launcher ends
+    it; the summary says so first (`distributed.launch.ChildObserver`)."""
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if isinstance(launcher, JobLauncher):
+
+        def abort(reason: str) -> None:
+            write_summary(out_dir / "summary.json", {**summary, "error": f"DDP: {reason}"})
+            abort_process(reason)
+
+        launcher.on_abort = abort
 
 
 def interrupted_in_place(out_dir: Path, overrides: list[str] | None) -> str | None:
@@ -125,6 +172,8 @@ def interrupted_in_place(out_dir: Path, overrides: list[str] | None) -> str | No
     if not checkpoint.is_file():
         return None
     step = (previous.get("interrupted") or {}).get("step")
+    if not first_process():  # another DDP process: the same checkpoint, rank 0 keeps the files
+        return str(checkpoint)
     if (metrics := out_dir / "metrics.csv").is_file():
         metrics.rename(out_dir / (f"metrics-until-step{step}.csv" if step else "metrics-old.csv"))
     log.warning("continuing the run interrupted at step %s in %s", step, out_dir)
