@@ -7,6 +7,11 @@ line naming both (and the model options that would fit), never a keyword error f
 Hydra's instantiation, and no class name is special here. The LightningModule follows from the
 kind. A model class offering the `build_with_training_data` hook is built through it, with the
 problem's training data at hand (POD-DeepONet takes its trunk from the training outputs).
+
+A problem with the class attribute `data_free = True` (DiffNet's Poisson and Burgers on grids)
+is trained on its PDE residual instead of on data: its kind keeps the model check (any model
+of the kind fits, e.g. model=fno on poisson_grid, model=diffnet on darcy) and `DATA_FREE_SOLVERS`
+gives the module and the DataModule.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from mpsciml.config import ConfigError
 from mpsciml.contract import AlignedTrainingData, ModelKind, SensorOperator, accepted_kinds
 from mpsciml.data.functions import FunctionBatches
 from mpsciml.data.grid_batches import GridBatches
+from mpsciml.data.parameter_batches import ParameterBatches
 from mpsciml.data.points import CollocationPoints
 from mpsciml.data.steps import StepDataModule
 from mpsciml.modules.base import SciMLModule
+from mpsciml.modules.data_free_grid import DataFreeGridModule
 from mpsciml.modules.grid_operator import GridOperatorModule
 from mpsciml.modules.operator import OperatorModule
 from mpsciml.modules.pinn import PINNModule
@@ -67,6 +74,10 @@ def _grid_operator_module(cfg: DictConfig, problem: Any, model: nn.Module) -> Sc
     return GridOperatorModule(problem, model, cfg.optimizer, loss_weights=cfg.loss_weights)
 
 
+def _data_free_grid_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLModule:
+    return DataFreeGridModule(problem, model, cfg.optimizer, loss_weights=cfg.loss_weights)
+
+
 def _collocation_points(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
     """Points fixed, or redrawn every `resample_every` steps until L-BFGS takes over."""
     return CollocationPoints(
@@ -86,6 +97,14 @@ def _grid_batches(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDat
     return GridBatches(problem, cfg.seed, cfg.trainer.max_steps)
 
 
+def _parameter_batches(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
+    """Fresh parameter fields every step; one fixed batch from where L-BFGS takes over (from the
+    start in an L-BFGS-only run), since its line searches need one objective."""
+    lbfgs_only = cfg.optimizer.get("adam") is None and cfg.optimizer.get("lbfgs") is not None
+    freeze_at = 0 if lbfgs_only else module.first_phase_end()
+    return ParameterBatches(problem, cfg.seed, cfg.trainer.max_steps, freeze_at=freeze_at)
+
+
 @dataclass(frozen=True)
 class Solver:
     """How problems of one kind are trained: the LightningModule and the DataModule feeding it."""
@@ -101,6 +120,11 @@ SOLVERS: dict[ModelKind, Solver] = {
     ModelKind.GRID_OPERATOR: Solver(_grid_operator_module, _grid_batches),
 }
 
+#: the solver of each kind of data-free problem (`data_free = True`: trained on its residual)
+DATA_FREE_SOLVERS: dict[ModelKind, Solver] = {
+    ModelKind.GRID_OPERATOR: Solver(_data_free_grid_module, _parameter_batches),
+}
+
 
 def check_model_fits(cfg: DictConfig, problem: Any) -> None:
     """The problem's declared kind against the model class's `accepts`, before instantiation."""
@@ -111,7 +135,7 @@ def check_model_fits(cfg: DictConfig, problem: Any) -> None:
             f"problem={problem_name}: {type(problem).__name__} declares no model_kind "
             f"(one of {', '.join(repr(str(k)) for k in ModelKind)}; see mpsciml.contract)"
         )
-    if needed not in SOLVERS:
+    if needed not in (DATA_FREE_SOLVERS if is_data_free(problem) else SOLVERS):
         raise ConfigError(
             f"problem={problem_name} needs {_article(needed)} {needed} model: no solver for "
             f"{needed} problems yet (solved: {', '.join(SOLVERS)})"
@@ -151,9 +175,15 @@ def build_datamodule(cfg: DictConfig, problem: Any, module: SciMLModule) -> Step
 
 def _solver(problem: Any) -> Solver:
     kind = problem.model_kind
-    if kind not in SOLVERS:
-        raise ConfigError(f"no solver for {kind} problems yet")
-    return SOLVERS[kind]
+    solvers, what = (DATA_FREE_SOLVERS, "data-free ") if is_data_free(problem) else (SOLVERS, "")
+    if kind not in solvers:
+        raise ConfigError(f"no solver for {what}{kind} problems yet")
+    return solvers[kind]
+
+
+def is_data_free(problem: Any) -> bool:
+    """Whether the problem trains on its residual alone (class attribute `data_free`)."""
+    return bool(getattr(problem, "data_free", False))
 
 
 def aligned_training_data(problem: Any) -> AlignedTrainingData:
