@@ -98,8 +98,8 @@ class DataFreeGridProblem(ABC):
     coordinate_names: tuple[str, ...]
     #: one of grid_metrics.GRID_LAYOUTS (where the samples sit in each dimension)
     grid_layout: str
-    term_names: tuple[str, ...]
-    default_loss_weights: dict[str, float]
+    term_names: ClassVar[tuple[str, ...]]
+    default_loss_weights: ClassVar[dict[str, float]]
 
     def __init__(
         self,

@@ -1,0 +1,150 @@
+"""DiffNet's parametric Poisson problem, data-free on a grid (Botelho et al.):
+
+    -div(nu grad u) = f  on (0, 1)^2,  u = 1 on the left wall (x = 0), u = 0 on the right (x = 1),
+    zero flux on the bottom and top walls (y = 0, 1);  nu = exp(log_nu_mean + psi) per sample,
+
+the network maps nu to u on the (nx, ny) nodes x_i = i / (nx - 1), y_j = j / (ny - 1) (tensor
+dim 2 is x, dim 3 is y; layout "nodes"). psi is a mean-zero Gaussian random field with zero
+normal slope, a finite Karhunen-Loeve series in the cosine eigenfunctions of the Laplacian
+(`data.grf_grid`: covariance (-Laplacian + tau^2)^-alpha, `modes` cosines per axis), scaled so
+that its pointwise standard deviation, averaged over the square, is `log_nu_std`. A finite series
+is one smooth function whatever the grid, so 64x64 and 256x256 runs see the same distribution.
+
+Loss (`problem.loss`):
+  * energy (default, DiffNet's): the Ritz energy int 1/2 nu |grad u|^2 - f u of the Q1
+    interpolant by 2x2 Gauss quadrature per element (`stencils.q1_energy`). With the Dirichlet
+    walls imposed, its minimiser is the Q1 finite-element solution; zero flux is natural.
+  * residual: the strong form in flux form, mean over the free nodes of (div(nu grad u) + f)^2,
+    by the vertex-centred finite-volume stencil (`stencils.flux_divergence`, harmonic faces),
+    the very operator of our reference solver, whose residual under it is therefore round-off.
+
+Reference (`test_data`): `data.poisson_fd.solve_poisson`, the same finite-volume scheme as a
+sparse matrix, second order (tested). The energy loss's Q1 solution differs from it by O(h^2)
+(~1e-4 relative at 64x64), far below the 3e-2 a network reaches.
+
+The network sees log(nu) - log_nu_mean (`network_inputs`), a centred field of O(log_nu_std);
+`impose` writes u_left/u_right into the first and last x rows of its output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mpsciml.data.grf_grid import cosine_basis, neumann_sqrt_eigenvalues
+from mpsciml.data.poisson_fd import AVERAGES, solve_poisson
+from mpsciml.derivatives.stencils import flux_divergence, q1_energy
+from mpsciml.grid_metrics import grid_coordinates
+from mpsciml.problems.data_free_grid import DataFreeGridProblem
+
+#: the training losses of `problem.loss`
+POISSON_LOSSES = ("energy", "residual")
+#: log_nu_std above this gives nu spanning more than ~e^12 over a sample: a stiff, meaningless set
+MAX_LOG_NU_STD = 3.0
+
+
+class PoissonGrid(DataFreeGridProblem):
+    input_names = ("nu",)
+    output_names = ("u",)
+    coordinate_names = ("x", "y")
+    grid_layout = "nodes"
+    term_names: ClassVar[tuple[str, ...]] = ("pde",)
+    default_loss_weights: ClassVar[dict[str, float]] = {"pde": 1.0}
+
+    def __init__(
+        self,
+        grid: int | Sequence[int] = 64,
+        batch_size: int = 8,
+        n_test: int = 16,
+        data_seed: int = 0,
+        loss: str = "energy",
+        log_nu_mean: float = 0.0,
+        log_nu_std: float = 1.0,
+        modes: int = 6,
+        alpha: float = 2.0,
+        tau: float = 3.0,
+        source: float = 0.0,
+        u_left: float = 1.0,
+        u_right: float = 0.0,
+        average: str = "harmonic",
+    ) -> None:
+        super().__init__(grid, batch_size, n_test, data_seed)
+        if loss not in POISSON_LOSSES:
+            raise ValueError(
+                f"problem.loss={loss!r} is unknown; allowed: {', '.join(POISSON_LOSSES)}"
+            )
+        if average not in AVERAGES:
+            raise ValueError(
+                f"problem.average={average!r} is unknown; allowed: {', '.join(AVERAGES)}"
+            )
+        if not 0.0 <= log_nu_std <= MAX_LOG_NU_STD:
+            raise ValueError(f"problem.log_nu_std={log_nu_std} must be in [0, {MAX_LOG_NU_STD}]")
+        if not (isinstance(modes, int) and 2 <= modes <= min(self.grid)):
+            raise ValueError(
+                f"problem.modes={modes!r} must be an integer in [2, {min(self.grid)}] (the grid "
+                "must resolve the field's cosines)"
+            )
+        if not (alpha > 0 and tau > 0):
+            raise ValueError(f"problem.alpha={alpha}, problem.tau={tau}: both must be > 0")
+        for key, value in (("log_nu_mean", log_nu_mean), ("source", source)):
+            if not math.isfinite(value):
+                raise ValueError(f"problem.{key}={value} must be finite")
+        self.loss, self.average = loss, average
+        self.log_nu_mean, self.log_nu_std = float(log_nu_mean), float(log_nu_std)
+        self.modes, self.alpha, self.tau = modes, float(alpha), float(tau)
+        self.source, self.u_left, self.u_right = float(source), float(u_left), float(u_right)
+        sqrt_eig = neumann_sqrt_eigenvalues(modes, alpha, tau)
+        self._coefficient_std = sqrt_eig * (self.log_nu_std / np.sqrt(np.sum(sqrt_eig**2)))
+        self._basis = [cosine_basis(modes, grid_coordinates(n, "nodes").numpy()) for n in self.grid]
+
+    # ---------------------------------------------------------------- fields
+    def sample_parameters(self, rng: np.random.Generator) -> np.ndarray:
+        xi = rng.standard_normal((self.modes, self.modes)) * self._coefficient_std
+        bx, by = self._basis
+        psi = bx.T @ xi @ by  # (nx, ny)
+        return np.exp(self.log_nu_mean + psi)[None]
+
+    def network_inputs(self, inputs: Tensor) -> Tensor:
+        """log(nu) - log_nu_mean: centred, of order log_nu_std, where nu spans decades."""
+        return torch.log(inputs) - self.log_nu_mean
+
+    def impose(self, inputs: Tensor, outputs: Tensor) -> Tensor:
+        """u_left on the x = 0 row, u_right on x = 1 (dim 2), the rest the network's."""
+        left = torch.full_like(outputs[:, :, :1], self.u_left)
+        right = torch.full_like(outputs[:, :, :1], self.u_right)
+        return torch.cat([left, outputs[:, :, 1:-1], right], 2)
+
+    # ------------------------------------------------------------------ loss
+    def residual_terms(self, inputs: Tensor, outputs: Tensor) -> dict[str, Tensor]:
+        self.check_fields(inputs, outputs)
+        u, nu = self.assembled(outputs, inputs)
+        spacings = self.spacings(tuple(u.shape[2:]))
+        if self.loss == "energy":
+            return {"pde": q1_energy(u, nu, spacings, self.source)}
+        residual = flux_divergence(u, nu, spacings, self.average) + self.source
+        return {"pde": residual[:, :, 1:-1].square().mean((1, 2, 3))}
+
+    # ------------------------------------------------------------- reference
+    def solve_reference(self, inputs: np.ndarray, progress: bool = True) -> np.ndarray:
+        u = solve_poisson(
+            inputs[:, 0], self.source, self.u_left, self.u_right, self.average, progress=progress
+        )
+        return u[:, None]
+
+    def reference_params(self) -> dict[str, Any]:
+        return {
+            "log_nu_mean": self.log_nu_mean,
+            "log_nu_std": self.log_nu_std,
+            "modes": self.modes,
+            "alpha": self.alpha,
+            "tau": self.tau,
+            "source": self.source,
+            "u_left": self.u_left,
+            "u_right": self.u_right,
+            "average": self.average,
+        }
