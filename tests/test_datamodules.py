@@ -49,22 +49,28 @@ def test_resampled_points_depend_on_the_step_only() -> None:
     assert torch.equal(points(5), points(4))  # another instance, straight to step 5
 
 
-def test_every_rank_walks_the_same_steps_of_points() -> None:
-    """Items are (step, rank): the distributed sampler gives each rank every step, in order."""
-    ranks = []
-    for rank in range(2):
-        dataset = PointsPerStep(burgers(), seed=0, steps=4, shares=2, resample_every=1)
-        sampler = StepSampler(dataset, num_replicas=2, rank=rank)
-        loader = StepLoader(dataset, batch_size=None, sampler=sampler)
-        assert len(loader) == 4
-        ranks.append([batch["pde"] for batch in loader])
-    single = [
-        PointsPerStep(burgers(), seed=0, steps=4, resample_every=1)[s]["pde"] for s in range(4)
-    ]
-    for step in range(4):
-        assert torch.equal(ranks[0][step], single[step]) and torch.equal(
-            ranks[1][step], single[step]
-        )
+def test_every_rank_walks_the_same_steps_with_its_slice_of_the_points() -> None:
+    """Items are (step, rank): each rank gets every step, in order, with points r, r + W, ...
+    of each condition's draw (uneven slices when W does not divide a count)."""
+    for world in (2, 3):
+        ranks = []
+        for rank in range(world):
+            dataset = PointsPerStep(burgers(), seed=0, steps=4, shares=world, resample_every=1)
+            sampler = StepSampler(dataset, num_replicas=world, rank=rank)
+            loader = StepLoader(dataset, batch_size=None, sampler=sampler)
+            assert len(loader) == 4
+            ranks.append(list(loader))
+        for step in range(4):
+            single = PointsPerStep(burgers(), seed=0, steps=4, resample_every=1)[step]
+            for name, points in single.items():
+                for rank in range(world):
+                    assert torch.equal(ranks[rank][step][name], points[rank::world])
+
+
+def test_a_condition_with_fewer_points_than_ranks_is_refused() -> None:
+    dataset = PointsPerStep(Burgers(n_domain=32, n_boundary=2, n_initial=8), 0, 2, shares=3)
+    with pytest.raises(ValueError, match="condition 'bc' has 2 points, fewer than the 3"):
+        dataset[[0]]
 
 
 def test_collocation_points_datamodule_validates_resample_every() -> None:
@@ -137,27 +143,30 @@ def test_each_step_takes_distinct_seeded_functions_with_their_own_data() -> None
 
 
 def test_step_sampler_is_a_distributed_sampler_in_step_order() -> None:
-    """Lightning keeps a DistributedSampler it is given; ours deals the indices as torch's does
-    unshuffled (Lightning's own would shuffle them across steps)."""
+    """Lightning keeps a DistributedSampler it is given; ours yields one list per step, which
+    for equal shares are the indices torch's deals unshuffled (Lightning's own would shuffle
+    them across steps); uneven shares round-robin within each step; none is refused."""
     dataset = functions_dataset()
     for rank in range(2):
         ours = StepSampler(dataset, num_replicas=2, rank=rank)
         torchs = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
-        assert isinstance(ours, DistributedSampler) and list(ours) == list(torchs)
-        assert len(ours) == len(torchs)
-    with pytest.raises(ValueError, match="4 items per step cannot be shared equally by 3"):
-        StepSampler(dataset, num_replicas=3)
+        assert isinstance(ours, DistributedSampler) and len(ours) == 5
+        assert [i for step in ours for i in step] == list(torchs)
+    shares = [list(StepSampler(dataset, num_replicas=3, rank=r))[1] for r in range(3)]
+    assert shares == [[4, 7], [5], [6]]
+    with pytest.raises(ValueError, match="items=4 is fewer than the 5 processes"):
+        StepSampler(dataset, num_replicas=5)
 
 
 def test_ddp_ranks_get_disjoint_halves_of_each_step_with_the_same_draws() -> None:
-    """Under DDP with 2 ranks, rank r takes items r, r + 2, ... in batches of 4 / 2; each
-    function arrives with the points it gets in a single process."""
+    """Under DDP with 2 ranks, rank r takes items r, r + 2, ... of each step; each function
+    arrives with the points it gets in a single process."""
     single = list(StepLoader(functions_dataset(), batch_size=4))
     halves = []
     for rank in range(2):
         dataset = functions_dataset()
         sampler = StepSampler(dataset, num_replicas=2, rank=rank)
-        loader = StepLoader(dataset, batch_size=2, sampler=sampler)
+        loader = StepLoader(dataset, batch_size=None, sampler=sampler)
         assert len(loader) == 5
         halves.append(list(loader))
     for step, whole in enumerate(single):
@@ -209,7 +218,7 @@ def test_the_loader_resumes_at_the_next_step() -> None:
 def test_each_rank_resumes_at_its_share_of_the_next_step() -> None:
     def rank_loader(rank: int) -> StepLoader:
         dataset = functions_dataset()
-        return StepLoader(dataset, batch_size=2, sampler=StepSampler(dataset, 2, rank))
+        return StepLoader(dataset, batch_size=None, sampler=StepSampler(dataset, 2, rank))
 
     for rank in range(2):
         straight = [function_ids(b) for b in rank_loader(rank)]
@@ -218,14 +227,17 @@ def test_each_rank_resumes_at_its_share_of_the_next_step() -> None:
         assert [function_ids(b) for b in resumed] == straight[3:]
 
 
-def test_functions_per_step_must_split_evenly_over_the_ranks() -> None:
+def test_functions_per_step_are_dealt_unevenly_but_never_to_an_empty_rank() -> None:
     datamodule = functions_datamodule()
-    assert datamodule.train_dataloader().batch_size == 4
-    datamodule.trainer = SimpleNamespace(world_size=2, global_rank=1)
-    loader = datamodule.train_dataloader()
-    assert loader.batch_size == 2 and next(iter(loader.sampler)) == 1
+    assert function_ids(next(iter(datamodule.train_dataloader()))) == function_ids(
+        next(iter(StepLoader(functions_dataset(), batch_size=4)))
+    )
     datamodule.trainer = SimpleNamespace(world_size=3, global_rank=0)
-    with pytest.raises(ValueError, match=r"functions_per_step=4 must be divisible by .* \(3\)"):
+    loader = datamodule.train_dataloader()
+    assert loader.batch_size is None and next(iter(loader.sampler)) == [0, 3]
+    assert len(function_ids(next(iter(loader)))) == 2
+    datamodule.trainer = SimpleNamespace(world_size=5, global_rank=0)
+    with pytest.raises(ValueError, match=r"functions_per_step=4 is fewer than the 5 processes"):
         datamodule.train_dataloader()
 
 

@@ -80,15 +80,17 @@ def test_ranks_share_each_step_disjointly():
     for rank in range(2):
         dataset = SamplesPerStep(data, seed=0, steps=4, batch_size=4)
         sampler = StepSampler(dataset, num_replicas=2, rank=rank)
-        shares.append([sample_ids(b) for b in StepLoader(dataset, batch_size=2, sampler=sampler)])
+        shares.append([sample_ids(b) for b in StepLoader(dataset, sampler=sampler)])
     single = SamplesPerStep(data, seed=0, steps=4, batch_size=4)
     for step in range(4):
         together = shares[0][step] + shares[1][step]
         assert sorted(together) == sorted(int(i) for i in single.samples(step))
 
 
-def test_a_batch_the_ranks_cannot_share_equally_is_refused():
+def test_ranks_share_uneven_batches_but_none_is_left_empty():
     datamodule = GridBatches(problem(batch_size=3), seed=0, max_steps=2)
-    datamodule.trainer = type("FakeTrainer", (), {"world_size": 2, "global_rank": 0})()
-    with pytest.raises(ValueError, match=r"problem\.batch_size=3 must be divisible by the number"):
+    datamodule.trainer = type("FakeTrainer", (), {"world_size": 2, "global_rank": 1})()
+    assert len(sample_ids(next(iter(datamodule.train_dataloader())))) == 1
+    datamodule.trainer = type("FakeTrainer", (), {"world_size": 4, "global_rank": 0})()
+    with pytest.raises(ValueError, match=r"problem\.batch_size=3 is fewer than the 4 processes"):
         datamodule.train_dataloader()

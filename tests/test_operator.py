@@ -125,12 +125,12 @@ def test_relative_l2_loss_is_layout_independent(tmp_path: Path) -> None:
     module = aligned
     data = module.problem.train_data()
     prediction = module.model.forward_aligned(data.branch.float(), data.trunk.float())
-    loss_aligned = module._data_loss(prediction, data.outputs.float(), None)
+    loss_aligned = module._data_loss(prediction, data.outputs.float(), None).mean()
     n, p = data.outputs.shape[:2]
     index = torch.arange(n).repeat_interleave(p)
     loss_rows = module._data_loss(
         prediction.reshape(n * p, -1), data.outputs.float().reshape(n * p, -1), index, n
-    )
+    ).mean()
     torch.testing.assert_close(loss_rows, loss_aligned)
     error = (prediction - data.outputs.float()).pow(2).sum((1, 2)).sqrt()
     norm = data.outputs.float().pow(2).sum((1, 2)).sqrt()
@@ -356,7 +356,7 @@ def test_sampled_data_term_compares_prediction_and_target_at_the_same_points(
     torch.testing.assert_close(batch["outputs"], target[index, columns])
     aligned = module._predict_aligned(train.branch[functions], train.trunk)  # constraints too
     expected = aligned[index, columns] - target[index, columns]
-    torch.testing.assert_close(module._data_term(batch), expected.pow(2).mean())
+    torch.testing.assert_close(module._data_term(batch).mean(), expected.pow(2).mean())
 
 
 def test_advection_plot_grid_is_the_data_grid() -> None:

@@ -148,6 +148,8 @@ class FunctionBatches(StepDataModule):
     """The DataModule of operator learning: each training batch is one step's functions (a
     rank's share of them under DDP), as `FunctionsPerStep` assembles them."""
 
+    share_key = "problem.functions_per_step"
+
     def __init__(self, problem: OperatorProblem, seed: int, max_steps: int) -> None:
         super().__init__(max_steps)
         self.problem, self.seed = problem, seed
@@ -166,6 +168,3 @@ class FunctionBatches(StepDataModule):
             self.physics_branch,
             self.conditions,
         )
-
-    def batch_size(self, dataset: StepDataset) -> int:
-        return self.equal_share(dataset, "problem.functions_per_step")

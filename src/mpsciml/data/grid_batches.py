@@ -60,6 +60,8 @@ class GridBatches(StepDataModule):
     """The DataModule of operator learning on grids: each training batch is one step's samples
     (a rank's share of them under DDP), as `SamplesPerStep` draws them."""
 
+    share_key = "problem.batch_size"
+
     def __init__(self, problem: GridOperatorProblem, seed: int, max_steps: int) -> None:
         super().__init__(max_steps)
         self.problem, self.seed = problem, seed
@@ -71,6 +73,3 @@ class GridBatches(StepDataModule):
 
     def step_dataset(self) -> SamplesPerStep:
         return SamplesPerStep(self.train, self.seed, self.max_steps, self.problem.batch_size)
-
-    def batch_size(self, dataset: StepDataset) -> int:
-        return self.equal_share(dataset, "problem.batch_size")

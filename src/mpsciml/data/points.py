@@ -8,8 +8,13 @@ last draw stays. The draw for step r is `problem.conditions(seed_stream(seed, "c
 so the points of any step are known from the seed alone, which is what makes a resumed run
 continue exactly.
 
-Every DDP rank trains on the same points (one item per rank and step): splitting them would
-give each rank its own L-BFGS line search, and the ranks' weights would drift apart.
+Under DDP each rank trains on its slice of every condition's points, points r, r + W, ... of
+the step's draw (rank r of W; uneven slices when W does not divide a condition's count): the
+draw is a function of the seed alone, the slice of rank and world size, so the ranks together
+evaluate exactly the points of a 1-process run. The module weights each rank's residuals by the
+global point count and its L-BFGS closure returns the all-reduced loss
+(`mpsciml.distributed.integrity`), so every rank takes the same line-search decisions and the
+weights stay identical.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ def draw_step(step: int, resample_every: int | None, freeze_at: int | None = Non
 
 
 class PointsPerStep(StepDataset):
-    """Item (step, rank share) -> the points of that step. The last draw is kept, so fixed points
-    are the same tensors every step (nothing is copied to the device again)."""
+    """Item (step, rank) -> that rank's slice of the points of that step (all of them with one
+    share). The last draw is kept, so fixed points are the same tensors every step (nothing is
+    copied to the device again)."""
 
     def __init__(
         self,
@@ -54,14 +60,30 @@ class PointsPerStep(StepDataset):
         super().__init__(steps, shares)
         self.problem, self.seed = problem, seed
         self.resample_every, self.freeze_at = resample_every, freeze_at
-        self._last: tuple[int, PointsBatch] | None = None
+        self._last: tuple[int, int, PointsBatch] | None = None
 
     def step_items(self, step: int, slots: Tensor) -> PointsBatch:
         draw = draw_step(step, self.resample_every, self.freeze_at)
-        if self._last is None or self._last[0] != draw:
+        if len(slots) != 1:
+            raise ValueError(f"a rank takes one share of a step's points, got slots {slots}")
+        share = int(slots[0])
+        if self._last is None or self._last[:2] != (draw, share):
             conditions = draw_conditions(self.problem, self.seed, draw)
-            self._last = (draw, {name: c.points for name, c in conditions.items()})
-        return self._last[1]
+            points = {name: self.slice(name, c.points, share) for name, c in conditions.items()}
+            self._last = (draw, share, points)
+        return self._last[2]
+
+    def slice(self, name: str, points: Tensor, share: int) -> Tensor:
+        """Share `share`'s points of a condition: every point with one share."""
+        if self.items_per_step == 1:
+            return points
+        ranks = self.items_per_step
+        if len(points) < ranks:
+            raise ValueError(
+                f"condition {name!r} has {len(points)} points, fewer than the {ranks} processes "
+                "that share them: each needs at least one (draw more points)"
+            )
+        return points[share::ranks].contiguous()
 
 
 class CollocationPoints(StepDataModule):

@@ -5,9 +5,11 @@ seed and s alone (the collocation points drawn for it, the functions chosen for 
 what came before. So a dataset here is a grid of items, `items_per_step` per step: flat index
 i is item `i % items_per_step` of step `start_step + i // items_per_step`, and one batch is one
 step's items. The sampler is a `DistributedSampler` (`StepSampler`) for the trainer's world size
-and rank, dealing the flat indices round-robin, so with a per-rank batch of `items_per_step /
-world_size` every rank gets its share of the same step, and the shares are disjoint. It is ours
-and not the one Lightning would inject because Lightning shuffles every training loader's
+and rank that deals each step's items round-robin (rank r takes slots r, r + W, ...) and hands
+the loader one list of flat indices per step, so the shares are disjoint and may be uneven
+(5 items on 2 ranks: 3 + 2); the modules weight every rank's loss by the global count
+(`mpsciml.distributed.integrity`), so an uneven split still gives the full-batch loss. It is
+ours and not the one Lightning would inject because Lightning shuffles every training loader's
 indices, which would mix the steps; being a DistributedSampler, Lightning leaves it in place
 (with or without `use_distributed_sampler`).
 
@@ -30,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mpsciml.data.same_batch import SameBatchMemo
+from mpsciml.distributed.integrity import check_share
 
 
 class StepDataset(Dataset):
@@ -49,8 +52,9 @@ class StepDataset(Dataset):
     def __len__(self) -> int:
         return self.steps * self.items_per_step
 
-    def __getitem__(self, index: int) -> Any:
-        return self.__getitems__([index])
+    def __getitem__(self, index: int | list[int]) -> Any:
+        """One item, or a rank's share of a step (what `StepSampler` yields)."""
+        return self.__getitems__(index if isinstance(index, list) else [index])
 
     def __getitems__(self, indices: list[int]) -> Any:
         flat = torch.as_tensor(indices, dtype=torch.long)
@@ -69,19 +73,29 @@ class StepDataset(Dataset):
 
 
 class StepSampler(DistributedSampler):
-    """Rank `rank`'s items, r, r + R, ... in step order: a DistributedSampler that neither shuffles
-    (a step's items are already in a seeded order) nor lists every index of the run in memory."""
+    """Rank `rank`'s share of every step, in step order: the list of flat indices of slots
+    rank, rank + R, ... of the step (R = num_replicas). A loader takes each list as one batch
+    (`batch_size=None`), so shares need not be equal; a rank with no slot is refused. Neither
+    shuffles (a step's items are already in a seeded order) nor lists the run's indices."""
 
-    def __init__(self, dataset: StepDataset, num_replicas: int = 1, rank: int = 0) -> None:
-        if dataset.items_per_step % num_replicas:
-            raise ValueError(
-                f"{dataset.items_per_step} items per step cannot be shared equally by "
-                f"{num_replicas} processes"
-            )
+    def __init__(
+        self, dataset: StepDataset, num_replicas: int = 1, rank: int = 0, key: str = "items"
+    ) -> None:
+        check_share(dataset.items_per_step, num_replicas, key)
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.steps, self.items_per_step = dataset.steps, dataset.items_per_step
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        per_step = self.items_per_step
+        for first in range(0, self.steps * per_step, per_step):
+            yield list(range(first + self.rank, first + per_step, self.num_replicas))
+
+    def share(self) -> int:
+        """Items per step on this rank."""
+        return len(range(self.rank, self.items_per_step, self.num_replicas))
 
 
 def whole_batch(batch: Any) -> Any:
@@ -95,6 +109,8 @@ class StepLoader(DataLoader):
 
     def __init__(self, dataset: StepDataset, **kwargs: Any) -> None:
         kwargs.setdefault("collate_fn", whole_batch)
+        if isinstance(kwargs.get("sampler"), StepSampler):
+            kwargs.setdefault("batch_size", None)  # the sampler yields each step's share whole
         super().__init__(dataset, **kwargs)
         self._next_step = dataset.start_step
 
@@ -151,27 +167,13 @@ class StepDataModule(pl.LightningDataModule):
         """A fresh dataset of the run's steps (fresh, so a loader never inherits a position)."""
         raise NotImplementedError
 
-    def batch_size(self, dataset: StepDataset) -> int | None:
-        """Items per batch on one rank; None: one item is the batch."""
-        return None
-
-    def equal_share(self, dataset: StepDataset, key: str) -> int:
-        """A step's items shared equally by the ranks: each takes the mean over its share and DDP
-        averages the ranks' gradients, which is the mean over the whole step only when the
-        shares are equal. `key` is the config key that sets the items per step, for the error."""
-        per_step, ranks = dataset.items_per_step, self.world_size
-        if per_step % ranks:
-            raise ValueError(
-                f"{key}={per_step} must be divisible by the number of processes ({ranks}), so "
-                "each gets an equal share of a step's items"
-            )
-        return per_step // ranks
+    #: the config key that sets the items per step, named when a rank would get none
+    share_key = "items"
 
     def train_dataloader(self) -> StepLoader:
         dataset = self.step_dataset()
-        batch_size = self.batch_size(dataset)
-        sampler = StepSampler(dataset, num_replicas=self.world_size, rank=self.rank)
-        return StepLoader(dataset, batch_size=batch_size, sampler=sampler)
+        sampler = StepSampler(dataset, self.world_size, self.rank, key=self.share_key)
+        return StepLoader(dataset, batch_size=None, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(range(1), batch_size=None)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from mpsciml.data.same_batch import SameBatchMemo
 from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.distributed.integrity import all_reduce_sum, reduce_terms, world_size
 from mpsciml.log_steps import is_log_step
 from mpsciml.precision.plugin import SciMLPrecision
 from mpsciml.precision.policy import input_dtype
@@ -49,7 +50,8 @@ class SciMLModule(pl.LightningModule):
         self.automatic_optimization = False
         self.optimizer_cfg = optimizer
         self.loss_weights: dict[str, float] = {}
-        self.last_terms: dict[str, Tensor] = {}
+        self.last_terms: dict[str, Tensor] = {}  # under DDP: rank parts until global_terms()
+        self._terms_are_global = True
         self.max_skips = max_consecutive_skips
         self.diverged = False
         self._phases: tuple[bool, int | None] | None = None  # see first_phase_end
@@ -58,7 +60,10 @@ class SciMLModule(pl.LightningModule):
     # ----------------------------------------------------------- subclass API
     @abstractmethod
     def loss_terms(self, batch: Any) -> dict[str, Tensor]:
-        """The unweighted loss terms of one step's batch (in the input dtype), by name."""
+        """The unweighted loss terms of one step's batch (in the input dtype), by name. Under DDP
+        the batch is this rank's share and each term THIS RANK'S PART of the global mean (sum
+        over the rank's items / global item count; `integrity.global_means`), so the parts add
+        up over the ranks to the full-batch term; with one process it is the plain mean."""
 
     @abstractmethod
     def predict_evaluation(self) -> Tensor:
@@ -92,14 +97,22 @@ class SciMLModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         optimizer = self._current_optimizer()
         batch = self.batch_in_input_dtype(batch)
+        lbfgs = isinstance(optimizer.optimizer, torch.optim.LBFGS)
+        ranks = world_size()
 
         def closure() -> Tensor:
+            """Under DDP: backward of `ranks * (this rank's part)`, which DDP's gradient average
+            turns into the full-batch gradient; L-BFGS gets the all-reduced loss, so every rank
+            takes the same line-search decisions (the gradients agree already)."""
             optimizer.zero_grad(set_to_none=True)
             terms = self.loss_terms(batch)
             loss = self.total_loss(terms)
-            self.manual_backward(loss)
+            self.manual_backward(loss * ranks if ranks > 1 else loss)
             self.last_terms = {k: v.detach() for k, v in terms.items()}
             self.last_terms["total"] = loss.detach()
+            self._terms_are_global = ranks == 1
+            if lbfgs and ranks > 1:
+                return self.global_terms()["total"]
             return loss
 
         optimizer.step(closure=closure)
@@ -114,12 +127,29 @@ class SciMLModule(pl.LightningModule):
         and the total also on every step while a progress bar shows it. Each `self.log` costs
         ~0.3 ms of Python, as much as a small PINN's backward pass; unwritten, it is wasted."""
         writes = is_log_step(self.trainer)
-        if writes or self.trainer.progress_bar_callback is not None:
-            self.log("train/loss", self.last_terms["total"], prog_bar=True, batch_size=1)
+        shows = self.trainer.progress_bar_callback is not None
+        if not (writes or shows):
+            return
+        terms = self.global_terms()  # one all-reduce under DDP, on the same steps on every rank
+        self.log("train/loss", terms["total"], prog_bar=True, batch_size=1)
         if writes:
-            for name, value in self.last_terms.items():
+            for name, value in terms.items():
                 if name != "total":
                     self.log(f"train/loss_{name}", value, batch_size=1)
+
+    def global_terms(self) -> dict[str, Tensor]:
+        """`last_terms` as global values (the sum of the ranks' parts), all-reduced once per
+        step and only when asked: a collective, so every rank asks on the same steps (logged
+        or shown steps, every L-BFGS closure, the end of training). One process: no-op."""
+        if not self._terms_are_global:
+            self.last_terms = reduce_terms(self.last_terms)
+            self._terms_are_global = True
+        return self.last_terms
+
+    def on_train_end(self) -> None:
+        """What the run reports after fit (`last_terms` in summary.json) is global."""
+        if self.last_terms:
+            self.global_terms()
 
     def input_dtype(self) -> torch.dtype:
         """The dtype the model takes its inputs in: its weights', or fp32 where its first layer
@@ -226,7 +256,9 @@ class SciMLModule(pl.LightningModule):
         return (plugin.derivative_seed if scaled else None), scaled
 
     def report_nonfinite(self, derivative_sets: list[Derivatives]) -> None:
-        """Sum the non-finite derivative counts per order and tell the plugin (one sync/step)."""
+        """Sum the non-finite derivative counts per order and tell the plugin (one sync/step).
+        Under DDP the counts are summed over the ranks too (the same all-reduce on every rank),
+        so every rank's plugin takes the same skip decision and the weights stay identical."""
         plugin = self._precision_plugin()
         if plugin is None:
             return
@@ -234,6 +266,10 @@ class SciMLModule(pl.LightningModule):
         for derivatives in derivative_sets:
             for order, count in derivatives.nonfinite.items():
                 counts[order] = counts.get(order, 0) + count
+        orders = sorted(counts)
+        if orders and world_size() > 1:
+            local = torch.stack([torch.as_tensor(counts[o]).double() for o in orders])
+            counts = dict(zip(orders, all_reduce_sum(local), strict=True))
         plugin.report_derivatives({o: int(c) for o, c in counts.items()})
 
     def forward_context(self) -> Any:

@@ -27,6 +27,7 @@ from mpsciml.contract import SensorOperator
 from mpsciml.data.functions import FunctionBatch
 from mpsciml.derivatives.autograd import Derivatives, assembly_dtype
 from mpsciml.derivatives.engine import choose_operator_engine
+from mpsciml.distributed.integrity import global_means
 from mpsciml.modules.base import SciMLModule
 from mpsciml.plots import plot_fields
 from mpsciml.problems.base import EvaluationGrid
@@ -60,15 +61,19 @@ class OperatorModule(SciMLModule):
 
     # ----------------------------------------------------------------- losses
     def loss_terms(self, batch: FunctionBatch) -> dict[str, Tensor]:
-        terms: dict[str, Tensor] = {}
+        """Each term is the mean of a quantity over the step's functions (or their points);
+        under DDP this rank's part of it (`integrity.global_means`: the ranks' values together
+        are the whole step's, counted in one all-reduce)."""
+        values: dict[str, Tensor] = {}
         if self.has_data:
-            terms["data"] = self._data_term(batch["data"])
+            values["data"] = self._data_term(batch["data"])
         if self.residuals:
-            terms.update(self._physics_terms(batch["physics"]))
-        return terms
+            values.update(self._physics_terms(batch["physics"]))
+        return global_means(values)
 
     def _data_term(self, data: dict[str, Tensor]) -> Tensor:
-        """Every function of the batch on the shared grid (`trunk`), or (function, point) rows."""
+        """What the data term is the mean of: every function of the batch on the shared grid
+        (`trunk`), or (function, point) rows."""
         branch, target = data["branch"], data["outputs"]
         if "trunk" in data:
             return self._data_loss(self._predict_aligned(branch, data["trunk"]), target)
@@ -83,12 +88,13 @@ class OperatorModule(SciMLModule):
         index: Tensor | None = None,
         n_functions: int | None = None,
     ) -> Tensor:
-        """MSE, or the mean over functions of ||error|| / ||target|| (assembled in >= fp32);
-        rows (`index` given) belong to `n_functions` functions."""
+        """The values whose mean is the data loss: squared errors (MSE), or ||error|| /
+        ||target|| per function (assembled in >= fp32); rows (`index` given) belong to
+        `n_functions` functions."""
         dtype = assembly_dtype(prediction)
         error = prediction.to(dtype) - target.to(dtype)
         if self.problem.data_loss == "mse":
-            return torch.mean(error**2)
+            return error**2
         if index is None:  # aligned: (N, P, out) -> one ratio per function
             squared_error = error.pow(2).sum(dim=(1, 2))
             squared_norm = target.to(dtype).pow(2).sum(dim=(1, 2))
@@ -100,10 +106,10 @@ class OperatorModule(SciMLModule):
             squared_norm = zeros.index_add(0, index, target.to(dtype).pow(2).sum(-1))
             present = squared_norm > 0
             squared_error, squared_norm = squared_error[present], squared_norm[present]
-        return torch.mean(torch.sqrt(squared_error / squared_norm))
+        return torch.sqrt(squared_error / squared_norm)
 
     def _physics_terms(self, physics: dict[str, Any]) -> dict[str, Tensor]:
-        """The residual of every condition at each batch function's points of this step."""
+        """The squared residual of every condition at each batch function's points."""
         seed, scaled = self.derivative_seeding()
         names = (self.problem.input_names, self.problem.output_names)
         branch = physics["branch"]
@@ -119,7 +125,7 @@ class OperatorModule(SciMLModule):
             derivatives = Derivatives(inputs, outputs, *names, seed=seed, track_nonfinite=scaled)
             derivative_sets.append(derivatives)
             value = residual(derivatives, known.reshape(inputs.shape[0], -1))
-            terms[name] = torch.mean(value**2)
+            terms[name] = value**2
         if scaled:
             self.report_nonfinite(derivative_sets)
         return terms

@@ -19,6 +19,7 @@ from mpsciml.data.points import PointsBatch, draw_conditions
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.derivatives.engine import choose_pointwise_engine
 from mpsciml.derivatives.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
+from mpsciml.distributed.integrity import global_means
 from mpsciml.metrics import relative_l2
 from mpsciml.modules.base import SciMLModule
 from mpsciml.plots import plot_fields
@@ -66,12 +67,14 @@ class PINNModule(SciMLModule):
     # ----------------------------------------------------------------- losses
     def loss_terms(self, batch: PointsBatch) -> dict[str, Tensor]:
         """Mean squared residual of every condition and equation at the batch's points, by term
-        name (derivatives seeded and checked as `derivative_seeding` explains)."""
+        name (derivatives seeded and checked as `derivative_seeding` explains). Under DDP the
+        batch holds this rank's slice of the points and each term is its part of the mean over
+        all ranks' points (`integrity.global_means`)."""
         seed, scaled = self.derivative_seeding()
         # a step with forward hooks (the precision probe's first) goes through autograd
         taylor = self.derivatives == "taylor" and supports_taylor(self.model)
         names = (self.problem.input_names, self.problem.output_names)
-        terms: dict[str, Tensor] = {}
+        squares: dict[str, Tensor] = {}
         derivative_sets = []
         for name in self.conditions:
             inputs = batch[name].detach().requires_grad_(True)
@@ -92,12 +95,12 @@ class PINNModule(SciMLModule):
             residual = self.conditions[name].residual(derivatives)
             if isinstance(residual, Mapping):
                 for equation, value in residual.items():
-                    terms[f"{name}_{equation}"] = torch.mean(value**2)
+                    squares[f"{name}_{equation}"] = value**2
             else:
-                terms[name] = torch.mean(residual**2)
+                squares[name] = residual**2
         if scaled:
             self.report_nonfinite(derivative_sets)
-        return terms
+        return global_means(squares)
 
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()

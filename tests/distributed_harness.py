@@ -1,0 +1,94 @@
+"""Run a function in N real processes (gloo on the CPU) and collect what each rank returns.
+
+`run_ranks(worker, 2, *args)` spawns two processes; each joins a gloo process group (a FileStore
+in a temporary folder: no port to race for), runs `worker(rank, world_size, *args)` with one
+thread, and sends its result back through a file. A worker that raises fails the test with its
+traceback; a group that is still running after `timeout` seconds is killed and fails the test
+(a hang is a failure, never a stuck suite). `lightning=True` sets the environment torchrun would
+(MASTER_ADDR/PORT, LOCAL_RANK, ...) and leaves the process group to Lightning's DDPStrategy.
+Workers must be module-level functions (spawn pickles them by name).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _entry(
+    rank: int,
+    worker: Callable[..., Any],
+    world_size: int,
+    folder: str,
+    port: int,
+    lightning: bool,
+    args: tuple[Any, ...],
+) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world_size),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        NODE_RANK="0",
+        WANDB_MODE="offline",
+    )
+    if not lightning:
+        dist.init_process_group(
+            "gloo",
+            init_method=f"file://{folder}/store",
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=60),
+        )
+    try:
+        result = worker(rank, world_size, *args)
+        torch.save(result, Path(folder) / f"rank{rank}.pt")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_ranks(
+    worker: Callable[..., Any],
+    world_size: int,
+    *args: Any,
+    timeout: float = 120.0,
+    lightning: bool = False,
+) -> list[Any]:
+    """What `worker(rank, world_size, *args)` returned on each rank, in rank order."""
+    with tempfile.TemporaryDirectory() as folder:
+        context = mp.start_processes(
+            _entry,
+            args=(worker, world_size, folder, free_port(), lightning, args),
+            nprocs=world_size,
+            join=False,
+            start_method="spawn",
+        )
+        deadline = time.monotonic() + timeout
+        while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
+            if time.monotonic() > deadline:
+                for process in context.processes:
+                    if process.is_alive():
+                        process.kill()
+                raise TimeoutError(f"{world_size} processes still running after {timeout} s")
+        return [
+            torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(world_size)
+        ]

@@ -1,0 +1,182 @@
+"""Loss integrity with 2 real processes (gloo, CPU): a step's batch split unevenly over the ranks
+(5 items as 3 + 2, Burgers' points 33/7/9 as 17 + 16, ...) gives the loss and the gradient of
+one process holding the whole batch, to 1e-6 in fp32, for the three kinds of module: an operator
+on grids (the FNO's relative L2), a PINN (collocation points split per condition) and an operator
+on sensors (DeepONet: unaligned rows with a relative L2 data term; supervised + physics terms).
+
+Each rank does what `SciMLModule`'s closure does: its `loss_terms` (its part of the global
+mean), backward of `world_size * total`, then the gradient average DDP performs (here an
+all-reduce / world_size, as DDP's bucket hook does); the logged terms are the all-reduced parts
+(`integrity.reduce_terms`). One spawn runs every case (a process start costs seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+from distributed_harness import run_ranks
+from omegaconf import OmegaConf
+from torch import nn
+
+from mpsciml.data.functions import FunctionBatches
+from mpsciml.data.grid_batches import GridBatches
+from mpsciml.data.points import CollocationPoints
+from mpsciml.distributed import integrity
+from mpsciml.models.deeponet import DeepONet
+from mpsciml.modules.base import SciMLModule
+from mpsciml.modules.grid_operator import GridOperatorModule
+from mpsciml.modules.operator import OperatorModule
+from mpsciml.modules.pinn import PINNModule
+from mpsciml.problems.antiderivative import Antiderivative
+from mpsciml.problems.burgers import Burgers
+from mpsciml.problems.diffusion_reaction import DiffusionReaction
+from mpsciml.problems.grid_operator import GridData, GridOperatorProblem
+
+ADAM = OmegaConf.create({"adam": {"_target_": "torch.optim.Adam", "_partial_": True}})
+TOLERANCE = {"atol": 1e-6, "rtol": 1e-6}
+
+
+class WavyGrid(GridOperatorProblem):
+    """a -> u = sin(a) + a^2 on a periodic 8x8 grid, a a random field per sample."""
+
+    input_names = ("a",)
+    output_names = ("u",)
+    coordinate_names = ("x", "y")
+    grid_layout = "periodic"
+
+    def generate(self, n: int, resolution: int, seed: int) -> GridData:
+        generator = torch.Generator().manual_seed(seed)
+        a = torch.randn(n, 1, resolution, resolution, generator=generator, dtype=torch.float64)
+        return GridData(a, torch.sin(a) + a**2)
+
+
+class SmallConv(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, grid: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 4, 3, padding=1, padding_mode="circular"),
+            nn.Tanh(),
+            nn.Conv2d(4, out_channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def grid_case() -> tuple[SciMLModule, Any]:
+    """5 samples per step: 3 + 2."""
+    problem = WavyGrid(n_train=10, n_test=2, resolution=8, n_zero_shot=0, batch_size=5)
+    torch.manual_seed(0)
+    module = GridOperatorModule(problem, SmallConv(**problem.model_sizes()), ADAM)
+    return module, GridBatches(problem, seed=0, max_steps=2)
+
+
+def pinn_case() -> tuple[SciMLModule, Any]:
+    """Burgers with 33 / 7 / 9 points: 17 + 16, 4 + 3, 5 + 4."""
+    problem = Burgers(n_domain=33, n_boundary=7, n_initial=9, evaluation_grid=(8, 4))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))
+    module = PINNModule(problem, model, ADAM, seed=0)
+    return module, CollocationPoints(problem, seed=0, max_steps=2)
+
+
+def deeponet(problem: Any) -> DeepONet:
+    torch.manual_seed(0)
+    return DeepONet(**problem.model_sizes(), branch_hidden=[16], trunk_hidden=[16])
+
+
+def operator_rows_case() -> tuple[SciMLModule, Any]:
+    """Antiderivative, unaligned rows, mean relative L2 over functions: 5 functions, 3 + 2."""
+    problem = Antiderivative(
+        n_train=7, n_test=2, n_points=6, m=8, layout="unaligned",
+        functions_per_step=5, data_loss="rel_l2",
+    )  # fmt: skip
+    module = OperatorModule(problem, deeponet(problem), ADAM)
+    return module, FunctionBatches(problem, seed=0, max_steps=2)
+
+
+def operator_physics_case() -> tuple[SciMLModule, Any]:
+    """Diffusion-reaction, supervised (4 drawn points per function) + physics: 3 + 2."""
+    problem = DiffusionReaction(
+        n_train=7, n_test=2, m=8, nx=9, nt=9, n_domain=6, n_boundary=3, n_initial=3,
+        supervised=True, functions_per_step=5, data_points_per_function=4,
+    )  # fmt: skip
+    module = OperatorModule(problem, deeponet(problem), ADAM)
+    return module, FunctionBatches(problem, seed=0, max_steps=2)
+
+
+CASES: dict[str, Callable[[], tuple[SciMLModule, Any]]] = {
+    "grid": grid_case,
+    "pinn": pinn_case,
+    "operator_rows": operator_rows_case,
+    "operator_physics": operator_physics_case,
+}
+
+
+def batch_size(batch: Any) -> list[int]:
+    """The first dimension of every tensor of a batch (what the rank got)."""
+    if isinstance(batch, torch.Tensor):
+        return [batch.shape[0]]
+    if isinstance(batch, dict):
+        return [n for value in batch.values() for n in batch_size(value)]
+    return []
+
+
+def one_step(build: Callable[[], tuple[SciMLModule, Any]]) -> dict[str, Any]:
+    """What a rank computes in one closure: global terms, averaged gradients, its batch sizes."""
+    world = integrity.world_size()
+    module, datamodule = build()
+    datamodule.trainer = SimpleNamespace(world_size=world, global_rank=integrity.rank())
+    batch = module.batch_in_input_dtype(next(iter(datamodule.train_dataloader())))
+    terms = module.loss_terms(batch)
+    total = module.total_loss(terms)
+    (total * world if world > 1 else total).backward()
+    grads = []
+    for param in module.model.parameters():
+        grad = param.grad.clone()
+        if world > 1:  # DDP's average over the ranks
+            dist.all_reduce(grad)
+            grad /= world
+        grads.append(grad)
+    logged = integrity.reduce_terms({**terms, "total": total})
+    return {"terms": logged, "grads": grads, "sizes": batch_size(batch)}
+
+
+def integrity_worker(rank: int, world_size: int) -> dict[str, Any]:
+    return {name: one_step(build) for name, build in CASES.items()}
+
+
+@pytest.fixture(scope="module")
+def two_ranks() -> list[dict[str, Any]]:
+    return run_ranks(integrity_worker, 2, timeout=180)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_uneven_ranks_give_the_loss_and_gradient_of_one_process(
+    two_ranks: list[dict[str, Any]], case: str
+) -> None:
+    single = one_step(CASES[case])
+    sizes = [r[case]["sizes"] for r in two_ranks]
+    assert sizes[0] != sizes[1], f"the split should be uneven: {sizes}"
+    assert [a + b for a, b in zip(*sizes, strict=True)] == single["sizes"]
+    for ranks in two_ranks:
+        assert ranks[case]["terms"].keys() == single["terms"].keys()
+        for name, value in single["terms"].items():
+            torch.testing.assert_close(ranks[case]["terms"][name], value, **TOLERANCE)
+        for got, want in zip(ranks[case]["grads"], single["grads"], strict=True):
+            torch.testing.assert_close(got, want, **TOLERANCE)
+
+
+def test_one_process_is_the_plain_mean_with_no_process_group() -> None:
+    assert integrity.world_size() == 1 and integrity.rank() == 0
+    values = {"a": torch.tensor([1.0, 2.0, 6.0])}
+    assert integrity.global_means(values)["a"] == 3.0
+    terms = {"a": torch.tensor(2.0, requires_grad=True)}
+    assert not integrity.reduce_terms(terms)["a"].requires_grad
+    with pytest.raises(ValueError, match=r"problem.batch_size=1 is fewer than the 2 processes"):
+        integrity.check_share(1, 2, "problem.batch_size")
