@@ -2,6 +2,7 @@
 (a U-Net) mapping fields on a grid to fields on the same grid, in 1, 2 or 3 dimensions.
 
     x (N, in_channels, *grid)
+      [+ grid coordinates in [0, 1], d channels]                          positional_embedding
       -> stem: ConvBlock(in -> width)                                       level 0, grid
       -> depth x [downsample by 2, ConvBlock(w_{i-1} -> w_i)]               level i, grid / 2^i
       -> depth x [upsample by 2, concat the skip of level i-1, ConvBlock(w_i + w_{i-1} -> w_{i-1})]
@@ -38,6 +39,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from mpsciml.contract import ModelKind
+from mpsciml.models.fno import embedding_layout, grid_coordinates
 from mpsciml.models.mlp import ACTIVATIONS
 
 #: normalisation after each convolution: batch (DiffNet's), group (per-sample, no batch
@@ -152,6 +154,7 @@ class DiffNet(nn.Module):
         downsample: str = "max",
         upsample: str = "linear",
         padding_mode: str = "zeros",
+        positional_embedding: bool | str | None = None,
     ) -> None:
         super().__init__()
         dims = len(grid)
@@ -168,6 +171,7 @@ class DiffNet(nn.Module):
         self.downsample = _choice("downsample", downsample, DOWNSAMPLING)
         self.upsample = _choice("upsample", upsample, UPSAMPLING)
         _choice("padding_mode", padding_mode, PADDING_MODES)
+        self.embedding = embedding_layout(positional_embedding)
         self.grid = check_grid(grid, depth)
         self.dims, self.depth = dims, depth
         widths = [min(width * 2**level, max_width) for level in range(depth + 1)]
@@ -178,7 +182,7 @@ class DiffNet(nn.Module):
 
         # registration order: the stem's first convolution holds the network's first floating
         # tensor, so `precision.policy.input_dtype` reads the run's dtype there (not a norm's)
-        self.stem = block(in_channels, widths[0])
+        self.stem = block(in_channels + (dims if self.embedding else 0), widths[0])
         self.pools = nn.ModuleList(
             _CONV[dims](widths[i], widths[i], 2, stride=2)
             if downsample == "conv"
@@ -193,6 +197,9 @@ class DiffNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_grid(x.shape[2:], self.depth)
+        if self.embedding is not None:
+            coordinates = grid_coordinates(x.shape[2:], x, self.embedding)
+            x = torch.cat([x, coordinates.expand(x.shape[0], -1, *x.shape[2:])], dim=1)
         skips = []
         x = self.stem(x)
         for pool, block in zip(self.pools, self.encoder, strict=True):
