@@ -18,7 +18,8 @@ schemes).
 
 Why scipy's sparse LU (spsolve) and not Darcy's preconditioned CG: 64x64 is 4096 unknowns, a
 few ms per sample, and the held-out set is small (16 fields by default); the direct solve is
-exact to round-off whatever nu's contrast.
+exact to round-off whatever nu's contrast. Measured here (2 shared cores, noisy): 16 fields in
+0.9 s at 64x64, ~30 s at 256x256 (~1.5 s per LU); 1024x1024 would take minutes, once (cached).
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def solve_poisson(
         matrix = flux_matrix(a[k], average)
         rhs = -f[k].ravel()[free] - matrix[free][:, ~free] @ g[~free]
         u = g.copy()
-        u[free] = spsolve(matrix[free][:, free].tocsc(), rhs)
+        # minimum degree on A^T + A: the matrix is symmetric up to the half-box row scaling, and
+        # this ordering factors a 256x256 grid ~20% faster than the default COLAMD (measured)
+        u[free] = spsolve(matrix[free][:, free].tocsc(), rhs, permc_spec="MMD_AT_PLUS_A")
         out[k] = u.reshape(nx, ny)
     return out[0] if single else out
