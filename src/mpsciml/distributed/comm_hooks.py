@@ -10,10 +10,8 @@ range with 8 bits). The optimiser still sees full-precision tensors.
 What this module gives:
 - `comm_hook(name)`: the keyword arguments of Lightning's `DDPStrategy` (`ddp_comm_state`,
   `ddp_comm_hook`), or None for fp32 (DDP's own all-reduce).
-- `CommHookOnCPU`: a callback that registers the hook on a CPU (gloo) run. Lightning's
-  DDPStrategy registers communication hooks on CUDA only (`_register_ddp_hooks`), although
-  DDP on gloo runs them; the callback does it right after DDP wraps the model (`on_fit_start`,
-  before any backward) when the strategy did not.
+  Lightning's DDPStrategy registers hooks on CUDA only (`_register_ddp_hooks`) although DDP
+  on gloo runs them; `distributed.launch.SciMLDDPStrategy` registers them on every device.
 - `BytesCounter` + `counting_hook`: the bytes each step puts into the all-reduce (the bucket's
   elements times the wire dtype's size), for the benchmark.
 
@@ -29,11 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
-from torch.nn.parallel import DistributedDataParallel
 
 #: trainer.comm_precision -> (torch's hook, the dtype on the wire)
 COMM_PRECISIONS: dict[str, tuple[Callable[..., Any], torch.dtype]] = {
@@ -46,18 +42,20 @@ Hook = Callable[[Any, dist.GradBucket], torch.futures.Future[torch.Tensor]]
 
 @dataclass
 class BytesCounter:
-    """Bytes handed to the gradient all-reduce (per rank), and the buckets, since `reset`."""
+    """Bytes this rank handed to the gradient all-reduce, and the buckets, since `reset`; with
+    `end_step` after each step, `per_step` holds each step's bytes (what the benchmark reports)."""
 
     bytes: int = 0
     buckets: int = 0
     per_step: list[int] = field(default_factory=list)
+    _mark: int = 0
 
     def reset(self) -> None:
-        self.bytes, self.buckets, self.per_step = 0, 0, []
+        self.bytes, self.buckets, self.per_step, self._mark = 0, 0, [], 0
 
     def end_step(self) -> None:
-        """Close a step: its bytes go to `per_step` (what the benchmark reports)."""
-        self.per_step.append(self.bytes - sum(self.per_step))
+        self.per_step.append(self.bytes - self._mark)
+        self._mark = self.bytes
 
 
 def check_comm_precision(name: str | None) -> None:
@@ -99,19 +97,3 @@ def comm_hook(name: str | None, counter: BytesCounter | None = None) -> dict[str
     if counter is not None or dtype is torch.bfloat16:
         hook = counting_hook(hook, counter or BytesCounter(), dtype)
     return {"ddp_comm_state": None, "ddp_comm_hook": hook}
-
-
-class CommHookOnCPU(pl.Callback):
-    """Registers the hook on the DDP model where Lightning does not (any device but CUDA).
-    Pass the same `comm_hook(...)` dict to the strategy and here; on CUDA this does nothing."""
-
-    def __init__(self, hook: dict[str, Any] | None) -> None:
-        self.hook = hook
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        model = trainer.strategy.model
-        if self.hook is None or not isinstance(model, DistributedDataParallel):
-            return
-        if trainer.strategy.root_device.type == "cuda":
-            return  # DDPStrategy registered it (`_register_ddp_hooks`)
-        model.register_comm_hook(state=self.hook["ddp_comm_state"], hook=self.hook["ddp_comm_hook"])
