@@ -26,7 +26,12 @@ Precision: the BatchNorm layers declare precision_policy "fp32" (`precision.poli
 fp16/bf16 runs their affine parameters and running statistics stay fp32 (a running variance
 accumulated in fp16 rounds away the momentum's small updates, and bf16 keeps 3 digits), they
 normalise in fp32 with autocast off and hand the activation back in the network's dtype. The
-convolutions take the run's precision. Nothing here knows the PDE.
+convolutions take the run's precision, except the head: with `full_precision_output` (default)
+its weights stay fp32 (policy "fp32", fp64 in fp64 runs) and it returns its output in that
+precision instead of rounding it back to fp16/bf16. A residual loss differentiates the output
+twice on the grid, which multiplies its rounding by 1/h^2: an output rounded to bf16 (3 digits)
+has a Laplacian error of order 1 at 64x64 (scripts/bench_stencil_precision.py), so the output
+must not be rounded; the last hidden activations still are. Nothing here knows the PDE.
 """
 
 from __future__ import annotations
@@ -155,6 +160,7 @@ class DiffNet(nn.Module):
         upsample: str = "linear",
         padding_mode: str = "zeros",
         positional_embedding: bool | str | None = None,
+        full_precision_output: bool = True,
     ) -> None:
         super().__init__()
         dims = len(grid)
@@ -194,6 +200,9 @@ class DiffNet(nn.Module):
             block(widths[i + 1] + widths[i], widths[i]) for i in range(depth)
         )
         self.head = _CONV[dims](widths[0], out_channels, 1)
+        self.full_precision_output = bool(full_precision_output)
+        if self.full_precision_output:
+            self.head.precision_policy = "fp32"  # its weights stay full precision
 
     def forward(self, x: Tensor) -> Tensor:
         check_grid(x.shape[2:], self.depth)
@@ -209,7 +218,17 @@ class DiffNet(nn.Module):
             skip = skips[level]
             x = self._up(x, skip.shape[2:])
             x = self.decoder[level](torch.cat([x, skip.to(x.dtype)], dim=1))
-        return self.head(x)
+        return self._head(x) if self.full_precision_output else self.head(x)
+
+    def _head(self, x: Tensor) -> Tensor:
+        """The 1x1 head in its weights' full precision with autocast off, its output left there:
+        called on the weights directly, not through the layer's policy hooks, which would round
+        the output back to the network's dtype (see the module docstring)."""
+        weight, bias = self.head.weight, self.head.bias
+        dtype = torch.promote_types(weight.dtype, torch.float32)
+        convolve = getattr(functional, f"conv{self.dims}d")
+        with torch.autocast(x.device.type, enabled=False):
+            return convolve(x.to(dtype), weight.to(dtype), bias.to(dtype))
 
     def _down(self, pool: nn.Module, x: Tensor) -> Tensor:
         if self.downsample == "conv":
