@@ -83,7 +83,16 @@ def unique_dir(base: str) -> str:
     A config file must not replace `hydra.run.dir` or `hydra.sweep.dir` (OmegaConf's merge
     resolves the value it replaces, which would claim a folder no run uses): an experiment sets
     `paths.sweep_root` instead, as experiment/precision_study.yaml does.
+
+    The processes of one DDP run started by srun or torchrun each compose the config: they must
+    share the folder, not claim one each, so there it is taken as it is (give them
+    `hydra.run.dir=...`, the README's commands do, since they may not start in the same second).
     """
+    from mpsciml.distributed.environment import external_world
+
+    if base not in _UNIQUE_DIRS and external_world() is not None:
+        Path(base).mkdir(parents=True, exist_ok=True)
+        _UNIQUE_DIRS[base] = base
     if base not in _UNIQUE_DIRS:
         Path(base).parent.mkdir(parents=True, exist_ok=True)
         for attempt in itertools.count():

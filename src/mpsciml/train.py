@@ -112,6 +112,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         summary.update(evaluate(cfg, module, trainer, parts, out_dir))
     except Exception as exc:
         summary["error"] = f"{type(exc).__name__}: {exc}"
+        if (failure := child_failure(trainer)) is not None:  # the cause, not the peer's echo
+            summary["error"] = f"DDP: {failure}; here: {summary['error']}"
         if not isinstance(exc, ConfigError):
             summary["traceback"] = traceback.format_exc()
         raise
@@ -120,7 +122,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         guard.release()
-        finish_job(trainer)  # the children this process started have exited or are killed
+        # the children this process started have exited, or are killed if this one failed
+        finish_job(trainer, failed=sys.exc_info()[1] is not None)
         if writes:  # under DDP global rank 0 only
             write_results(summary, module, trainer, parts, out_dir, started)
     return summary
@@ -155,6 +158,12 @@ def watch_children(trainer: pl.Trainer, summary: dict[str, Any], out_dir: Path) 
             abort_process(reason)
 
         launcher.on_abort = abort
+
+
+def child_failure(trainer: pl.Trainer | None) -> str | None:
+    """Which DDP child failed, if one did (this process then only sees its peer vanish)."""
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    return launcher.child_failure() if isinstance(launcher, JobLauncher) else None
 
 
 def interrupted_in_place(out_dir: Path, overrides: list[str] | None) -> str | None:

@@ -182,12 +182,34 @@ class JobLauncher(_SubprocessScriptLauncher):
                 command, cwd = list(_basic_subprocess_cmd()), None
             self.procs.append(subprocess.Popen(command, env=env, cwd=cwd))
 
-    def finish(self, timeout: float = JOIN_SECONDS) -> None:
-        """After the job (ok or not): wait for the children, kill any that outstay `timeout`,
-        and give the environment back, so no process outlives the job and a sweep's next job
-        in this process starts its own."""
+    def kill(self, signum: Any) -> None:
+        """Lightning ends the children after this process failed: no child failure then."""
         if self.observer is not None:
+            self.observer.training = False
+        super().kill(signum)
+
+    def child_failure(self, wait: float = 5.0) -> str | None:
+        """The first child that ended in failure (not killed by us), waiting up to `wait` s
+        for it: a peer's failure reaches this process as "connection closed" first."""
+        deadline = time.monotonic() + wait
+        while True:
+            for rank, proc in enumerate(self.procs, 1):
+                if proc.poll() not in (None, 0, -signal.SIGKILL):
+                    return f"rank {rank} (pid {proc.pid}) exited with code {proc.returncode}"
+            if time.monotonic() > deadline or not self.procs:
+                return None
+            time.sleep(POLL_SECONDS / 4)
+
+    def finish(self, failed: bool, timeout: float = JOIN_SECONDS) -> None:
+        """After the job: wait for the children (they only tear down after fit), kill any that
+        outstay `timeout`, or all at once if this process `failed` (Lightning leaves them
+        waiting for it in a collective); then give the environment back, so no process
+        outlives the job and a sweep's next job in this process starts its own."""
+        if self.observer is not None:
+            self.observer.training = False
             self.observer.stop()
+        if failed:
+            kill_all(self.procs)
         deadline = time.monotonic() + timeout
         for proc in self.procs:
             try:
@@ -230,13 +252,13 @@ class SciMLDDPStrategy(DDPStrategy):
             dist.destroy_process_group()
 
 
-def finish_job(trainer: Any) -> None:
+def finish_job(trainer: Any, failed: bool) -> None:
     """End of a run on any process: reap the children this process started (see
     `JobLauncher.finish`); nothing for a single-process run."""
     strategy = getattr(trainer, "strategy", None)
     launcher = getattr(strategy, "launcher", None)
     if isinstance(launcher, JobLauncher):
-        launcher.finish()
+        launcher.finish(failed)
 
 
 def cluster_environment_for(launcher: str) -> LightningEnvironment | None:

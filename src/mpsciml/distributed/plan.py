@@ -27,6 +27,7 @@ from mpsciml.distributed.environment import (
     slurm_tasks,
     usable_cores,
 )
+from mpsciml.precision.registry import get_spec
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def plan_distributed(cfg: DictConfig, device: str) -> DistributedPlan:
     if device == "cpu" and plan.launcher in ("ours", "manual"):
         check_cpu_processes(plan.processes_per_node, plan.cpu_cores)
     check_launcher(plan)
+    check_weight_dtype_stays(cfg)
     if slurm_tasks() == 1 and plan.launcher == "ours" and plan.processes_per_node > 1:
         plan.notes.append("one SLURM task: train.py starts the node's other processes itself")
     return plan
@@ -180,6 +182,39 @@ def follow_external_world(
     plan.notes.append(note)
     if world.global_rank == 0:
         log.info(note)
+        given = (
+            [str(o) for o in HydraConfig.get().overrides.hydra] if HydraConfig.initialized() else []
+        )
+        if not is_multirun() and not any(o.startswith("hydra.run.dir=") for o in given):
+            log.warning(
+                "%s started the processes without hydra.run.dir=...: each may claim a folder "
+                "of its own; give them one (README: Distributed training)",
+                world.launcher,
+            )
+
+
+def check_weight_dtype_stays(cfg: DictConfig) -> None:
+    """DDP builds its gradient buckets for the weights' dtype when it wraps the model; a run
+    that later casts the weights (fp16/bf16 weights -> fp32 for an L-BFGS phase, a precision
+    schedule between weight dtypes) then all-reduces into buckets of the old dtype (measured:
+    L-BFGS's line search failed with an IndexError on garbage gradients, one process ran)."""
+    name = cfg.precision.name
+    weights = get_spec(name).param_dtype
+    if cfg.optimizer.get("lbfgs") is not None and get_spec(name).full_dtype != weights:
+        raise ConfigError(
+            f"precision={name} is invalid with DDP and an L-BFGS phase: L-BFGS switches the "
+            f"{str(weights)[6:]} weights to {get_spec(name).full_precision}, which DDP's gradient "
+            "buckets cannot follow; use precision=bf16_mixed or mixed (fp32 weights), or "
+            "optimizer=adam"
+        )
+    for index, entry in enumerate(cfg.precision.get("schedule") or []):
+        target = entry.get("precision")
+        if target is not None and get_spec(target).param_dtype != weights:
+            raise ConfigError(
+                f"precision.schedule[{index}].precision={target} is invalid with DDP: it casts "
+                f"the weights from {name}'s {str(weights)[6:]}, which DDP's gradient buckets "
+                "cannot follow; schedule precisions with the same weights (e.g. mixed <-> fp32)"
+            )
 
 
 def check_launcher(plan: DistributedPlan) -> None:
@@ -236,33 +271,17 @@ def has_batchnorm(model: torch.nn.Module) -> bool:
 
 
 def comm_hook_arguments(comm_precision: str | None) -> dict[str, Any]:
-    """DDPStrategy's ddp_comm_state/ddp_comm_hook for `trainer.comm_precision`."""
-    if comm_precision is None:
-        return {}
-    try:
-        from mpsciml.distributed.comm_hooks import comm_hook
-    except ImportError as exc:
-        raise ConfigError(
-            f"trainer.comm_precision={comm_precision!r} is invalid in this installation: "
-            f"mpsciml.distributed.comm_hooks cannot be imported ({exc}); use null"
-        ) from None
-    made = comm_hook(comm_precision)
-    if made is None:
-        return {}
-    state, hook = made
-    return {"ddp_comm_state": state, "ddp_comm_hook": hook}
+    """DDPStrategy's ddp_comm_state/ddp_comm_hook for `trainer.comm_precision` (H4's hooks:
+    fp16/bf16 compression of the gradient all-reduce; none for null)."""
+    from mpsciml.distributed.comm_hooks import comm_hook
+
+    return comm_hook(comm_precision) or {}
 
 
 def cpu_sync_batchnorm() -> Any:
     """The LayerSync plugin that synchronises BatchNorm statistics over gloo."""
-    try:
-        from mpsciml.distributed.sync_batchnorm import CPUSyncBatchNorm
-    except ImportError as exc:
-        raise ConfigError(
-            "trainer.sync_batchnorm=true is invalid in this installation for a model with "
-            f"BatchNorm on the CPU: mpsciml.distributed.sync_batchnorm cannot be imported "
-            f"({exc}); use trainer.sync_batchnorm=false (per-process statistics)"
-        ) from None
+    from mpsciml.distributed.sync_batchnorm import CPUSyncBatchNorm
+
     return CPUSyncBatchNorm()
 
 
