@@ -42,6 +42,15 @@ def test_the_reference_solver_converges_at_second_order():
     assert 3.5 < errors[0] / errors[1] < 4.5 and 3.5 < errors[1] / errors[2] < 4.5, errors
 
 
+@pytest.mark.parametrize("log_nu_std", [1.0, 3.0])
+def test_the_iterative_solver_agrees_with_the_sparse_lu(log_nu_std):
+    nu = PoissonGrid(grid=(33, 17), log_nu_std=log_nu_std).test_fields(2)[:, 0]
+    direct = solve_poisson(nu, 0.5, method="direct")
+    np.testing.assert_allclose(solve_poisson(nu, 0.5, method="pcg"), direct, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="method='cg' is unknown; allowed: auto, direct, pcg"):
+        solve_poisson(nu, method="cg")
+
+
 def test_the_sparse_matrix_is_the_stencil_operator():
     rng = np.random.default_rng(0)
     nu, u = np.exp(rng.standard_normal((7, 9))), rng.standard_normal((7, 9))
