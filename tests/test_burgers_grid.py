@@ -47,6 +47,18 @@ def test_the_periodic_scheme_conserves_and_respects_the_maximum_principle():
     assert u.max() <= 1.0 + 1e-12 and u.min() >= -1e-12
 
 
+def test_split_diffusion_agrees_with_explicit_diffusion():
+    x = np.arange(128) / 128
+    u0 = 0.5 * (1 - np.cos(2 * np.pi * 2 * x))
+    times = [0.1, 0.3]
+    explicit = solve_burgers(u0, 1.0, times, nu=0.02, diffusion="explicit")
+    split = solve_burgers(u0, 1.0, times, nu=0.02)  # the default when periodic and viscous
+    assert np.abs(split - explicit).max() < 2e-4
+    np.testing.assert_allclose(split.sum(0), u0.sum(), rtol=1e-12)
+    with pytest.raises(ValueError, match="diffusion='split' needs boundary='periodic'"):
+        solve_burgers(u0, 1.0, times, nu=0.02, boundary="outflow", diffusion="split")
+
+
 def test_the_references_pde_residual_vanishes_at_second_order_and_the_other_terms_at_0():
     means = []
     for n in (17, 33):

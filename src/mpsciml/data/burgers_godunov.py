@@ -13,6 +13,10 @@ Scheme (second order where the solution is smooth, no oscillations at shocks):
     <= cfl (advective CFL and the explicit diffusion limit together); max|u| never grows for
     Burgers (maximum principle), so the initial one bounds every step. Each interval between
     requested times is cut into equal substeps, so the snapshots fall exactly on those times.
+    On a periodic grid the viscous term is split off by default (Strang: the exact propagator of
+    the same central difference by FFT, half a step before and after each inviscid step), which
+    leaves only the advective limit: at fine grids the explicit diffusion limit h^2 / 2 nu would
+    need 20x more steps (1024 cells, nu = 0.01).
 
 Boundaries: "periodic", or "outflow" (zero-gradient ghost cells: waves leave freely; used for the
 Riemann tests). Vectorised over samples: all rows of a batch advance together.
@@ -58,6 +62,13 @@ def rate(u: np.ndarray, h: float, nu: float, boundary: str) -> np.ndarray:
     return du
 
 
+def _diffusion_factor(m: int, h: float, nu: float, dt: float) -> np.ndarray:
+    """(m // 2 + 1,) exact propagator over dt of u_t = nu * (central second difference) on a
+    periodic grid, per rfft mode: its eigenvalues are -(4 / h^2) sin^2(pi k / m)."""
+    k = np.arange(m // 2 + 1)
+    return np.exp(-nu * dt * 4.0 / h**2 * np.sin(np.pi * k / m) ** 2)
+
+
 def solve_burgers(
     u0: np.ndarray,
     length: float,
@@ -66,9 +77,21 @@ def solve_burgers(
     boundary: str = "periodic",
     cfl: float = 0.4,
     progress: bool = False,
+    diffusion: str = "auto",
 ) -> np.ndarray:
     """Cell averages at `times` (increasing, >= 0) from cell averages u0 (n, M) or (M,) on M
-    equal cells of [0, length]: returns (n, M, len(times)) (or (M, len(times)))."""
+    equal cells of [0, length]: returns (n, M, len(times)) (or (M, len(times))).
+
+    diffusion: "explicit" (in the Runge-Kutta stages; dt limited by h^2 / 2 nu too), "split"
+    (periodic only: Strang splitting, half a step of the exact discrete diffusion propagator by
+    FFT on each side of an inviscid Heun step, so dt follows the advective CFL alone: at 1024
+    cells and nu = 0.01 that is ~20x fewer steps), or "auto" (split when periodic with nu > 0)."""
+    if diffusion not in ("auto", "explicit", "split"):
+        raise ValueError(f"diffusion={diffusion!r} is unknown; allowed: auto, explicit, split")
+    if diffusion == "split" and boundary != "periodic":
+        raise ValueError("diffusion='split' needs boundary='periodic'")
+    if diffusion == "auto":
+        diffusion = "split" if boundary == "periodic" and nu > 0.0 else "explicit"
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary={boundary!r} is unknown; allowed: {', '.join(BOUNDARIES)}")
     if not (nu >= 0.0 and math.isfinite(nu)):
@@ -82,7 +105,9 @@ def solve_burgers(
         raise ValueError(f"u0 must be finite on >= 3 cells, got shape {u.shape}")
     h = length / u.shape[1]
     speed = max(float(np.abs(u).max()), 1e-12)
-    dt_max = cfl / (speed / h + 2.0 * nu / h**2)
+    split = diffusion == "split" and nu > 0.0
+    rate_nu = 0.0 if split else nu  # the viscous term inside the Runge-Kutta stages
+    dt_max = cfl / (speed / h + 2.0 * rate_nu / h**2)
     out = np.empty((*u.shape, len(times)))
     now = 0.0
     steps = range(len(times))
@@ -91,10 +116,15 @@ def solve_burgers(
     for k in steps:
         interval = times[k] - now
         substeps = math.ceil(interval / dt_max - 1e-9) if interval > 0 else 0
+        dt = interval / max(substeps, 1)
+        half = _diffusion_factor(u.shape[1], h, nu, 0.5 * dt) if split else None
         for _ in range(substeps):
-            dt = interval / substeps
-            stage = u + dt * rate(u, h, nu, boundary)
-            u = 0.5 * (u + stage + dt * rate(stage, h, nu, boundary))
+            if half is not None:
+                u = np.fft.irfft(np.fft.rfft(u, axis=1) * half, n=u.shape[1], axis=1)
+            stage = u + dt * rate(u, h, rate_nu, boundary)
+            u = 0.5 * (u + stage + dt * rate(stage, h, rate_nu, boundary))
+            if half is not None:
+                u = np.fft.irfft(np.fft.rfft(u, axis=1) * half, n=u.shape[1], axis=1)
         now = times[k]
         out[..., k] = u
     return out[0] if single else out

@@ -23,10 +23,11 @@ initial, the DiffNet tool's choice, 1 for pde):
   * initial: (u(x, 0) - b(x))^2 over x.
 No hard constraint (`impose` is the identity): the tool weights soft terms.
 
-Reference (`test_data`): `data.burgers_godunov.solve_burgers` (MUSCL-Godunov finite volumes with
-explicit diffusion) on `refine` x (nx - 1) periodic cells centred on the nodes, started from the
-exact cell averages of b (b is a trigonometric polynomial, recovered exactly from its nodes by an
-FFT when nx - 1 > 2 max_frequency), sampled at every `refine`-th cell and at the t nodes.
+Reference (`test_data`): `data.burgers_godunov.solve_burgers` (MUSCL-Godunov finite volumes,
+the viscous term split off and propagated exactly by FFT) on `refine` x (nx - 1) periodic cells
+centred on the nodes, started from the exact cell averages of b (b is a trigonometric
+polynomial, recovered exactly from its nodes by an FFT when nx - 1 > 2 max_frequency), sampled
+at every `refine`-th cell and at the t nodes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class BurgersGrid(DataFreeGridProblem):
     output_names = ("u",)
     coordinate_names = ("x", "t")
     grid_layout = "nodes"
+    #: 2: the reference's viscous term by Strang splitting (exact FFT propagator)
+    reference_version: ClassVar[int] = 2
     term_names: ClassVar[tuple[str, ...]] = ("pde", "boundary", "initial")
     default_loss_weights: ClassVar[dict[str, float]] = {
         "pde": 1.0,
