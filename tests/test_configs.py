@@ -148,6 +148,8 @@ SHRINK = {
     "problem.resolution": 16,  # grid problems (darcy, ns_vorticity, ...): points per side
     "problem.zero_shot_resolution": 32,
     "problem.n_zero_shot": 2,
+    "problem.grid": 16,  # data-free grid problems (poisson_grid, burgers_grid): nodes per side
+    "problem.batch_size": 4,
     "model.hidden": [16, 16],
     "model.branch_hidden": [16],
     "model.trunk_hidden": [16],
@@ -155,6 +157,7 @@ SHRINK = {
     "model.n_features": 8,
     "model.hidden_channels": 8,  # FNOs
     "model.n_modes": 4,
+    "model.width": 4,  # diffnet
     "optimizer.lbfgs.max_iter": 3,
 }
 # conftest's TINY but the optimizer and the points, which each config keeps or SHRINK sets

@@ -97,7 +97,7 @@ def test_model_options_are_discovered_from_the_config_search_path(tmp_path: Path
     assert "mlp" in pointwise and "deeponet" not in pointwise
     assert "deeponet" in model_options_accepting(ModelKind.SENSOR_OPERATOR)
     assert "mlp" not in model_options_accepting(ModelKind.SENSOR_OPERATOR)
-    assert model_options_accepting(ModelKind.GRID_OPERATOR) == ["fno", "neuralop_fno"]
+    assert model_options_accepting(ModelKind.GRID_OPERATOR) == ["diffnet", "fno", "neuralop_fno"]
 
 
 def test_a_model_class_without_accepts_is_one_line(tmp_path: Path) -> None:

@@ -185,3 +185,16 @@ def test_after_the_checkpoint_submitit_gets_its_signal_to_requeue(tmp_path):
         signal.signal(SUBMITIT_SIGNAL, previous)
     assert exited.value.code == -1 and calls == [(SUBMITIT_SIGNAL, True)]
     assert guard.stopped.signal == SUBMITIT_SIGNAL.name and guard.stopped.step == 7
+
+
+def _agree_on_signal(rank: int, world_size: int) -> int | None:
+    """Rank 1 alone has seen SIGTERM; both must stop on it at this step."""
+    from mpsciml.callbacks.interruption import agreed_signal
+
+    return agreed_signal(signal.SIGTERM if rank == 1 else None, world_size)
+
+
+def test_ranks_stop_together_on_a_signal_only_one_of_them_received():
+    from distributed_harness import run_ranks
+
+    assert run_ranks(_agree_on_signal, 2, timeout=180) == [signal.SIGTERM, signal.SIGTERM]

@@ -121,6 +121,20 @@ class SignalGuard:
         return None
 
 
+def agreed_signal(pending: int | None, world_size: int) -> int | None:
+    """The signal every rank stops on. Under DDP the ranks notice a signal at different steps
+    (SLURM signals each task on its own); one rank saving a checkpoint (a collective) or
+    stopping while the others enter the next step's all-reduce would hang them all, so each
+    step the ranks agree on the largest pending signal: one tiny all-reduce, under DDP only."""
+    if world_size <= 1 or not torch.distributed.is_initialized():
+        return pending
+    flag = torch.tensor([pending or 0], dtype=torch.int64)
+    if torch.distributed.get_backend() == "nccl":
+        flag = flag.cuda()
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 class StopOnSignal(Callback):
     """Turns a pending stop signal into a checkpoint at the step boundary and RunInterrupted."""
 
@@ -146,9 +160,12 @@ class StopOnSignal(Callback):
 
     def stop_if_signalled(self, trainer: pl.Trainer) -> None:
         guard = SignalGuard.active
-        if guard is None or guard.pending is None:
+        if guard is None:
             return
-        signum, guard.deferring = guard.pending, False
+        pending = agreed_signal(guard.pending, trainer.world_size)
+        if pending is None:
+            return
+        signum, guard.deferring = pending, False
         saved = self.save(trainer)
         guard.stopped = RunInterrupted(signum, trainer.global_step, saved)
         log.warning(
