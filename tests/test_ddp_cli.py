@@ -104,7 +104,7 @@ def test_a_sweep_with_ddp_runs_each_job_once(tmp_path):
     ("overrides", "key"),
     [
         ([f"trainer.devices={usable_cores() + 1}"], "trainer.devices"),
-        (["trainer.num_nodes=2"], "trainer.num_nodes"),
+        pytest.param(["trainer.num_nodes=2"], "trainer.num_nodes", marks=pytest.mark.slow),
     ],
 )
 def test_ddp_that_cannot_run_here_is_one_line_and_no_process(tmp_path, overrides, key):
@@ -128,6 +128,8 @@ def test_ddp_that_cannot_run_here_is_one_line_and_no_process(tmp_path, overrides
         (["trainer.sync_batchnorm=maybe"], "trainer.sync_batchnorm"),
         (["trainer.devices=0"], "trainer.devices"),
         (["trainer.devices=abc"], "trainer.devices"),
+        (["trainer.num_nodes=2"], "trainer.num_nodes"),  # nothing starts the other node
+        ([f"trainer.devices={usable_cores() + 1}"], "trainer.devices"),
     ],
 )
 def test_bad_ddp_values_are_one_line_before_anything_is_built(tmp_path, overrides, key):
@@ -145,30 +147,40 @@ def test_cuda_without_a_gpu_is_refused_before_anything_is_built(tmp_path):
         build(cfg)
 
 
-def test_joblib_cannot_host_ddp_jobs(tmp_path, monkeypatch):
+@pytest.fixture
+def own_hydra_config():
+    """The tests that edit Hydra's job config give the singleton back as they found it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    saved = HydraConfig.instance().cfg
+    yield
+    HydraConfig.instance().cfg = saved
+
+
+def test_joblib_cannot_host_ddp_jobs(tmp_path, own_hydra_config):
     """hydra/launcher=joblib runs jobs side by side: each DDP job is refused in its worker
     (one line in the sweep's log, the sweep goes on), no process is started."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import open_dict
+    from omegaconf import open_dict, read_write
 
     cfg = compose_config([*DDP, "hydra/launcher=joblib"], tmp_path / "run")
     hydra = HydraConfig.get()
-    with open_dict(hydra):
+    with read_write(hydra), open_dict(hydra):
         hydra.mode = RunMode.MULTIRUN
     with pytest.raises(ConfigError, match=r"^hydra/launcher=joblib is invalid with 2 DDP"):
         build(cfg)
 
 
-def test_the_child_command_is_one_run_of_the_job_never_the_sweep(tmp_path):
+def test_the_child_command_is_one_run_of_the_job_never_the_sweep(tmp_path, own_hydra_config):
     """What a DDP child runs, from inside the second job of `-m seed=0,1`: the job's overrides
     (seed=1, not seed=0,1), its folder, no -m, the user's Hydra options kept, the sweep's not."""
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from omegaconf import open_dict, read_write
 
     compose_config([*DDP, "seed=1"], tmp_path / "run")
     hydra = HydraConfig.get()
-    with open_dict(hydra):
+    with read_write(hydra), open_dict(hydra):
         hydra.runtime.output_dir = str(tmp_path / "sweep" / "1")
         hydra.overrides.hydra = ["hydra.mode=MULTIRUN", "hydra.sweep.dir=x", "hydra.verbose=true"]
     command, cwd = job_command(local_rank=1)

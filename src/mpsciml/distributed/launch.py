@@ -104,20 +104,20 @@ class ChildObserver(threading.Thread):
         self.on_abort = on_abort
         self.training = True
         self.failure: str | None = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
-        while not self._stop.wait(POLL_SECONDS):
+        while not self._halt.wait(POLL_SECONDS):
             failed = [(rank, p) for rank, p in enumerate(self.children, 1) if p.poll()]
             if failed and self.training:
                 rank, proc = failed[0]
                 self.failure = f"rank {rank} (pid {proc.pid}) exited with code {proc.returncode}"
                 log.error("%s: stopping the job's other processes", self.failure)
                 kill_all(self.children)
-                if not self._stop.wait(GRACE_SECONDS):  # still blocked in a collective
+                if not self._halt.wait(GRACE_SECONDS):  # still blocked in a collective
                     self.on_abort(self.failure)
                 return
 
