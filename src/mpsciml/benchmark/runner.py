@@ -103,7 +103,8 @@ class _Ticker(pl.Callback):
         self.runner.step_ended()
         step = self.runner.clock.ticks - 1
         if step == 0 or step >= self.runner.clock.steps:  # no host sync inside the timed steps
-            self.runner.losses.append(float(pl_module.last_terms["total"]))
+            # the global loss under DDP (a collective: every rank's ticker asks on these steps)
+            self.runner.losses.append(float(pl_module.global_terms()["total"]))
 
 
 def lightning_runner(cfg: DictConfig, steps: int, turn: int, name: str | None = None) -> Runner:
