@@ -1,12 +1,15 @@
 """Run a function in N real processes (gloo on the CPU) and collect what each rank returns.
 
-`run_ranks(worker, 2, *args)` spawns two processes; each joins a gloo process group (a FileStore
-in a temporary folder: no port to race for), runs `worker(rank, world_size, *args)` with one
-thread, and sends its result back through a file. A worker that raises fails the test with its
-traceback; a group that is still running after `timeout` seconds is killed and fails the test
-(a hang is a failure, never a stuck suite). `lightning=True` sets the environment torchrun would
+`run_ranks(worker, 2, *args)` forks two processes; each sets one thread, joins a gloo process
+group (a FileStore in a temporary folder: no port to race for), runs `worker(rank, world_size,
+*args)` and sends its result back through a file. A worker that raises fails the test with its
+traceback; a group still running after `timeout` seconds is killed and fails the test (a hang is
+a failure, never a stuck suite). `lightning=True` sets the environment torchrun would
 (MASTER_ADDR/PORT, LOCAL_RANK, ...) and leaves the process group to Lightning's DDPStrategy.
-Workers must be module-level functions (spawn pickles them by name).
+
+Fork, not spawn: a spawned child imports torch, Lightning and mpsciml again (~5 s of CPU each on
+a loaded 2-core machine, more than the whole check); a forked one inherits them, and setting one
+thread first is what makes torch safe after a fork (as DataLoader workers do).
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def run_ranks(
             args=(worker, world_size, folder, free_port(), lightning, args),
             nprocs=world_size,
             join=False,
-            start_method="spawn",
+            start_method="fork",
         )
         deadline = time.monotonic() + timeout
         while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
