@@ -317,3 +317,19 @@ def test_a_weight_dtype_change_under_ddp_is_refused(tmp_path):
         plan_distributed(refused, "cpu")
     fine = compose_config([*DDP, "precision=bf16_mixed", "optimizer=adam_lbfgs"], tmp_path / "b")
     assert plan_distributed(fine, "cpu").world_size == 2
+
+
+# ~25 s idle: two DDP runs
+@pytest.mark.slow
+def test_resume_under_ddp_continues_from_rank_zeros_checkpoint(tmp_path):
+    """Rank 0 writes the checkpoint; `resume=` loads it on every process and trains on."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert train_py(*DDP, f"hydra.run.dir={first}", tmp_path=tmp_path).returncode == 0
+    result = train_py(
+        *DDP, "trainer.max_steps=5", f"resume={first}", f"hydra.run.dir={second}", tmp_path=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((second / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["steps"] == 5
+    assert summary["resumed_from"] == str(first / "checkpoints" / "last.ckpt")
+    assert no_process_left(tmp_path)
