@@ -1,0 +1,152 @@
+"""One measured case inside one rank: the run `python train.py <overrides>` would make, timed.
+
+A case is a composed config (made by the parent, so every rank trains on the very same one)
+plus what to record. `run_cases` is the rank's worker (`ddp_processes.spawn`): for each case a
+new process group, then `mpsciml.compose.build(cfg)`, the module, DataModule and Trainer
+of a real run (our SciMLDDPStrategy, the CPU all-reduce BatchNorm plugin, the comm hook of
+`trainer.comm_precision`, the precision plugin and callbacks), and `trainer.fit` unchanged.
+Added to it, and nothing else changed:
+
+- `StepTimes`, the first callback: the wall clock at each batch start (and the last batch end):
+  step i takes start(i+1) - start(i), one whole loop cycle (data, forward, backward and the
+  gradient all-reduce, optimizer step, hooks), after `torch.cuda.synchronize()` on CUDA;
+- a `BytesCounter` on the gradient all-reduce: the strategy's hook is replaced by the same
+  torch hook wrapped in `comm_hooks.counting_hook` (for fp32, DDP's all-reduce as a hook);
+- for the optimiser race, `LossMonitor` (loss_monitor.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from pytorch_lightning.strategies import DDPStrategy
+from torch import nn
+
+from mpsciml.benchmark.ddp_processes import process_group
+from mpsciml.distributed.comm_hooks import BytesCounter, comm_hook
+from mpsciml.distributed.sync_batchnorm import AllReduceBatchNorm
+from mpsciml.precision.registry import resolve_device
+
+
+class StepTimes(pl.Callback):
+    """Batch-start times of every step (and the last batch end), and the bytes per step."""
+
+    def __init__(self, counter: BytesCounter, device: str) -> None:
+        self.counter, self.device = counter, device
+        self.starts: list[float] = []
+        self.last_end: float | None = None
+
+    def _now(self) -> float:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.starts.append(self._now())
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.last_end = self._now()
+        self.counter.end_step()
+
+    def samples_s(self) -> list[float]:
+        """Step i: start(i+1) - start(i); the last step: its start to its batch end."""
+        stamps = [*self.starts[1:], *([self.last_end] if self.last_end is not None else [])]
+        return [b - a for a, b in zip(self.starts, stamps, strict=False)]
+
+
+def attach_counter(trainer: pl.Trainer, comm_precision: str | None, counter: BytesCounter) -> bool:
+    """Count the gradient all-reduce's bytes: the strategy registers the same torch hook as it
+    would (`comm_hooks.comm_hook`), wrapped to count. False without DDP (nothing is reduced)."""
+    strategy = trainer.strategy
+    if not isinstance(strategy, DDPStrategy):
+        return False
+    hook = comm_hook(comm_precision, counter)
+    assert hook is not None
+    strategy._ddp_comm_state = hook["ddp_comm_state"]
+    strategy._ddp_comm_hook = hook["ddp_comm_hook"]
+    return True
+
+
+def batchnorm_sync_bytes(model: nn.Module) -> int:
+    """Bytes the synchronised BatchNorm all-reduces per step (our CPU layer: per layer, the sums
+    of x and x^2 per channel and the count, float64, in the forward and again in the backward);
+    0 when no layer is synchronised. Not part of the gradient all-reduce the counter sees."""
+    layers = [m for m in model.modules() if isinstance(m, AllReduceBatchNorm)]
+    return sum(2 * (2 * m.num_features + 1) * 8 for m in layers)
+
+
+def quiet_lightning() -> None:
+    """Lightning's per-fit banners and hints would bury the per-case lines."""
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for message in ("num_workers", "does not have many workers", "log_every_n_steps", "treespec"):
+        warnings.filterwarnings("ignore", message=f".*{message}.*")
+
+
+def run_case(case: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]:
+    """Build and fit `case["cfg"]` in the current process group; what this rank measured."""
+    from mpsciml.benchmark.loss_monitor import LossMonitor
+    from mpsciml.compose import build
+
+    cfg: DictConfig = case["cfg"]
+    module, trainer, parts = build(cfg)
+    device = resolve_device(cfg.trainer.accelerator)
+    counter = BytesCounter()
+    counted = attach_counter(trainer, cfg.trainer.get("comm_precision"), counter)
+    timer = StepTimes(counter, device)
+    trainer.callbacks.insert(0, timer)
+    monitor = None
+    if case.get("monitor"):
+        monitor = LossMonitor(**case["monitor"])
+        trainer.callbacks.append(monitor)
+    trainer.fit(module, datamodule=parts["datamodule"])
+    result: dict[str, Any] = {
+        "rank": rank,
+        "world_size": world_size,
+        "samples_s": timer.samples_s(),
+        "bytes_per_step": counter.per_step if counted else [],
+        "buckets": counter.buckets,
+        "batchnorm_sync_bytes": batchnorm_sync_bytes(module.model) if world_size > 1 else 0,
+        "steps_run": trainer.global_step,
+        "last_loss": float(module.last_terms["total"]),  # global after fit (on_train_end)
+        "parameters": sum(p.numel() for p in module.model.parameters()),
+    }
+    if monitor is not None:
+        result["monitor"] = monitor.record()
+        errors = module.evaluation_errors(module.predict_evaluation())
+        result["rel_l2"] = {k: float(v) for k, v in errors.items()}
+    return result
+
+
+def run_cases(rank: int, world_size: int, folder: str, cases: list[dict[str, Any]]) -> list[Any]:
+    """The rank's worker: every case in order, each in a fresh process group; rank 0 prints a
+    line per case as it ends (the long work's progress)."""
+    from mpsciml.benchmark.loss_monitor import race_monitor
+    from mpsciml.config import register_resolvers
+
+    register_resolvers()
+    quiet_lightning()
+    results: list[dict[str, Any]] = []
+    for index, case in enumerate(cases):
+        if case.get("monitor", {}).get("target") == "previous":  # the race: Adam's run before
+            case = {**case, "monitor": race_monitor(case["monitor"], results[-1]["monitor"])}
+        device = resolve_device(case["cfg"].trainer.accelerator)
+        started = time.perf_counter()
+        with process_group(folder, index, rank, world_size, device):
+            result = run_case(case, rank, world_size)
+        results.append(result)
+        if rank == 0:
+            steps = sorted(result["samples_s"][case.get("warmup", 0) :])
+            median = 1e3 * steps[len(steps) // 2] if steps else float("nan")
+            print(
+                f"  [{world_size} process(es)] {case['label']}: {median:.0f} ms/step "
+                f"(rank 0), {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
+    return results

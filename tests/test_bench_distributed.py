@@ -1,0 +1,173 @@
+"""scripts/bench_distributed.py: scaling over real DDP processes, the optimiser race, precisions.
+
+Fast tests check the pieces the numbers come from (which cases run, efficiencies, the race's
+target and time ratio, the bytes of the synchronised BatchNorm, the step clock, the options) and
+the precision part end to end in this process; the whole script at its smallest (1 and 2 gloo
+processes, every part) is `slow` (it spawns 4 groups of processes: ~1 min on 2 quiet cores).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+from conftest import ROOT
+
+from mpsciml.benchmark import distributed_report as rep
+from mpsciml.benchmark.ddp_case import StepTimes, batchnorm_sync_bytes
+from mpsciml.benchmark.distributed_bench import (
+    ScalingPlan,
+    efficiencies,
+    race_row,
+    scaling_keys,
+)
+from mpsciml.benchmark.loss_monitor import first_reached, race_monitor
+from mpsciml.distributed.comm_hooks import BytesCounter
+from mpsciml.distributed.sync_batchnorm import convert_batchnorm
+from mpsciml.models.diffnet import DiffNet
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location(
+        "bench_distributed", ROOT / "scripts" / "bench_distributed.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_scaling_cases_cover_weak_strong_and_compressed_all_reduce():
+    plan = ScalingPlan([1, 2], [128, 256], batch_per_process=2)
+    keys = scaling_keys(plan)
+    one = {(k["grid"], k["batch"], k["comm"], k["weak"], k["strong"]) for k in keys[1]}
+    assert one == {
+        (g, b, "fp32", b == 2, b == 4) for g in (128, 256) for b in (2, 4)
+    }  # 1 process: the weak batch b and the strong (global) batch b * max P
+    two = [(k["grid"], k["batch"], k["comm"]) for k in keys[2]]
+    assert two == [(g, 4, c) for g in (128, 256) for c in ("fp32", "fp16", "bf16")]
+    assert all(k["weak"] and k["strong"] for k in keys[2])
+
+
+def _row(grid, p, batch, ms, rounds, comm="fp32"):
+    return {"grid": grid, "processes": p, "batch": batch, "comm": comm, "median_ms": ms,
+            "round_median_ms": rounds}  # fmt: skip
+
+
+def test_efficiencies_weak_and_strong_from_medians_and_paired_by_round():
+    plan = ScalingPlan([1, 2], [64], batch_per_process=2)
+    rows = [
+        _row(64, 1, 2, 100.0, [100.0, 120.0]),
+        _row(64, 1, 4, 200.0, [200.0, 240.0]),
+        _row(64, 2, 4, 125.0, [125.0, 120.0]),
+    ]
+    one, two = efficiencies(rows, plan)
+    assert one["weak_efficiency"] == one["strong_efficiency"] == 1.0
+    assert two["weak_efficiency"] == pytest.approx(0.8)  # T(1, b) / T(2, 2b)
+    assert two["weak_efficiency_paired"] == pytest.approx((0.8 + 1.0) / 2)
+    assert two["strong_speedup"] == pytest.approx(1.6)  # T(1, G) / T(2, G)
+    assert two["strong_efficiency"] == pytest.approx(0.8)
+    assert two["strong_efficiency_paired"] == pytest.approx((0.8 + 1.0) / 2)
+    assert "| 64x64 | 2 | 0.80 | 0.90 | 1.60 | 0.80 | 0.90 |" in rep.efficiency_table([one, two])
+
+
+def _records(losses, dt, phases=None):
+    phases = phases or ["adam"] * len(losses)
+    return [{"step": i, "seconds": dt * (i + 1), "loss": v, "phase": ph}
+            for i, (v, ph) in enumerate(zip(losses, phases, strict=True))]  # fmt: skip
+
+
+def test_the_race_target_is_adams_final_loss_and_the_ratio_uses_first_crossings():
+    adam = {"records": _records([5.0, 3.0, 2.0, 2.5, 2.0], 1.0)}
+    monitor = race_monitor({"every": 5, "fields": 8, "target": "previous", "cap_factor": 1.5}, adam)
+    assert monitor == {"every": 5, "fields": 8, "target": 2.0, "time_cap_s": 4.5}
+    assert first_reached(adam["records"], 2.0)["seconds"] == 3.0  # first crossing, not the end
+    route = _records([5.0, 2.5, 1.9], 0.5, ["adam", "lbfgs", "lbfgs"])
+    row = race_row(
+        2,
+        {"monitor": adam, "steps_run": 5, "rel_l2": {"u": 0.2}},
+        {"monitor": {"records": route, "target": 2.0, "stopped": "target"}, "steps_run": 3,
+         "rel_l2": {"u": 0.1}},
+    )  # fmt: skip
+    assert row["route_reached"] and row["route_lbfgs_steps"] == 2
+    assert row["time_ratio"] == pytest.approx(1.5 / 3.0)
+    assert "| 2 | 2 | 5, 3.0 | 0.2 | yes | 1.5 | 2 | 0.1 | 0.50 |" in rep.race_table([row])
+
+
+def test_synchronised_batchnorm_bytes_count_every_layer_forward_and_backward():
+    model = DiffNet(1, 1, (16, 16), width=4, depth=2)
+    assert batchnorm_sync_bytes(model) == 0  # not converted: nothing synchronised
+    channels = [m.num_features for m in model.modules() if hasattr(m, "num_features")]
+    assert batchnorm_sync_bytes(convert_batchnorm(model)) == sum(16 * (2 * c + 1) for c in channels)
+
+
+def test_step_times_are_start_to_start_and_the_last_step_to_its_end():
+    counter = BytesCounter()
+    timer = StepTimes(counter, "cpu")
+    timer.starts = [0.0, 1.0, 3.0]
+    timer.last_end = 3.5
+    assert timer.samples_s() == [1.0, 2.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--processes", "0,1"], "--processes"),
+        (["--switch", "300"], "--switch=300 must be below --adam-steps=200"),
+        (["--processes", "1,4096"], "usable cores"),
+        (["--grid", "abc"], "--grid"),
+    ],
+)
+def test_a_bad_option_is_one_line_and_exit_2(argv, message, capsys):
+    assert load_script().main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_the_precision_part_runs_in_process_with_errors_against_the_reference(tmp_path, capsys):
+    out = tmp_path / "precision.json"
+    argv = [
+        "--tiny",
+        "--parts",
+        "precision",
+        "--precisions",
+        "fp32",
+        "bf16_mixed",
+        "--out",
+        str(out),
+    ]
+    assert load_script().main(argv) == 0
+    assert "| bf16_mixed |" in capsys.readouterr().out
+    rows = {r["name"]: r for r in json.loads(out.read_text())["precision"]["rows"]}
+    for row in rows.values():
+        assert row["error"] is None and row["median_ms"] > 0 and row["saved_bytes"] > 0
+        assert math.isfinite(row["rel_l2"]["u"]) and row["rel_l2"]["u"] > 0
+    assert rows["bf16_mixed"]["saved_bytes"] < rows["fp32"]["saved_bytes"]
+
+
+@pytest.mark.slow
+def test_the_smallest_configuration_on_one_and_two_processes(tmp_path):
+    out = tmp_path / "tiny.json"
+    assert load_script().main(["--tiny", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    rows = record["scaling"]["rows"]
+    assert {r["processes"] for r in rows} == {1, 2}
+    for row in rows:
+        for key in ("median_ms", "samples_per_s", "allreduce_bytes_per_step", "parameters"):
+            assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+    fp32, fp16, bf16 = (
+        next(r for r in rows if r["processes"] == 2 and r["comm"] == c)
+        for c in ("fp32", "fp16", "bf16")
+    )
+    assert fp16["allreduce_bytes_per_step"] == bf16["allreduce_bytes_per_step"]
+    assert fp16["allreduce_bytes_per_step"] * 2 == fp32["allreduce_bytes_per_step"]
+    assert fp32["batchnorm_sync_bytes_per_step"] > 0
+    two = next(e for e in record["scaling"]["efficiency"] if e["processes"] == 2)
+    assert all(two[k] > 0 for k in ("weak_efficiency", "strong_efficiency", "strong_speedup"))
+    for race in record["optimizers"]["rows"]:
+        assert math.isfinite(race["target_loss"]) and race["adam_seconds_to_target"] > 0
+        assert race["route_curve"] and math.isfinite(race["route_rel_l2"]["u"])
+    assert [r["name"] for r in record["precision"]["rows"]] == ["fp32", "bf16_mixed", "mixed"]
+    assert all(r["median_ms"] > 0 for r in record["precision"]["rows"])
+    assert record["targets"]  # the L-BFGS ratios at least (the 256x256 target needs that grid)
