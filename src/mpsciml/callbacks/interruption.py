@@ -162,7 +162,7 @@ class StopOnSignal(Callback):
         guard = SignalGuard.active
         if guard is None:
             return
-        pending = agreed_signal(guard.pending, trainer.world_size)
+        pending = agreed_signal(guard.pending, getattr(trainer, "world_size", 1))
         if pending is None:
             return
         signum, guard.deferring = pending, False
