@@ -188,9 +188,11 @@ class JobLauncher(_SubprocessScriptLauncher):
             self.observer.training = False
         super().kill(signum)
 
-    def child_failure(self, wait: float = 5.0) -> str | None:
+    def child_failure(self, wait: float = 20.0) -> str | None:
         """The first child that ended in failure (not killed by us), waiting up to `wait` s
-        for it: a peer's failure reaches this process as "connection closed" first."""
+        for it: a peer's failure reaches this process as "connection closed" first, and on a
+        loaded machine the child's own exit can follow seconds later (5 s was seen too short
+        at load 8 on 2 cores); the wait costs time only when this process failed anyway."""
         deadline = time.monotonic() + wait
         while True:
             for rank, proc in enumerate(self.procs, 1):
