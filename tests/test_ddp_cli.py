@@ -333,3 +333,26 @@ def test_resume_under_ddp_continues_from_rank_zeros_checkpoint(tmp_path):
     assert summary["status"] == "ok" and summary["steps"] == 5
     assert summary["resumed_from"] == str(first / "checkpoints" / "last.ckpt")
     assert no_process_left(tmp_path)
+
+
+def test_a_joblib_sweep_of_ddp_jobs_is_refused_before_its_first_job(tmp_path, capsys):
+    """The sweep-start check: one line, exit 2 (a swept trainer is still checked per job)."""
+    from omegaconf import OmegaConf
+
+    from mpsciml.distributed.sweep_check import DDPSweepCheck, processes_per_job
+
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    config = OmegaConf.create(
+        {
+            "hydra": {"launcher": {"_target_": joblib}, "sweep": {"dir": str(tmp_path / "s")}},
+            "trainer": {"strategy": "ddp", "devices": 2},
+        }
+    )
+    with pytest.raises(SystemExit) as stopped:
+        DDPSweepCheck().on_multirun_start(config)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("error: hydra/launcher=joblib is invalid with 2 DDP")
+    config.trainer = {"devices": 1}
+    DDPSweepCheck().on_multirun_start(config)  # one process per job: joblib is fine
+    nodes = OmegaConf.create({"strategy": "ddp", "devices": 2, "num_nodes": 3})
+    assert processes_per_job(nodes) == 6

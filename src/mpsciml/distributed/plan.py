@@ -224,12 +224,18 @@ def check_launcher(plan: DistributedPlan) -> None:
         return
     launcher = str(HydraConfig.get().launcher.get("_target_", ""))
     if "joblib" in launcher.lower() and plan.launcher == "ours":
-        raise ConfigError(
-            f"hydra/launcher=joblib is invalid with {plan.world_size} DDP processes per job: "
-            "parallel jobs would share the cores and ports of each other's processes; use the "
-            "default launcher (jobs one after another, each on all its processes) or "
-            "hydra/launcher=slurm_ddp"
-        )
+        raise ConfigError(joblib_refusal(plan.world_size))
+
+
+def joblib_refusal(processes: int) -> str:
+    """The one line refusing joblib's parallel jobs of `processes` DDP processes each (also
+    said before a sweep starts: `sweep_check.DDPSweepCheck`)."""
+    return (
+        f"hydra/launcher=joblib is invalid with {processes} DDP processes per job: "
+        "parallel jobs would share the cores and ports of each other's processes; use the "
+        "default launcher (jobs one after another, each on all its processes) or "
+        "hydra/launcher=slurm_ddp"
+    )
 
 
 def trainer_arguments(
