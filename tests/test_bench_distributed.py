@@ -25,7 +25,6 @@ from mpsciml.benchmark.distributed_bench import (
 )
 from mpsciml.benchmark.loss_monitor import first_reached, race_monitor
 from mpsciml.distributed.comm_hooks import BytesCounter
-from mpsciml.distributed.sync_batchnorm import convert_batchnorm
 from mpsciml.models.diffnet import DiffNet
 
 
@@ -42,9 +41,9 @@ def test_scaling_cases_cover_weak_strong_and_compressed_all_reduce():
     plan = ScalingPlan([1, 2], [128, 256], batch_per_process=2)
     keys = scaling_keys(plan)
     one = {(k["grid"], k["batch"], k["comm"], k["weak"], k["strong"]) for k in keys[1]}
-    assert one == {
-        (g, b, "fp32", b == 2, b == 4) for g in (128, 256) for b in (2, 4)
-    }  # 1 process: the weak batch b and the strong (global) batch b * max P
+    assert one == {(g, b, "fp32", b == 2, b == 4) for g in (128, 256) for b in (2, 4)} | {
+        (g, 2, "none", False, False) for g in (128, 256)
+    }  # 1 process: the weak batch b and the strong (global) batch b * max P; and without DDP
     two = [(k["grid"], k["batch"], k["comm"]) for k in keys[2]]
     assert two == [(g, 4, c) for g in (128, 256) for c in ("fp32", "fp16", "bf16")]
     assert all(k["weak"] and k["strong"] for k in keys[2])
@@ -61,15 +60,19 @@ def test_efficiencies_weak_and_strong_from_medians_and_paired_by_round():
         _row(64, 1, 2, 100.0, [100.0, 120.0]),
         _row(64, 1, 4, 200.0, [200.0, 240.0]),
         _row(64, 2, 4, 125.0, [125.0, 120.0]),
+        _row(64, 1, 2, 90.0, [90.0, 100.0], comm="none"),
     ]
     one, two = efficiencies(rows, plan)
     assert one["weak_efficiency"] == one["strong_efficiency"] == 1.0
     assert two["weak_efficiency"] == pytest.approx(0.8)  # T(1, b) / T(2, 2b)
     assert two["weak_efficiency_paired"] == pytest.approx((0.8 + 1.0) / 2)
+    assert two["weak_efficiency_vs_no_ddp"] == pytest.approx(90.0 / 125.0)
     assert two["strong_speedup"] == pytest.approx(1.6)  # T(1, G) / T(2, G)
     assert two["strong_efficiency"] == pytest.approx(0.8)
     assert two["strong_efficiency_paired"] == pytest.approx((0.8 + 1.0) / 2)
-    assert "| 64x64 | 2 | 0.80 | 0.90 | 1.60 | 0.80 | 0.90 |" in rep.efficiency_table([one, two])
+    assert "| 64x64 | 2 | 0.80 | 0.90 | 0.72 | 1.60 | 0.80 | 0.90 |" in rep.efficiency_table(
+        [one, two]
+    )
 
 
 def _records(losses, dt, phases=None):
@@ -97,9 +100,10 @@ def test_the_race_target_is_adams_final_loss_and_the_ratio_uses_first_crossings(
 
 def test_synchronised_batchnorm_bytes_count_every_layer_forward_and_backward():
     model = DiffNet(1, 1, (16, 16), width=4, depth=2)
-    assert batchnorm_sync_bytes(model) == 0  # not converted: nothing synchronised
     channels = [m.num_features for m in model.modules() if hasattr(m, "num_features")]
-    assert batchnorm_sync_bytes(convert_batchnorm(model)) == sum(16 * (2 * c + 1) for c in channels)
+    assert len(channels) == 2 * (1 + 2 * 2)  # two norms per block: stem, 2 down, 2 up
+    assert batchnorm_sync_bytes(model) == sum(16 * (2 * c + 1) for c in channels)
+    assert batchnorm_sync_bytes(DiffNet(1, 1, (16, 16), width=4, depth=2, norm="group")) == 0
 
 
 def test_step_times_are_start_to_start_and_the_last_step_to_its_end():
@@ -155,6 +159,9 @@ def test_the_smallest_configuration_on_one_and_two_processes(tmp_path):
     assert {r["processes"] for r in rows} == {1, 2}
     for row in rows:
         for key in ("median_ms", "samples_per_s", "allreduce_bytes_per_step", "parameters"):
+            if key == "allreduce_bytes_per_step" and row["comm"] == "none":
+                assert row[key] is None  # no DDP: nothing all-reduced
+                continue
             assert math.isfinite(row[key]) and row[key] > 0, (key, row)
     fp32, fp16, bf16 = (
         next(r for r in rows if r["processes"] == 2 and r["comm"] == c)
@@ -164,7 +171,8 @@ def test_the_smallest_configuration_on_one_and_two_processes(tmp_path):
     assert fp16["allreduce_bytes_per_step"] * 2 == fp32["allreduce_bytes_per_step"]
     assert fp32["batchnorm_sync_bytes_per_step"] > 0
     two = next(e for e in record["scaling"]["efficiency"] if e["processes"] == 2)
-    assert all(two[k] > 0 for k in ("weak_efficiency", "strong_efficiency", "strong_speedup"))
+    keys = ("weak_efficiency", "weak_efficiency_vs_no_ddp", "strong_efficiency", "strong_speedup")
+    assert all(two[k] > 0 for k in keys)
     for race in record["optimizers"]["rows"]:
         assert math.isfinite(race["target_loss"]) and race["adam_seconds_to_target"] > 0
         assert race["route_curve"] and math.isfinite(race["route_rel_l2"]["u"])

@@ -27,10 +27,10 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mpsciml.benchmark.ddp_processes import process_group
 from mpsciml.distributed.comm_hooks import BytesCounter, comm_hook
-from mpsciml.distributed.sync_batchnorm import AllReduceBatchNorm
 from mpsciml.precision.registry import resolve_device
 
 
@@ -74,10 +74,10 @@ def attach_counter(trainer: pl.Trainer, comm_precision: str | None, counter: Byt
 
 
 def batchnorm_sync_bytes(model: nn.Module) -> int:
-    """Bytes the synchronised BatchNorm all-reduces per step (our CPU layer: per layer, the sums
-    of x and x^2 per channel and the count, float64, in the forward and again in the backward);
-    0 when no layer is synchronised. Not part of the gradient all-reduce the counter sees."""
-    layers = [m for m in model.modules() if isinstance(m, AllReduceBatchNorm)]
+    """Bytes our CPU synchronised BatchNorm all-reduces per step (`sync_batchnorm`: per layer,
+    the sums of x and x^2 per channel and the count, float64, in the forward and again in the
+    backward). Not part of the gradient all-reduce the counter sees."""
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     return sum(2 * (2 * m.num_features + 1) * 8 for m in layers)
 
 
@@ -105,6 +105,9 @@ def run_case(case: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]
     if case.get("monitor"):
         monitor = LossMonitor(**case["monitor"])
         trainer.callbacks.append(monitor)
+    plan = parts["distributed"]  # our all-reduce BatchNorm (CPU) swaps the layers during fit only
+    synced = plan.world_size > 1 and "CPUSyncBatchNorm" in str(plan.sync_batchnorm_layer)
+    sync_bytes = batchnorm_sync_bytes(module.model) if synced else None
     trainer.fit(module, datamodule=parts["datamodule"])
     result: dict[str, Any] = {
         "rank": rank,
@@ -112,7 +115,7 @@ def run_case(case: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]
         "samples_s": timer.samples_s(),
         "bytes_per_step": counter.per_step if counted else [],
         "buckets": counter.buckets,
-        "batchnorm_sync_bytes": batchnorm_sync_bytes(module.model) if world_size > 1 else 0,
+        "batchnorm_sync_bytes": sync_bytes,  # None: not synchronised, or torch's (CUDA)
         "steps_run": trainer.global_step,
         "last_loss": float(module.last_terms["total"]),  # global after fit (on_train_end)
         "parameters": sum(p.numel() for p in module.model.parameters()),

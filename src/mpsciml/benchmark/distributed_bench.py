@@ -4,7 +4,8 @@ race of Adam against Adam -> L-BFGS; `scripts/bench_distributed.py` is its comma
 Scaling. For each grid and process count P, real DDP runs (`ddp_case`) of
 - weak scaling: the same batch per process b, global batch b * P;
 - strong scaling: the same global batch G (default b * max P), split over the P processes;
-- at P > 1 and the weak batch, the gradient all-reduce also compressed to fp16 and bf16.
+- at P > 1 and the weak batch, the gradient all-reduce also compressed to fp16 and bf16;
+- at P = 1 and the weak batch, also the run without DDP (trainer=default): DDP's own cost.
 Each launch of P processes runs all its cases one after another (warm-up steps, then timed
 ones); launches alternate over the rounds (1, 2, .., 2, 1, ..), so a slow minute of a shared
 machine falls on every process count alike. A step's time is the largest over the ranks (they
@@ -49,6 +50,7 @@ BASE_OVERRIDES = [
     "trainer.enable_progress_bar=false",
 ]
 COMMS = ("fp32", "fp16", "bf16")  # fp32: DDP's own all-reduce (trainer.comm_precision=null)
+NO_DDP = "none"  # the 1-process reference row without DDP (trainer=default)
 
 
 @dataclass
@@ -86,20 +88,22 @@ def scaling_keys(plan: ScalingPlan) -> dict[int, list[dict[str, Any]]]:
                 for comm in sorted(set(comms) | {"fp32"}, key=COMMS.index):
                     key = {"grid": grid, "processes": p, "batch": batch, "comm": comm}
                     keys[p].append(key | {"weak": batch == weak, "strong": batch == strong})
+            if p == 1:  # the same run without DDP: what one process costs without it
+                key = {"grid": grid, "processes": 1, "batch": weak, "comm": "none"}
+                keys[p].append(key | {"weak": False, "strong": False})
     return keys
 
 
 def label(key: dict[str, Any]) -> str:
     per = key["batch"] / key["processes"]
-    return (
-        f"grid {key['grid']}x{key['grid']} batch {key['batch']} "
-        f"({per:g}/process) comm {key['comm']}"
-    )
+    comm = "no DDP" if key["comm"] == NO_DDP else f"comm {key['comm']}"
+    return f"grid {key['grid']}x{key['grid']} batch {key['batch']} ({per:g}/process) {comm}"
 
 
 def scaling_case(plan: ScalingPlan, key: dict[str, Any], compose: Compose) -> dict[str, Any]:
+    ddp = key["comm"] != NO_DDP
     overrides = [
-        *BASE_OVERRIDES,
+        *(o for o in BASE_OVERRIDES if ddp or o != "trainer=ddp"),
         f"trainer.accelerator={plan.accelerator}",
         f"trainer.devices={key['processes']}",
         f"problem.grid={key['grid']}",
@@ -107,7 +111,7 @@ def scaling_case(plan: ScalingPlan, key: dict[str, Any], compose: Compose) -> di
         "problem.n_test=1",  # the module solves its test set at build; unused here
         "optimizer=adam",
         f"trainer.max_steps={plan.warmup + plan.steps}",
-        comm_override(key["comm"]),
+        *([comm_override(key["comm"])] if ddp else []),
         *plan.overrides,
     ]
     return {"cfg": compose(overrides), "label": label(key), "warmup": plan.warmup}
@@ -174,6 +178,7 @@ def efficiencies(rows: list[dict[str, Any]], plan: ScalingPlan) -> list[dict[str
     for grid in plan.grids:
         weak1 = _find(rows, grid=grid, processes=1, batch=b, comm="fp32")
         strong1 = _find(rows, grid=grid, processes=1, batch=g, comm="fp32")
+        single = _find(rows, grid=grid, processes=1, batch=b, comm=NO_DDP)
         for p in plan.processes:
             weak = _find(rows, grid=grid, processes=p, batch=b * p, comm="fp32")
             strong = _find(rows, grid=grid, processes=p, batch=g, comm="fp32")
@@ -181,6 +186,8 @@ def efficiencies(rows: list[dict[str, Any]], plan: ScalingPlan) -> list[dict[str
             if weak1 and weak:
                 entry["weak_efficiency"] = weak1["median_ms"] / weak["median_ms"]
                 entry["weak_efficiency_paired"] = _paired(weak1, weak, 1.0)
+            if single and weak:  # against one process without DDP at all
+                entry["weak_efficiency_vs_no_ddp"] = single["median_ms"] / weak["median_ms"]
             if strong1 and strong:
                 entry["strong_speedup"] = strong1["median_ms"] / strong["median_ms"]
                 entry["strong_efficiency"] = entry["strong_speedup"] / p

@@ -12,6 +12,10 @@ def _f(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _kb(value: float | None) -> float | None:
+    return None if value is None else value / 1e3
+
+
 def scaling_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| grid | processes | global batch | per process | comm | ms/step (median) | IQR ms "
@@ -22,24 +26,26 @@ def scaling_table(rows: Sequence[dict[str, Any]]) -> str:
         per = r["batch"] / r["processes"]
         grad = r.get("allreduce_bytes_per_step")
         lines.append(
-            f"| {r['grid']}x{r['grid']} | {r['processes']} | {r['batch']} | {per:g} | {r['comm']} "
+            f"| {r['grid']}x{r['grid']} | {r['processes']} | {r['batch']} | {per:g} "
+            f"| {'no DDP' if r['comm'] == 'none' else r['comm']} "
             f"| {r['median_ms']:.0f} | {r['iqr_ms']:.0f} | {r['samples_per_s']:.2f} "
             f"| {_f(None if grad is None else grad / MB, '.3f')} "
-            f"| {r['batchnorm_sync_bytes_per_step'] / 1e3:.1f} | {r['steps']} |"
+            f"| {_f(_kb(r['batchnorm_sync_bytes_per_step']), '.1f')} | {r['steps']} |"
         )
     return "\n".join(lines)
 
 
 def efficiency_table(entries: Sequence[dict[str, Any]]) -> str:
     lines = [
-        "| grid | processes | weak efficiency | weak (paired by round) | strong speedup "
-        "| strong efficiency | strong (paired by round) |",
-        "|---|---|---|---|---|---|---|",
+        "| grid | processes | weak efficiency | weak (paired by round) | weak vs 1 process "
+        "without DDP | strong speedup | strong efficiency | strong (paired by round) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         lines.append(
             f"| {e['grid']}x{e['grid']} | {e['processes']} | {_f(e.get('weak_efficiency'), '.2f')} "
             f"| {_f(e.get('weak_efficiency_paired'), '.2f')} "
+            f"| {_f(e.get('weak_efficiency_vs_no_ddp'), '.2f')} "
             f"| {_f(e.get('strong_speedup'), '.2f')} | {_f(e.get('strong_efficiency'), '.2f')} "
             f"| {_f(e.get('strong_efficiency_paired'), '.2f')} |"
         )
