@@ -20,7 +20,6 @@ set at the finer grid (`zero_shot_f`, `zero_shot_h1_f`) when the problem has one
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -125,15 +124,6 @@ class GridOperatorModule(SciMLModule):
     def _errors(self, prediction: Tensor, data: GridData, prefix: str) -> dict[str, float]:
         layout = self.problem.grid_layout
         return field_errors(prediction, data.outputs, self.output_names, layout, prefix=prefix)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Every error as `val/l2_<name>`; `val/l2` is the mean relative L2 of the fields at the
-        training resolution only (H1 and zero-shot errors would blur a checkpoint's choice)."""
-        errors = self.evaluation_errors(self.predict_evaluation())
-        for name, error in errors.items():
-            self.log(f"val/l2_{name}", error, prog_bar=name == self.output_names[0], batch_size=1)
-        fields = [errors[name] for name in self.output_names if math.isfinite(errors[name])]
-        self.log("val/l2", sum(fields) / len(fields) if fields else math.nan, batch_size=1)
 
     def evaluation_plots(self, prediction: Tensor, out_dir: Path, title: str) -> list[Path]:
         """Input, prediction, reference and error of test sample 0 (and of zero-shot sample 0)."""
