@@ -26,7 +26,6 @@ update) and the errors are the relative L2 and H1 of each output field (`grid_me
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,15 +110,6 @@ class DataFreeGridModule(SciMLModule):
         """{f: relative L2, h1_f: relative H1} of each output field against our solver."""
         reference = self.test_set.outputs
         return field_errors(prediction, reference, self.output_names, self.problem.grid_layout)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Every error as `val/l2_<name>`; `val/l2` is the mean relative L2 of the fields (the
-        H1 errors would blur a checkpoint's choice)."""
-        errors = self.evaluation_errors(self.predict_evaluation())
-        for name, error in errors.items():
-            self.log(f"val/l2_{name}", error, prog_bar=name == self.output_names[0], batch_size=1)
-        fields = [errors[name] for name in self.output_names if math.isfinite(errors[name])]
-        self.log("val/l2", sum(fields) / len(fields) if fields else math.nan, batch_size=1)
 
     def evaluation_plots(self, prediction: Tensor, out_dir: Path, title: str) -> list[Path]:
         """Parameter field, prediction, reference and error of held-out sample 0."""
