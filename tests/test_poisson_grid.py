@@ -66,7 +66,7 @@ def test_the_sparse_matrix_is_the_stencil_operator():
 
 
 def test_the_residual_loss_of_the_reference_is_round_off_and_the_energy_is_its_minimum():
-    problem = PoissonGrid(grid=17, loss="residual")
+    problem = PoissonGrid(grid=17, loss="residual", constraint="overwrite")
     nu = problem.test_fields(2)
     u = torch.from_numpy(problem.solve_reference(nu, progress=False))
     nu = torch.from_numpy(nu)
@@ -76,7 +76,7 @@ def test_the_residual_loss_of_the_reference_is_round_off_and_the_energy_is_its_m
     # the Q1 Ritz energy's minimiser is the FEM solution, O(h^2) from the FV reference. The
     # energy is quadratic in the free nodes (f = 0): column k of its Hessian is the gradient at
     # the unit field e_k (zero walls), all columns in one batched gradient, then one solve
-    energy = PoissonGrid(grid=17, loss="energy")
+    energy = PoissonGrid(grid=17, loss="energy", constraint="overwrite")  # zeros -> zero inside
 
     def gradient(nu_k: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
         fields = fields.clone().requires_grad_(True)
@@ -113,14 +113,47 @@ def test_fields_are_a_pure_function_of_seed_step_and_slot():
     assert abs(float(many.mean())) < 0.15 and 0.7 < float(many.std()) < 1.3
 
 
-def test_impose_writes_the_dirichlet_walls_and_keeps_the_rest():
-    problem = PoissonGrid(grid=(9, 7))
+def test_impose_overwrite_writes_the_dirichlet_walls_and_keeps_the_rest():
+    problem = PoissonGrid(grid=(9, 7), constraint="overwrite")
     raw = torch.randn(2, 1, 9, 7, requires_grad=True)
     out = problem.impose(torch.ones(2, 1, 9, 7), raw)
     assert (out[:, :, 0] == 1).all() and (out[:, :, -1] == 0).all()
     torch.testing.assert_close(out[:, :, 1:-1], raw[:, :, 1:-1])
     out.sum().backward()
     assert (raw.grad[:, :, 0] == 0).all() and (raw.grad[:, :, 1:-1] == 1).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_impose_lift_is_the_ramp_plus_a_bubble_times_the_output(dtype):
+    problem = PoissonGrid(grid=(9, 7), u_left=2.0, u_right=-0.5)
+    assert problem.constraint == "lift"  # the default
+    raw = (10 * torch.randn(2, 1, 9, 7, dtype=torch.float64)).to(dtype).requires_grad_(True)
+    out = problem.impose(torch.ones(2, 1, 9, 7), raw)
+    assert out.shape == raw.shape and out.dtype == dtype
+    assert (out[:, :, 0] == 2.0).all() and (out[:, :, -1] == -0.5).all()  # exact, any output
+    x = torch.linspace(0, 1, 9, dtype=torch.float64).view(1, 1, 9, 1)
+    expected = 2.0 * (1 - x) - 0.5 * x + 4 * x * (1 - x) * raw.detach().double()
+    tol = 1e-12 if dtype == torch.float64 else (1e-5 if dtype == torch.float32 else 0.2)
+    torch.testing.assert_close(out.detach().double(), expected.expand_as(out), rtol=0, atol=tol)
+    # a zero output is the ramp; the walls get no gradient, the middle node the full one
+    ramp = problem.impose(torch.ones(1, 1, 9, 7), torch.zeros(1, 1, 9, 7, dtype=dtype))
+    torch.testing.assert_close(ramp.double(), (2.0 - 2.5 * x).expand(1, 1, 9, 7), rtol=0, atol=tol)
+    out.sum().backward()
+    assert (raw.grad[:, :, [0, -1]] == 0).all() and (raw.grad[:, :, 4] == 1).all()
+
+
+def test_impose_lift_scale_and_levels_keep_the_walls_and_weight_coarse_averages():
+    problem = PoissonGrid(grid=(17, 12), lift_scale=0.5, lift_levels=2)
+    raw = torch.randn(2, 1, 17, 12, dtype=torch.float64, requires_grad=True)
+    out = problem.impose(torch.ones(2, 1, 17, 12), raw)
+    assert (out[:, :, 0] == 1).all() and (out[:, :, -1] == 0).all()
+    out.sum().backward()  # the wall nodes' raw values reach the inside through the averages
+    assert torch.isfinite(raw.grad).all() and (raw.grad[:, :, [0, -1]] != 0).any()
+    # a constant output c is its own average at every level: 2 x 0.5 x c (1 + 2 + 4) x(1-x)
+    x = torch.linspace(0, 1, 17, dtype=torch.float64).view(1, 1, 17, 1)
+    flat = problem.impose(None, torch.full((1, 1, 17, 12), 0.3, dtype=torch.float64))
+    expected = 1 - x + 2.0 * 0.3 * 7 * x * (1 - x)
+    torch.testing.assert_close(flat, expected.expand(1, 1, 17, 12), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("loss", ["energy", "residual"])
@@ -156,6 +189,9 @@ def test_test_data_is_solved_once_and_cached(tmp_path, monkeypatch):
         ({"log_nu_std": 5.0}, r"problem.log_nu_std=5.0 must be in \[0, 3.0\]"),
         ({"modes": 40, "grid": 16}, r"problem.modes=40 must be an integer in \[2, 16\]"),
         ({"average": "geometric"}, r"problem.average='geometric' is unknown; allowed"),
+        ({"constraint": "hard"}, r"problem.constraint='hard' is unknown; allowed: lift, overwrite"),
+        ({"lift_scale": 0.0}, r"problem.lift_scale=0.0 must be finite and > 0"),
+        ({"lift_levels": 4, "grid": 16}, r"problem.lift_levels=4 must be an integer in \[0, "),
         ({"batch_size": 0}, r"problem.batch_size=0 is invalid"),
         ({"tau": -1.0}, r"problem.alpha=2.0, problem.tau=-1.0"),
     ],
@@ -170,4 +206,4 @@ def test_the_problem_yaml_composes_and_instantiates(tmp_path):
     assert cfg.model._target_.endswith("DiffNet")  # its default model
     problem = instantiate(cfg.problem)
     assert isinstance(problem, PoissonGrid) and problem.grid == (16, 16)
-    assert problem.loss == "energy" and problem.batch_size == 8
+    assert problem.loss == "energy" and problem.batch_size == 8 and problem.constraint == "lift"

@@ -22,8 +22,14 @@ Reference (`test_data`): `data.poisson_fd.solve_poisson`, the same finite-volume
 sparse matrix, second order (tested). The energy loss's Q1 solution differs from it by O(h^2)
 (~1e-4 relative at 64x64), far below the 3e-2 a network reaches.
 
-The network sees log(nu) - log_nu_mean (`network_inputs`), a centred field of O(log_nu_std);
-`impose` writes u_left/u_right into the first and last x rows of its output.
+The network sees log(nu) - log_nu_mean (`network_inputs`), a centred field of O(log_nu_std).
+`impose` (`problem.constraint`) makes the walls exact in one of two ways:
+  * lift (default): u = u_left (1 - x) + u_right x + 4 x (1 - x) N, N the raw network output.
+    The ramp carries the walls and the network learns only the interior correction (zero at
+    the walls, smooth), so a network that outputs 0 already starts at the ramp. With overwrite
+    the network has to build the O(1) ramp itself and match it to the walls, which it does
+    poorly: at 64x64 it barely beats the ramp's energy (recipe's screening numbers).
+  * overwrite: u_left / u_right written into the first and last x rows of N, the rest N as is.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mpsciml.data.grf_grid import cosine_basis, neumann_sqrt_eigenvalues
@@ -44,6 +51,8 @@ from mpsciml.problems.data_free_grid import DataFreeGridProblem
 
 #: the training losses of `problem.loss`
 POISSON_LOSSES = ("energy", "residual")
+#: the ways `impose` makes the Dirichlet walls exact (`problem.constraint`)
+POISSON_CONSTRAINTS = ("lift", "overwrite")
 #: log_nu_std above this gives nu spanning more than ~e^12 over a sample: a stiff, meaningless set
 MAX_LOG_NU_STD = 3.0
 
@@ -72,6 +81,9 @@ class PoissonGrid(DataFreeGridProblem):
         u_left: float = 1.0,
         u_right: float = 0.0,
         average: str = "harmonic",
+        constraint: str = "lift",
+        lift_scale: float = 1.0,
+        lift_levels: int = 0,
     ) -> None:
         super().__init__(grid, batch_size, n_test, data_seed)
         if loss not in POISSON_LOSSES:
@@ -82,6 +94,13 @@ class PoissonGrid(DataFreeGridProblem):
             raise ValueError(
                 f"problem.average={average!r} is unknown; allowed: {', '.join(AVERAGES)}"
             )
+        if constraint not in POISSON_CONSTRAINTS:
+            raise ValueError(
+                f"problem.constraint={constraint!r} is unknown; allowed: "
+                f"{', '.join(POISSON_CONSTRAINTS)}"
+            )
+        if not (math.isfinite(lift_scale) and lift_scale > 0):
+            raise ValueError(f"problem.lift_scale={lift_scale} must be finite and > 0")
         if not 0.0 <= log_nu_std <= MAX_LOG_NU_STD:
             raise ValueError(f"problem.log_nu_std={log_nu_std} must be in [0, {MAX_LOG_NU_STD}]")
         if not (isinstance(modes, int) and 2 <= modes <= min(self.grid)):
@@ -94,7 +113,14 @@ class PoissonGrid(DataFreeGridProblem):
         for key, value in (("log_nu_mean", log_nu_mean), ("source", source)):
             if not math.isfinite(value):
                 raise ValueError(f"problem.{key}={value} must be finite")
-        self.loss, self.average = loss, average
+        self.loss, self.average, self.constraint = loss, average, constraint
+        self.lift_scale = float(lift_scale)
+        if not (isinstance(lift_levels, int) and 0 <= lift_levels < math.log2(min(self.grid))):
+            raise ValueError(
+                f"problem.lift_levels={lift_levels!r} must be an integer in [0, "
+                f"log2(min grid) = {math.log2(min(self.grid)):.2f})"
+            )
+        self.lift_levels = lift_levels
         self.log_nu_mean, self.log_nu_std = float(log_nu_mean), float(log_nu_std)
         self.modes, self.alpha, self.tau = modes, float(alpha), float(tau)
         self.source, self.u_left, self.u_right = float(source), float(u_left), float(u_right)
@@ -114,10 +140,36 @@ class PoissonGrid(DataFreeGridProblem):
         return torch.log(inputs) - self.log_nu_mean
 
     def impose(self, inputs: Tensor, outputs: Tensor) -> Tensor:
-        """u_left on the x = 0 row, u_right on x = 1 (dim 2), the rest the network's."""
-        left = torch.full_like(outputs[:, :, :1], self.u_left)
-        right = torch.full_like(outputs[:, :, :1], self.u_right)
-        return torch.cat([left, outputs[:, :, 1:-1], right], 2)
+        """The walls exact: lift (u_left (1 - x) + u_right x + 4 x (1 - x) N) or overwrite (the
+        x = 0 and x = 1 rows, dim 2, set to u_left / u_right), in the outputs' dtype."""
+        if self.constraint == "overwrite":
+            left = torch.full_like(outputs[:, :, :1], self.u_left)
+            right = torch.full_like(outputs[:, :, :1], self.u_right)
+            return torch.cat([left, outputs[:, :, 1:-1], right], 2)
+        nx = outputs.shape[2]
+        x = torch.linspace(0.0, 1.0, nx, dtype=outputs.dtype, device=outputs.device)
+        x = x.view(1, 1, nx, *([1] * (outputs.dim() - 3)))
+        bubble = (4.0 * self.lift_scale) * x * (1.0 - x)
+        bubble[:, :, [0, -1]] = 0.0  # exactly zero on the walls, whatever the rounding of x
+        ramp = self.u_left * (1.0 - x) + self.u_right * x
+        ramp[:, :, 0], ramp[:, :, -1] = self.u_left, self.u_right
+        return ramp + bubble * self.multilevel(outputs)
+
+    def multilevel(self, outputs: Tensor) -> Tensor:
+        """sum_l 2^l upsample(average_2^l(N)), l = 0 .. lift_levels: a BPX-like preconditioner.
+        The energy's gradient on a smooth error mode of wavelength H is ~(h / H)^2 times that on
+        a rough one; summing coarse averages weighted 2^l gives the smooth modes back ~(H/h)^2
+        of step size, so they converge with the rough ones."""
+        if self.lift_levels == 0:
+            return outputs
+        size = outputs.shape[2:]
+        total = outputs
+        for level in range(1, self.lift_levels + 1):
+            coarse = F.avg_pool2d(outputs, 2**level, ceil_mode=True)
+            total = total + 2**level * F.interpolate(
+                coarse, size=size, mode="bilinear", align_corners=True
+            )
+        return total
 
     # ------------------------------------------------------------------ loss
     def residual_terms(self, inputs: Tensor, outputs: Tensor) -> dict[str, Tensor]:
