@@ -53,16 +53,32 @@ def test_cfg_job_shows_the_composed_config(tmp_path):
     assert "- 100" in result.stdout  # the recipe navier_stokes_mlp pins the paper's network
 
 
+#: refused by `compose.build` like `precision=fp8` (validate, or the model's constructor): the
+#: CLI path is the same, so the default suite checks them in-process and the CLI in `slow`
+REFUSED_BY_BUILD = [
+    ("optimizer.adam.lr=-1", "optimizer.adam.lr"),
+    ("trainer.max_steps=0", "trainer.max_steps"),
+    ("model.activation=swish", "model.activation"),
+    ("loss_weights={typo: 2}", "loss_weights.typo"),
+]
+
+
+@pytest.mark.parametrize(("override", "key"), REFUSED_BY_BUILD)
+def test_bad_value_is_one_line_naming_the_key_before_anything_runs(tmp_path, override, key):
+    cfg = compose_config([*TINY, override], tmp_path / "run")
+    with pytest.raises(ConfigError) as refused:
+        build(cfg)
+    message = str(refused.value)
+    assert "\n" not in message and key in message, message
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
         ("problem=unknown", "problem"),  # Hydra: unknown group option
         ("precision=fp8", "precision"),
         ("model.hiden=3", "model.hiden"),  # Hydra: misspelt key
-        ("optimizer.adam.lr=-1", "optimizer.adam.lr"),
-        ("trainer.max_steps=0", "trainer.max_steps"),
-        ("model.activation=swish", "model.activation"),
-        ("loss_weights={typo: 2}", "loss_weights.typo"),
+        *[pytest.param(*case, marks=pytest.mark.slow) for case in REFUSED_BY_BUILD],
         ("resume=README.md", "resume"),  # a file, not a checkpoint: the check before training
         ("+trainer.nosuch=1", "nosuch"),  # a key Lightning's Trainer does not take
     ],
