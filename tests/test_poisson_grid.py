@@ -191,7 +191,7 @@ def test_test_data_is_solved_once_and_cached(tmp_path, monkeypatch):
         ({"average": "geometric"}, r"problem.average='geometric' is unknown; allowed"),
         ({"constraint": "hard"}, r"problem.constraint='hard' is unknown; allowed: lift, overwrite"),
         ({"lift_scale": 0.0}, r"problem.lift_scale=0.0 must be finite and > 0"),
-        ({"lift_levels": 4, "grid": 16}, r"problem.lift_levels=4 must be an integer in \[0, "),
+        ({"lift_levels": 5, "grid": 16}, r"problem.lift_levels=5 must be an integer in \[0, 4\]"),
         ({"batch_size": 0}, r"problem.batch_size=0 is invalid"),
         ({"tau": -1.0}, r"problem.alpha=2.0, problem.tau=-1.0"),
     ],

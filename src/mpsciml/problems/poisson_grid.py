@@ -24,11 +24,15 @@ sparse matrix, second order (tested). The energy loss's Q1 solution differs from
 
 The network sees log(nu) - log_nu_mean (`network_inputs`), a centred field of O(log_nu_std).
 `impose` (`problem.constraint`) makes the walls exact in one of two ways:
-  * lift (default): u = u_left (1 - x) + u_right x + 4 x (1 - x) N, N the raw network output.
-    The ramp carries the walls and the network learns only the interior correction (zero at
-    the walls, smooth), so a network that outputs 0 already starts at the ramp. With overwrite
-    the network has to build the O(1) ramp itself and match it to the walls, which it does
-    poorly: at 64x64 it barely beats the ramp's energy (recipe's screening numbers).
+  * lift (default): u = u_left (1 - x) + u_right x + 4 s x (1 - x) M(N), N the raw network
+    output, s = `lift_scale`, M(N) = sum_{l=0..L} 2^l upsample(2^l x 2^l average of N),
+    L = `lift_levels` (M = N for L = 0). The ramp carries the walls and the network learns only
+    the interior correction, so it starts at the ramp (relative L2 ~0.23) instead of having to
+    build the O(1) ramp and match it to the walls (overwrite, which at 64x64 barely beats the
+    ramp's energy). A small s keeps the initial, rough output from swamping the ramp; M is a
+    BPX-like multilevel preconditioner: the energy's gradient on a smooth error mode is
+    ~(h/H)^2 that on a rough one, and the weighted coarse averages give smooth modes their
+    step back. Screening numbers: conf/recipe/poisson_grid_diffnet.yaml.
   * overwrite: u_left / u_right written into the first and last x rows of N, the rest N as is.
 """
 
@@ -115,10 +119,11 @@ class PoissonGrid(DataFreeGridProblem):
                 raise ValueError(f"problem.{key}={value} must be finite")
         self.loss, self.average, self.constraint = loss, average, constraint
         self.lift_scale = float(lift_scale)
-        if not (isinstance(lift_levels, int) and 0 <= lift_levels < math.log2(min(self.grid))):
+        top = int(math.log2(min(self.grid)))  # the coarsest average spans at most the grid
+        if not (isinstance(lift_levels, int) and 0 <= lift_levels <= top):
             raise ValueError(
-                f"problem.lift_levels={lift_levels!r} must be an integer in [0, "
-                f"log2(min grid) = {math.log2(min(self.grid)):.2f})"
+                f"problem.lift_levels={lift_levels!r} must be an integer in [0, {top}] "
+                f"(2^levels <= the smallest grid size, {min(self.grid)})"
             )
         self.lift_levels = lift_levels
         self.log_nu_mean, self.log_nu_std = float(log_nu_mean), float(log_nu_std)
