@@ -145,8 +145,9 @@ class PoissonGrid(DataFreeGridProblem):
         return torch.log(inputs) - self.log_nu_mean
 
     def impose(self, inputs: Tensor, outputs: Tensor) -> Tensor:
-        """The walls exact: lift (u_left (1 - x) + u_right x + 4 x (1 - x) N) or overwrite (the
-        x = 0 and x = 1 rows, dim 2, set to u_left / u_right), in the outputs' dtype."""
+        """The walls exact, in the outputs' dtype: lift (u_left (1 - x) + u_right x +
+        4 lift_scale x (1 - x) multilevel(N)) or overwrite (the x = 0 and x = 1 rows, dim 2,
+        set to u_left / u_right, the rest N)."""
         if self.constraint == "overwrite":
             left = torch.full_like(outputs[:, :, :1], self.u_left)
             right = torch.full_like(outputs[:, :, :1], self.u_right)
