@@ -127,3 +127,18 @@ def test_bad_arguments_are_one_line_errors():
         second_derivative(torch.zeros(1, 1, 3), 0.5, 0)
     with pytest.raises(ValueError, match="not a spatial dimension"):
         first_derivative(u, 0.1, 2)
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_autocast_around_the_loss_does_not_round_the_stencils(half):
+    """The mixed precisions compute the loss inside autocast, which runs every conv in half;
+    the stencils must still be fp32 and equal to their value outside autocast."""
+    x, y = mesh(65, 65)
+    u = (torch.sin(3 * x) * torch.cos(2 * y)).float()
+    nu = torch.exp(0.5 * x * y).float()
+    h = (1 / 64, 1 / 64)
+    outside = [laplacian(u, h), flux_divergence(u, nu, h), q1_energy(u, nu, h, source=nu)]
+    with torch.autocast("cpu", dtype=half):
+        inside = [laplacian(u, h), flux_divergence(u, nu, h), q1_energy(u, nu, h, source=nu)]
+    for a, b in zip(inside, outside, strict=True):
+        assert a.dtype == torch.float32 and torch.equal(a, b)

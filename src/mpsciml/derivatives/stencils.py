@@ -31,7 +31,7 @@ that is nothing at 64x64 (scripts/bench_stencil_precision.py measures it). Passi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,15 @@ def _cast(u: Tensor, dtype: torch.dtype | None) -> Tensor:
     return u.to(assembly_dtype(u) if dtype is None else dtype)
 
 
+def _stencil(conv: Callable[..., Tensor], field: Tensor, weight: Tensor) -> Tensor:
+    """A fixed stencil in the field's own dtype. The loss is computed inside the mixed
+    precisions' autocast, which would run every conv in fp16/bf16: the field rounded again and
+    the 1/h^2 weights with it, all the fp32 assembly exists to avoid (fp16 loss was inf at
+    64x64). Autocast is off here for the field's device."""
+    with torch.autocast(field.device.type, enabled=False):
+        return conv(field, weight)
+
+
 def _spatial(u: Tensor) -> int:
     if u.dim() not in (3, 4):
         raise ValueError(f"stencils need fields (N, C, *grid) with 1 or 2 grid dims, got {u.shape}")
@@ -64,7 +73,7 @@ def conv_along(u: Tensor, kernel: Sequence[float], dim: int) -> Tensor:
     moved = u.movedim(axis, -1)
     shape = moved.shape
     weight = torch.tensor(kernel, dtype=u.dtype, device=u.device).view(1, 1, -1)
-    out = F.conv1d(moved.reshape(-1, 1, shape[-1]), weight)
+    out = _stencil(F.conv1d, moved.reshape(-1, 1, shape[-1]), weight)
     return out.reshape(*shape[:-1], out.shape[-1]).movedim(-1, axis)
 
 
@@ -132,7 +141,7 @@ def laplacian(u: Tensor, spacings: Sequence[float], dtype: torch.dtype | None = 
         [[0.0, ax, 0.0], [ay, -2.0 * (ax + ay), ay], [0.0, ax, 0.0]], dtype=u.dtype, device=u.device
     )
     n, c = u.shape[:2]
-    out = F.conv2d(u.reshape(n * c, 1, *u.shape[2:]), kernel.view(1, 1, 3, 3))
+    out = _stencil(F.conv2d, u.reshape(n * c, 1, *u.shape[2:]), kernel.view(1, 1, 3, 3))
     return out.reshape(n, c, *out.shape[2:])
 
 
@@ -217,12 +226,13 @@ def q1_energy(
         raise ValueError(f"q1_energy: need u (N, 1, nx, ny), nx, ny >= 2, got {tuple(u.shape)}")
     hx, hy = spacings
     kernels = q1_kernels(hx, hy, u.dtype, u.device)
-    at_gauss = F.conv2d(u, kernels)  # (N, 12, nx-1, ny-1)
+    at_gauss = _stencil(F.conv2d, u, kernels)  # (N, 12, nx-1, ny-1)
     value, dx, dy = at_gauss[:, :4], at_gauss[:, 4:8], at_gauss[:, 8:]
-    nu_g = F.conv2d(nu.to(u.dtype).expand_as(u), kernels[:4])
+    nu_g = _stencil(F.conv2d, nu.to(u.dtype).expand_as(u), kernels[:4])
     density = 0.5 * nu_g * (dx.square() + dy.square())
     if isinstance(source, Tensor):
-        density = density - F.conv2d(source.to(u.dtype).expand_as(u), kernels[:4]) * value
+        at_source = _stencil(F.conv2d, source.to(u.dtype).expand_as(u), kernels[:4])
+        density = density - at_source * value
     elif source != 0.0:
         density = density - source * value
     return density.sum((1, 2, 3)) * (0.25 * hx * hy)  # Gauss weights 1/4 on each element
