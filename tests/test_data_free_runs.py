@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -150,14 +151,16 @@ def test_the_factory_picks_the_data_free_solver_and_freezes_for_lbfgs(tmp_path: 
 
 # ------------------------------------------------------------------- runs
 def test_diffnet_trains_on_poisson_grid_and_reports_errors(tmp_path: Path) -> None:
-    cfg = compose_config(TINY_POISSON, tmp_path / "run")
+    # nu = 1 in every field (log_nu_std 0): each step's batch poses the same problem, so the
+    # loss curve shows training, not the spread between fresh random fields
+    cfg = compose_config([*TINY_POISSON, "problem.log_nu_std=0"], tmp_path / "run")
     summary = run(cfg)
     assert summary["status"] == "ok", summary.get("error")
     assert summary["steps"] == 8
     assert set(summary["l2"]) == {"u", "h1_u"} and summary["fields"] == ["u"]
     assert 0 < summary["l2"]["u"] < 10
     curve = losses(tmp_path / "run")
-    assert len(curve) == 8 and sum(curve[-3:]) < sum(curve[:3])  # Adam lr 1e-2: falls fast
+    assert len(curve) == 8 and all(b < a for a, b in pairwise(curve))
 
 
 def test_adam_then_lbfgs_runs_and_lbfgs_lowers_the_loss(tmp_path: Path) -> None:
