@@ -15,7 +15,6 @@ thread first is what makes torch safe after a fork (as DataLoader workers do).
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,11 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from mpsciml.benchmark.ddp_processes import free_port
 
 
 def _entry(

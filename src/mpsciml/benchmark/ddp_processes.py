@@ -36,7 +36,8 @@ COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on this host now (the OS picks it), for a DDP rendezvous."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -80,7 +81,7 @@ def spawn(
         with tempfile.TemporaryDirectory(prefix="mpsciml-ddp-bench-") as folder:
             context = mp.start_processes(
                 _entry,
-                args=(worker, processes, folder, _free_port(), threads, payload),
+                args=(worker, processes, folder, free_port(), threads, payload),
                 nprocs=processes,
                 join=False,
                 start_method="spawn",
