@@ -53,13 +53,15 @@ def test_cfg_job_shows_the_composed_config(tmp_path):
     assert "- 100" in result.stdout  # the recipe navier_stokes_mlp pins the paper's network
 
 
-#: refused by `compose.build` like `precision=fp8` (validate, or the model's constructor): the
-#: CLI path is the same, so the default suite checks them in-process and the CLI in `slow`
+#: refused by `compose.build` (validate, the model's constructor, the checkpoint check, the
+#: Trainer): the CLI path is the same, so these are checked in-process, their CLI twins in `slow`
 REFUSED_BY_BUILD = [
     ("optimizer.adam.lr=-1", "optimizer.adam.lr"),
     ("trainer.max_steps=0", "trainer.max_steps"),
     ("model.activation=swish", "model.activation"),
     ("loss_weights={typo: 2}", "loss_weights.typo"),
+    ("resume=README.md", "resume"),  # a file, not a checkpoint: the check before training
+    ("+trainer.nosuch=1", "nosuch"),  # a key Lightning's Trainer does not take
 ]
 
 
@@ -79,8 +81,6 @@ def test_bad_value_is_one_line_naming_the_key_before_anything_runs(tmp_path, ove
         ("precision=fp8", "precision"),
         ("model.hiden=3", "model.hiden"),  # Hydra: misspelt key
         *[pytest.param(*case, marks=pytest.mark.slow) for case in REFUSED_BY_BUILD],
-        ("resume=README.md", "resume"),  # a file, not a checkpoint: the check before training
-        ("+trainer.nosuch=1", "nosuch"),  # a key Lightning's Trainer does not take
     ],
 )
 def test_bad_value_stops_with_one_clear_line(tmp_path, override, key):

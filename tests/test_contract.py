@@ -139,12 +139,13 @@ def test_a_kind_without_a_solver_is_one_line(
             "mlp",
             "deeponet",
         ),
-        (
+        pytest.param(
             ["problem=antiderivative", "model=mlp"],
             "error: problem=antiderivative needs an operator on sensors model (G(v)(y) from v "
             "at sensors); model=mlp accepts: pointwise",
             "deeponet",
             "mlp",
+            marks=pytest.mark.slow,  # the same CLI path as above; the message is checked in-process
         ),
     ],
 )
