@@ -14,7 +14,6 @@ thread first is what makes torch safe after a fork (as DataLoader workers do).
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mpsciml.benchmark.ddp_processes import free_port
+from mpsciml.benchmark.ddp_processes import free_port, join_local_world
 
 
 def _entry(
@@ -39,15 +38,7 @@ def _entry(
     args: tuple[Any, ...],
 ) -> None:
     torch.set_num_threads(1)
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE=str(world_size),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        NODE_RANK="0",
-        WANDB_MODE="offline",
-    )
+    join_local_world(rank, world_size, port)
     if not lightning:
         dist.init_process_group(
             "gloo",

@@ -43,6 +43,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def join_local_world(rank: int, world_size: int, port: int) -> None:
+    """The environment torchrun gives rank `rank` of a one-node world: Lightning's DDPStrategy
+    in this process then joins the world instead of launching one (W&B stays offline)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world_size),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        NODE_RANK="0",
+        WANDB_MODE="offline",
+    )
+
+
 def _entry(
     rank: int,
     worker: Callable[..., Any],
@@ -53,15 +67,7 @@ def _entry(
     payload: Any,
 ) -> None:
     torch.set_num_threads(threads)
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE=str(world_size),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        NODE_RANK="0",
-        WANDB_MODE="offline",
-    )
+    join_local_world(rank, world_size, port)
     result = worker(rank, world_size, folder, payload)
     torch.save(result, Path(folder) / f"rank{rank}.pt")
 
