@@ -53,7 +53,7 @@ from mpsciml.data.cache import cached
 from mpsciml.derivatives.autograd import assembly_dtype
 from mpsciml.grid_metrics import GRID_LAYOUTS, grid_coordinates, grid_spacing
 from mpsciml.problems.base import require_counts
-from mpsciml.problems.grid_operator import GridData
+from mpsciml.problems.grid_operator import GridData, GridFields
 from mpsciml.problems.operator import as_tensor
 from mpsciml.seeding import int_seed, numpy_generator
 
@@ -83,7 +83,7 @@ def parse_grid(grid: int | Sequence[int], dims: int, key: str = "problem.grid") 
     return tuple(int(n) for n in sizes)
 
 
-class DataFreeGridProblem(ABC):
+class DataFreeGridProblem(GridFields, ABC):
     """A PDE on a grid whose network maps parameter fields to solution fields, trained on the
     residual alone. See the module docstring for the contract of each method."""
 
@@ -140,21 +140,9 @@ class DataFreeGridProblem(ABC):
         test count and the seed (part of the test set's cache key)."""
 
     # ------------------------------------------------------------ training
-    @property
-    def name(self) -> str:
-        return type(self).__name__.lower()
-
-    @property
-    def spatial_dims(self) -> int:
-        return len(self.coordinate_names)
-
     def model_sizes(self) -> dict[str, Any]:
         """The sizes of an operator-on-grids model (`contract.SIZES`)."""
-        return {
-            "in_channels": len(self.input_names),
-            "out_channels": len(self.output_names),
-            "grid": self.grid,
-        }
+        return self.grid_model_sizes(self.grid)
 
     def parameter_fields(self, seed: int, step: int, slots: Tensor) -> Tensor:
         """(len(slots), C_in, *grid) float64 CPU: items `slots` of training step `step`, each

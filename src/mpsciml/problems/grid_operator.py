@@ -100,7 +100,32 @@ class GridData:
         return GridData(self.inputs[:n], self.outputs[:n])
 
 
-class GridOperatorProblem(ABC):
+class GridFields:
+    """What every problem of fields on a grid (data-fit or data-free) says of itself the same
+    way: its name, its number of grid dimensions and the sizes a grid model gets."""
+
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    coordinate_names: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__.lower()
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.coordinate_names)
+
+    def grid_model_sizes(self, grid: tuple[int, ...]) -> dict[str, Any]:
+        """The sizes of an operator-on-grids model (`contract.SIZES`) trained on `grid`."""
+        return {
+            "in_channels": len(self.input_names),
+            "out_channels": len(self.output_names),
+            "grid": grid,
+        }
+
+
+class GridOperatorProblem(GridFields, ABC):
     """An operator between fields on a grid, with its datasets.
 
     Subclasses set `input_names` (input channels), `output_names` (output channels),
@@ -166,23 +191,11 @@ class GridOperatorProblem(ABC):
         """n samples at `resolution` points per dimension from the stream `seed` (cached)."""
 
     # ------------------------------------------------------------- datasets
-    @property
-    def name(self) -> str:
-        return type(self).__name__.lower()
-
-    @property
-    def spatial_dims(self) -> int:
-        return len(self.coordinate_names)
-
     def model_sizes(self) -> dict[str, Any]:
-        """The sizes of an operator-on-grids model (`contract.SIZES`); `grid` is the training
-        grid (read from the user's file when there is one)."""
+        """The sizes of an operator-on-grids model; `grid` is the training grid (read from the
+        user's file when there is one)."""
         grid = self.train_data().grid if self.data_path else (self.resolution,) * self.spatial_dims
-        return {
-            "in_channels": len(self.input_names),
-            "out_channels": len(self.output_names),
-            "grid": grid,
-        }
+        return self.grid_model_sizes(grid)
 
     def read_once(self, key: tuple[object, ...], read: Callable[[], T]) -> T:
         """`read()` the first time `key` is asked for, the same object after."""
