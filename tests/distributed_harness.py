@@ -15,7 +15,6 @@ thread first is what makes torch safe after a fork (as DataLoader workers do).
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mpsciml.benchmark.ddp_processes import free_port, join_local_world
+from mpsciml.benchmark.ddp_processes import free_port, join_local_world, rank_results
 
 
 def _entry(
@@ -71,13 +70,4 @@ def run_ranks(
             join=False,
             start_method="fork",
         )
-        deadline = time.monotonic() + timeout
-        while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
-            if time.monotonic() > deadline:
-                for process in context.processes:
-                    if process.is_alive():
-                        process.kill()
-                raise TimeoutError(f"{world_size} processes still running after {timeout} s")
-        return [
-            torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(world_size)
-        ]
+        return rank_results(context, folder, timeout)

@@ -57,6 +57,23 @@ def join_local_world(rank: int, world_size: int, port: int) -> None:
     )
 
 
+def rank_results(context: Any, folder: str, timeout: float) -> list[Any]:
+    """Wait for the ranks of `mp.start_processes(..., join=False)` and return what each saved
+    as `<folder>/rank<r>.pt`, in rank order. A rank's exception re-raises here with its
+    traceback; ranks still running after `timeout` s are killed and it is a TimeoutError, never
+    a wait for the 30-minute collective timeout."""
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=max(min(deadline - time.monotonic(), 5.0), 0.1)):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                if process.is_alive():
+                    process.kill()
+            count = len(context.processes)
+            raise TimeoutError(f"{count} process(es) still running after {timeout} s")
+    ranks = range(len(context.processes))
+    return [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in ranks]
+
+
 def _entry(
     rank: int,
     worker: Callable[..., Any],
@@ -92,17 +109,7 @@ def spawn(
                 join=False,
                 start_method="spawn",
             )
-            deadline = time.monotonic() + timeout
-            while not context.join(timeout=max(min(deadline - time.monotonic(), 5.0), 0.1)):
-                if time.monotonic() > deadline:
-                    for process in context.processes:
-                        if process.is_alive():
-                            process.kill()
-                    raise TimeoutError(f"{processes} process(es) still running after {timeout} s")
-            return [
-                torch.load(Path(folder) / f"rank{r}.pt", weights_only=False)
-                for r in range(processes)
-            ]
+            return rank_results(context, folder, timeout)
     finally:
         for name, value in saved.items():
             if value is None:
