@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, compose_config
+from problem_runs import tiny_problem_run
 from scipy.interpolate import CubicSpline
 
 from mpsciml.data.cavity_solver import (
@@ -21,7 +21,6 @@ from mpsciml.data.cavity_solver import (
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.precision.registry import PRECISIONS
 from mpsciml.problems.lid_driven_cavity import LidDrivenCavity
-from mpsciml.train import run
 
 # Ghia, Ghia & Shin, J. Comput. Phys. 48 (1982) 387-411, Tables I and II, Re = 100: u on the
 # vertical centreline x = 0.5 at y, and v on the horizontal centreline y = 0.5 at x.
@@ -174,18 +173,7 @@ def test_reference_is_the_solver_at_its_nodes(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 def test_the_cavity_trains_in_every_precision(tmp_path, monkeypatch, precision):
-    monkeypatch.setenv("MPSCIML_DATA_DIR", str(tmp_path / "data"))
-    overrides = [
-        *TINY,
-        "problem=lid_driven_cavity",
-        f"precision={precision}",
-        "trainer.max_steps=2",
-        "problem.n_domain=32",
-        "problem.n_boundary=16",
-        "problem.resolution=8",
-        "problem.evaluation_grid=[9,9]",
-        "model.hidden=[8]",
-    ]
-    summary = run(compose_config(overrides, tmp_path / "run"))
+    extra = ("problem.resolution=8", "problem.evaluation_grid=[9,9]")
+    summary = tiny_problem_run(tmp_path, monkeypatch, "lid_driven_cavity", precision, *extra)
     assert summary["status"] == "ok"
     assert {"u", "v", "p"} <= set(summary["l2"]), summary["l2"]
