@@ -5,6 +5,17 @@
     python scripts/benchmark.py problem=navier_stokes --sizes points=1000,4000,16000 width=32,128
     python scripts/benchmark.py problem=darcy model=fno          # Tu et al.'s FNO settings
     python scripts/benchmark.py problem=ns_vorticity model=fno --settings fp32 amp_half_tanh
+    python scripts/benchmark.py --deepxde-setting --peers --compile   # issue 15's comparison
+
+`--peers` adds DeepXDE and PINA on the same problem, points and network (`pip install -e
+'.[peers]'`; not installed: listed as not run), our fp32 row as `python train.py` ships it
+(progress bar, default callbacks) and `bare_compiled`, the bare loop in Taylor mode under
+torch.compile; `--compile` adds our row with compile=true (and as shipped, with --peers).
+`--deepxde-setting` is DeepXDE's Burgers example setting: problem=burgers problem.n_domain=2540
+problem.n_boundary=80 problem.n_initial=160 model.hidden=[20,20,20] (tanh, Glorot normal); an
+override you give wins. With either flag the default precisions are fp32 only. The table adds
+each row's time over our fastest row and over the bare eager loop, and the losses (each tool's
+own, and ours at every row's final weights): `mpsciml.benchmark.comparison`, `.peers`.
 
 A spectral model (model=fno, model=neuralop_fno) is benchmarked in Tu et al.'s settings instead of
 precisions (`mpsciml.benchmark.settings`): fp32 | AMP only (precision=mixed, spectral full) | half
@@ -63,6 +74,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, open_dict
 
+from mpsciml.benchmark.comparison import DEEPXDE_SETTING, with_setting
 from mpsciml.benchmark.settings import (
     SETTING_NAMES,
     Setting,
@@ -110,7 +122,18 @@ class Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--precisions", nargs="+", default=DEFAULT_PRECISIONS, metavar="NAME")
+    parser.add_argument("--precisions", nargs="+", default=None, metavar="NAME")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="add DeepXDE and PINA (when installed), fp32 as shipped and bare_compiled",
+    )
+    parser.add_argument("--compile", action="store_true", help="add our fp32 row with compile=true")
+    parser.add_argument(
+        "--deepxde-setting",
+        action="store_true",
+        help="DeepXDE's Burgers example: 2540/80/160 points, MLP 2-[20]x3-1 tanh",
+    )
     parser.add_argument(
         "--settings",
         nargs="+",
@@ -141,6 +164,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for train.py")
     args = parser.parse_intermixed_args(argv)
+    if args.precisions is None:  # the comparison with peers and compiled rows is in fp32
+        args.precisions = ["fp32"] if args.peers or args.compile else list(DEFAULT_PRECISIONS)
+    if args.deepxde_setting:
+        named = [o.split("=", 1)[1] for o in args.overrides if o.startswith("problem=")]
+        if named and named[-1] != "burgers":
+            raise UsageError(f"--deepxde-setting is Burgers' setting; got problem={named[-1]}")
+        args.overrides = with_setting(args.overrides, DEEPXDE_SETTING)
     unknown = [p for p in args.precisions if p not in PRECISIONS]
     if unknown:
         raise UsageError(
@@ -231,6 +261,9 @@ def run_case(
     interleaved. A setting whose model refuses the device (`check_device`) is listed, not run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from mpsciml.benchmark.bare_loop import BareLoop
+    from mpsciml.benchmark.comparison import bare_compiled_runner
+    from mpsciml.benchmark.peers import loss_ours_end, peer_rows
     from mpsciml.benchmark.report import add_ratios, framework_overhead, runner_row, skipped_row
     from mpsciml.benchmark.runner import (
         EXTRA_STEPS,
@@ -257,19 +290,42 @@ def run_case(
         runners.append(runner)
     device = device_of(cfg)
     module = next(r for r in runners if r.name == "fp32").facts["module"]
+    extra_skipped: dict[str, tuple[str, str, str]] = {  # name -> (reason, detail, kind)
+        name: (*why, "lightning") for name, why in getattr(args, "missing", {}).items()
+    }
+    reference = None
     if args.bare and hasattr(module, "conditions"):  # a PINN; before it trains: same weights
         runners.append(bare_runner(module, device, timed, args.turn))
+        reference = BareLoop.like(module, device, derivatives="autograd")
+        if args.peers or args.compile:
+            compiled, why = bare_compiled_runner(module, cfg, device, timed, args.turn)
+            if compiled is not None:
+                runners.append(compiled)
+            else:
+                extra_skipped["bare_compiled"] = (*why, "bare")
+        if args.peers:
+            peers, missing = peer_rows(module, device, timed, args.turn)
+            runners += peers
+            extra_skipped |= {name: (*why, "peer") for name, why in missing.items()}
     started = time.perf_counter()
     columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress("{task.description}", *columns, transient=True) as progress:
-        task = progress.add_task(label, total=sum(r.total_steps for r in runners))
-        run_interleaved(runners, lambda done: progress.update(task, completed=done))
+    if any("trainer.enable_progress_bar=true" in s.overrides for s in settings):
+        # a row as shipped shows its own (Rich) progress bar; Rich allows one live display
+        print(f"{label}: {len(runners)} rows taking turns ...", flush=True)
+        run_interleaved(runners)
+    else:
+        with Progress("{task.description}", *columns, transient=True) as progress:
+            task = progress.add_task(label, total=sum(r.total_steps for r in runners))
+            run_interleaved(runners, lambda done: progress.update(task, completed=done))
+    if reference is not None:  # our loss at every row's final weights: equal-loss check
+        loss_ours_end(reference, runners)
     measured = {r.name: runner_row(r, args.warmup) for r in runners}
     ordered = [
         measured.get(s.name) or skipped_row(s.name, *skipped[s.name]) | {"label": s.label}
         for s in settings
     ]
     ordered += [row for name, row in measured.items() if name not in {s.name for s in settings}]
+    ordered += [skipped_row(name, *why) for name, why in extra_skipped.items()]
     case_rows = add_ratios(ordered)
     hidden = [int(w) for w in cfg.model.get("hidden") or []]
     conditions = getattr(module, "conditions", {})
@@ -298,6 +354,7 @@ def split_problems(overrides: list[str]) -> list[tuple[str, list[str]]]:
 def benchmark_problem(
     problem: str, overrides: list[str], args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
+    from mpsciml.benchmark.comparison import comparison_settings, compile_missing
     from mpsciml.benchmark.fno_bench import benchmark_spectral
     from mpsciml.benchmark.report import machine, plot_sizes, plot_title, write_json
 
@@ -320,6 +377,8 @@ def benchmark_problem(
                 problem, overrides, args, out, base, work, run_case, machine(), command
             )
         settings = precision_settings(args.precisions)
+        settings += comparison_settings(base, args.peers, args.compile)
+        args.missing = compile_missing(base, args.compile)
         points = args.sizes.get("points", [None])
         widths = args.sizes.get("width", [None])
         cases = []
@@ -341,6 +400,8 @@ def benchmark_problem(
             "warmup": args.warmup,
             "turn": args.turn,
             "bare": args.bare,
+            "peers": args.peers,
+            "compile": args.compile,
             "overrides": overrides,
         },
         "cases": cases,
@@ -352,7 +413,7 @@ def benchmark_problem(
 
 
 def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> None:
-    from mpsciml.benchmark.report import markdown_table
+    from mpsciml.benchmark.report import markdown_table, row_notes
 
     overhead = case["framework_overhead"]
     print(
@@ -362,6 +423,8 @@ def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> N
         f"(after {warmup} warm-up) per row | {case['seconds']:.0f} s\n"
     )
     print(markdown_table(case["rows"]))
+    for note in row_notes(case["rows"]):
+        print(f"- {note}")
     if overhead is not None:
         print(
             f"\nframework overhead, Lightning fp32 / bare PyTorch fp32: "

@@ -7,6 +7,11 @@ each condition's residual evaluated through the same derivative engine (`Derivat
 weighted sum of mean squared residuals in the same order, `backward()` and Adam with the same
 settings. What is left out is exactly what the framework adds: Lightning's loop, hooks and
 logging, the plugin's closure handling, skip-on-non-finite checks and diagnostics.
+
+With ``fallback=False`` (Taylor mode only) nothing is differentiated with respect to the inputs:
+they are not marked ``requires_grad`` and a derivative the streams do not carry is an error
+instead of an autograd fallback. That is the form `torch.compile` can capture (it can neither
+return a tensor marked inside the graph nor do a double backward); `bare_compiled` uses it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class BareLoop:
         optimizer: Callable[[Iterable[Tensor]], Optimizer],
         derivatives: str = "autograd",
         device: str | torch.device = "cpu",
+        fallback: bool = True,
     ) -> None:
         self.model = copy.deepcopy(model).to(device, torch.float32)
         self.conditions = dict(conditions)
@@ -42,6 +48,12 @@ class BareLoop:
         self.weights = dict(weights)
         self.points = {n: c.points.to(device, torch.float32) for n, c in self.conditions.items()}
         self.taylor = derivatives == "taylor" and supports_taylor(self.model)
+        if not fallback and not self.taylor:
+            raise ValueError(
+                f"BareLoop(fallback=False) needs Taylor mode through the model; got "
+                f"derivatives={derivatives!r} with {type(model).__name__}"
+            )
+        self.fallback = fallback
         self.carry = {
             n: probe_derivatives(c.residual, self.model, c.points, *names)
             for n, c in self.conditions.items()
@@ -50,8 +62,15 @@ class BareLoop:
         self.optimizer = optimizer(self.model.parameters())
 
     @classmethod
-    def like(cls, module: nn.Module, device: str | torch.device = "cpu") -> BareLoop:
-        """The bare equivalent of a freshly built `PINNModule` (call before it trains)."""
+    def like(
+        cls,
+        module: nn.Module,
+        device: str | torch.device = "cpu",
+        derivatives: str | None = None,
+        fallback: bool = True,
+    ) -> BareLoop:
+        """The bare equivalent of a freshly built `PINNModule` (call before it trains); its
+        derivative mode unless `derivatives` is given."""
         from hydra.utils import instantiate
 
         problem = module.problem
@@ -61,18 +80,23 @@ class BareLoop:
             (tuple(problem.input_names), tuple(problem.output_names)),
             module.loss_weights,
             instantiate(module.optimizer_cfg.adam),
-            derivatives=module.derivatives,
+            derivatives=derivatives or module.derivatives,
             device=device,
+            fallback=fallback,
         )
 
     def loss(self) -> Tensor:
         loss: Tensor | float = 0.0
         for name, condition in self.conditions.items():
-            inputs = self.points[name].detach().requires_grad_(True)
-            if self.taylor:
+            inputs = self.points[name].detach()
+            if self.fallback:
+                inputs = inputs.requires_grad_(True)
+            if self.taylor and not self.fallback:
                 d: Derivatives = TaylorDerivatives(
-                    self.model, inputs, *self.names, carry=self.carry[name]
+                    self.model, inputs, *self.names, carry=self.carry[name], fallback=False
                 )
+            elif self.taylor:
+                d = TaylorDerivatives(self.model, inputs, *self.names, carry=self.carry[name])
             else:
                 d = Derivatives(inputs, self.model(inputs), *self.names)
             residual = condition.residual(d)

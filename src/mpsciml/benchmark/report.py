@@ -1,7 +1,10 @@
 """Results of a benchmark: rows with ratios to fp32, a printed table, JSON and the sizes plot.
 
-A row is a plain dict (one runner: one precision, or the bare loop); ratios are taken against the
-Lightning fp32 row of the same case, since fp32 is the baseline every precision is judged by.
+A row is a plain dict (one runner: one precision, the bare loop, a peer); ratios are taken against
+the Lightning fp32 row of the same case, since fp32 is the baseline every precision is judged by.
+Two more time ratios place every row against issue 15's references: `x_fastest_mpsciml` (to the
+fastest of our Lightning rows: the best a user of mpsciml gets) and `x_bare_eager` (to the bare
+PyTorch eager loop, `bare_fp32`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     from mpsciml.benchmark.runner import Runner
 
 REFERENCE = "fp32"
+BARE_EAGER = "bare_fp32"
 RATIO_KEYS = {  # ratio name -> the row key it divides
     "time_vs_fp32": "median_ms",
     "saved_vs_fp32": "saved_bytes",
@@ -48,17 +52,40 @@ def runner_row(runner: Runner, warmup: int) -> dict[str, Any]:
             "last_loss": runner.losses[-1] if runner.losses else None,
         }
     )
-    row.update({k: v for k, v in runner.facts.items() if k not in ("module", "traceback")})
+    row.update(
+        {
+            k: v
+            for k, v in runner.facts.items()
+            if k not in ("module", "traceback") and not k.startswith("_")
+        }
+    )
     if row.get("batch_size") and row.get("median_ms"):
         row["samples_per_s"] = row["batch_size"] / (row["median_ms"] / 1e3)
     return row
 
 
-def skipped_row(name: str, reason: str, why: str) -> dict[str, Any]:
+def skipped_row(name: str, reason: str, why: str, kind: str = "lightning") -> dict[str, Any]:
     """A row that was not run because its configuration cannot run here (neuraloperator's half
-    spectral path on a CPU): listed with the short reason (`skipped`, for the table) and the
-    model's whole message (`skipped_why`), never counted as a failure."""
-    return {"name": name, "kind": "lightning", "error": None, "skipped": reason, "skipped_why": why}
+    spectral path on a CPU, a peer not installed): listed with the short reason (`skipped`, for
+    the table) and the whole message (`skipped_why`), never counted as a failure."""
+    return {"name": name, "kind": kind, "error": None, "skipped": reason, "skipped_why": why}
+
+
+def row_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per row that has something the table cannot show: a peer's version and loss
+    definition, a compiled row's compile time (never part of its step time)."""
+    notes = []
+    for r in rows:
+        if r.get("skipped") or r.get("error"):
+            continue
+        parts = [r[k] for k in ("tool", "loss_definition") if r.get(k)]
+        compiled = r.get("compile") if isinstance(r.get("compile"), dict) else r
+        if compiled.get("compile_seconds") is not None:
+            backend = compiled.get("compile_backend") or compiled.get("backend")
+            parts.append(f"compiled ({backend}) in {compiled['compile_seconds']:.1f} s, not timed")
+        if parts:
+            notes.append(f"{r['name']}: " + "; ".join(parts))
+    return notes
 
 
 def add_ratios(rows: list[dict[str, Any]], reference: str = REFERENCE) -> list[dict[str, Any]]:
@@ -68,6 +95,12 @@ def add_ratios(rows: list[dict[str, Any]], reference: str = REFERENCE) -> list[d
         for ratio, key in RATIO_KEYS.items():
             mine, theirs = row.get(key), None if base is None else base.get(key)
             row[ratio] = mine / theirs if mine is not None and theirs else None
+    ours = [r["median_ms"] for r in rows if r.get("kind") == "lightning" and r.get("median_ms")]
+    bare = next((r for r in rows if r["name"] == BARE_EAGER and r.get("median_ms")), None)
+    for row in rows:
+        mine = row.get("median_ms")
+        row["x_fastest_mpsciml"] = mine / min(ours) if mine and ours else None
+        row["x_bare_eager"] = mine / bare["median_ms"] if mine and bare else None
     return rows
 
 
@@ -75,7 +108,7 @@ def framework_overhead(rows: Sequence[dict[str, Any]]) -> dict[str, float] | Non
     """Lightning fp32 step / bare PyTorch fp32 step: the ratio of the medians, and the median
     of the per-turn ratios (`paired_ratio`, robust to load drifting during the run)."""
     ours = next((r for r in rows if r["name"] == REFERENCE and r["kind"] == "lightning"), None)
-    bare = next((r for r in rows if r["kind"] == "bare"), None)
+    bare = next((r for r in rows if r["name"] == BARE_EAGER), None)
     if ours is None or bare is None or not ours.get("median_ms") or not bare.get("median_ms"):
         return None
     a, b = ([s / 1e3 for s in row["samples_ms"]] for row in (ours, bare))
@@ -90,26 +123,31 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """One line per runner: time (median, IQR), saved bytes, memory peaks, each x fp32."""
+    """One line per runner: time (median, IQR; x fp32, x our fastest row, x bare eager), saved
+    bytes, memory peaks, and losses: the row's own at step 0 and at its last step, and ours at its
+    final weights (`loss_ours_end`: every row's weights after the same number of steps)."""
     lines = [
-        "| runner | ms/step (median) | IQR ms | time x fp32 | saved for backward MiB "
-        "| saved x fp32 | peak RSS MiB | CUDA peak MiB | loss (step 0) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| runner | ms/step (median) | IQR ms | time x fp32 | x fastest mpsciml | x bare eager "
+        "| saved for backward MiB | saved x fp32 | peak RSS MiB | CUDA peak MiB | loss (step 0) "
+        "| loss (last step) | our loss at the end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.get("skipped"):
-            lines.append(f"| {r['name']} | not run: {r['skipped']} |||||||")
+            lines.append(f"| {r['name']} | not run: {r['skipped']} |||||||||||")
             continue
         if r.get("error"):
-            lines.append(f"| {r['name']} | failed: {r['error']} |||||||")
+            lines.append(f"| {r['name']} | failed: {r['error']} |||||||||||")
             continue
         saved = None if r.get("saved_bytes") is None else r["saved_bytes"] / 2**20
         lines.append(
             f"| {r['name']} | {_fmt(r.get('median_ms'), '.1f')} | {_fmt(r.get('iqr_ms'), '.1f')} "
-            f"| {_fmt(r.get('time_vs_fp32'), '.2f')} | {_fmt(saved, '.2f')} "
+            f"| {_fmt(r.get('time_vs_fp32'), '.2f')} | {_fmt(r.get('x_fastest_mpsciml'), '.2f')} "
+            f"| {_fmt(r.get('x_bare_eager'), '.2f')} | {_fmt(saved, '.2f')} "
             f"| {_fmt(r.get('saved_vs_fp32'), '.2f')} | {_fmt(r.get('rss_peak_mb'), '.0f')} "
             f"| {_fmt(r.get('cuda_max_allocated_mb'), '.1f')} "
-            f"| {_fmt(r.get('first_loss'), '.6g')} |"
+            f"| {_fmt(r.get('first_loss'), '.6g')} | {_fmt(r.get('last_loss'), '.6g')} "
+            f"| {_fmt(r.get('loss_ours_end'), '.6g')} |"
         )
     return "\n".join(lines)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from torch import nn
 
 from mpsciml.benchmark.bare_loop import BareLoop
 from mpsciml.benchmark.memory import PeakMemory
@@ -38,7 +39,7 @@ class Runner:
     """One row: its clock, its thread body, and what its measurement steps found."""
 
     name: str
-    kind: str  # "lightning" | "bare"
+    kind: str  # "lightning" | "bare" | "peer"
     clock: StepClock
     body: Callable[[], None] = lambda: None
     memory: dict[str, Any] = field(default_factory=dict)
@@ -125,12 +126,16 @@ def lightning_runner(cfg: DictConfig, steps: int, turn: int, name: str | None = 
                 "param_dtype": str(next(module.parameters()).dtype).removeprefix("torch."),
             }
         )
+        compile_facts = getattr(module, "compile_facts", None)
+        if callable(compile_facts):  # compile=true: backend, compile seconds, graph breaks
+            runner.facts["compile"] = compile_facts()
         report = getattr(module.model, "spectral_report", None)
         if callable(report):  # what the spectral layers really ran (FNO rows)
             runner.facts["spectral"] = report()
 
     runner.body = body
     runner.facts["module"] = module  # for the bare loop and tests; dropped from the JSON
+    runner.facts["_linears"] = lambda: linear_layers(module.model)  # final weights, for losses
     runner.facts["parameters"] = sum(p.numel() for p in module.model.parameters())
     batch_size = getattr(getattr(module, "problem", None), "batch_size", None)
     if isinstance(batch_size, int):  # samples per step: a throughput for grid operators
@@ -152,6 +157,7 @@ def bare_runner(module: Any, device: str, steps: int, turn: int) -> Runner:
                 runner.losses.append(float(loss))
 
     runner.body = body
+    runner.facts["_linears"] = lambda: linear_layers(loop.model)
     return runner
 
 
@@ -168,6 +174,13 @@ def run_interleaved(runners: list[Runner], progress: Callable[[int], None] | Non
         alive[0].join(0.2)
         if progress is not None:
             progress(sum(min(r.clock.ticks, r.total_steps) for r in runners))
+
+
+def linear_layers(model: nn.Module) -> list[nn.Linear]:
+    """The Linear layers of an MLP in the order they apply (our `MLP`, DeepXDE's `FNN` and
+    PINA's `FeedForward` register them in that order): how one network's weights are compared
+    with or copied into another's."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
 def device_of(cfg: DictConfig) -> str:
