@@ -21,16 +21,24 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import CSVLogger
 
+from mpsciml.callbacks.gradient_agreement import GradientAgreement
 from mpsciml.callbacks.precision_monitor import PrecisionMonitor
 from mpsciml.callbacks.precision_probe import PrecisionProbe
 from mpsciml.callbacks.precision_schedule import PrecisionSchedule
 from mpsciml.callbacks.step_timer import StepTimer
 from mpsciml.config import ConfigError, resume_checkpoint, validate
-from mpsciml.distributed.plan import plan_distributed, trainer_arguments, without_our_keys
+from mpsciml.distributed.plan import (
+    DistributedPlan,
+    plan_distributed,
+    trainer_arguments,
+    without_our_keys,
+)
 from mpsciml.factory import build_datamodule, build_model, build_module, check_model_fits
 from mpsciml.modules.base import SciMLModule
+from mpsciml.precision.auto_probe import AutoChoice, AutoSettings, run_probe
 from mpsciml.precision.plugin import build_precision_plugin
-from mpsciml.precision.registry import get_spec, resolve_device
+from mpsciml.precision.registry import AUTO, get_spec, resolve_device
+from mpsciml.threads import choose_threads
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +51,19 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
     apply_precision_optimizer_floor(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     device = resolve_device(cfg.trainer.accelerator)
-    distributed = plan_distributed(cfg, device)  # before anything is built or started
+    requested = cfg.precision.name
+    distributed = plan_for(cfg, device)  # before anything is built or started
+    auto: AutoChoice | None = None
     try:
         problem = instantiate(cfg.problem)
         check_model_fits(cfg, problem)
         model = build_model(cfg.model, problem)
-        check_device(model, device, get_spec(cfg.precision.name).compute_dtype)
+        for name in candidates_of(cfg):
+            check_device(model, device, get_spec(name).compute_dtype)
         module = build_module(cfg, problem, model)
         datamodule = build_datamodule(cfg, problem, module)
+        if requested == AUTO:  # from here on the run is the run of the chosen precision
+            auto = choose_precision(cfg, problem, module, device, distributed)
     except InstantiationException as exc:
         raise ConfigError(str(exc.__cause__ or exc)) from exc
     except ValueError as exc:
@@ -67,9 +80,11 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
         derivative_scaling=precision.derivative_scaling,
     )
     module.max_skips = precision.max_consecutive_skips
-    probe, timer = PrecisionProbe(precision.name), StepTimer()
-    monitor = PrecisionMonitor(every_n_steps=precision.diagnostics_every)
-    callbacks = [probe, timer, monitor]
+    probe, timer = PrecisionProbe(requested), StepTimer()
+    compare_every = precision.get("compare_every")
+    agreement = GradientAgreement(compare_every) if compare_every else None
+    monitor = PrecisionMonitor(every_n_steps=precision.diagnostics_every, agreement=agreement)
+    callbacks = [probe, timer, monitor, *([agreement] if agreement else [])]
     if precision.schedule:
         callbacks.append(PrecisionSchedule(precision.schedule))
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -91,7 +106,56 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
         raise ConfigError(f"trainer: {exc.__cause__ or exc}") from exc
     parts = {"probe": probe, "timer": timer, "monitor": monitor, "loggers": loggers}
     parts["distributed"] = distributed
+    parts["agreement"] = agreement
+    parts["auto_precision"] = auto.as_dict() if auto is not None else None
     return module, trainer, parts | {"datamodule": datamodule}
+
+
+def candidates_of(cfg: DictConfig) -> list[str]:
+    """The precisions this run may train in: the one given, or auto's candidates."""
+    precision = cfg.precision
+    return list(precision.candidates) if precision.name == AUTO else [precision.name]
+
+
+def plan_for(cfg: DictConfig, device: str) -> DistributedPlan:
+    """`plan_distributed`, with precision=auto refused under DDP in one line: every process would
+    measure on its own and might choose differently (the plan's weight-dtype check would
+    otherwise meet "auto", which is no precision)."""
+    refusal = (
+        "precision=auto is invalid with several processes (each would measure and choose on its "
+        "own): run precision=auto once in one process, then give the precision it chose"
+    )
+    if cfg.precision.name != AUTO:
+        return plan_distributed(cfg, device)
+    try:
+        plan = plan_distributed(cfg, device)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # get_spec("auto") inside the DDP checks: DDP was planned
+        raise ConfigError(refusal) from exc
+    if plan.distributed:
+        raise ConfigError(refusal)
+    return plan
+
+
+def choose_precision(
+    cfg: DictConfig, problem: Any, module: SciMLModule, device: str, plan: DistributedPlan
+) -> AutoChoice:
+    """precision=auto: probe the candidates on copies of `module` (`precision.auto_probe`),
+    log the one line that says why, and make the config the chosen precision's, so everything
+    built after this (plugin, callbacks, loggers' names) is the run of that precision."""
+    settings = AutoSettings.from_config(cfg.precision)
+    threads, _ = choose_threads(
+        cfg.get("threads"),
+        module.model,
+        device,
+        processes=plan.processes_per_node,
+        cores=plan.cpu_cores,
+    )
+    choice = run_probe(cfg, problem, module, device, settings, threads=threads)
+    log.info("%s [probe %.1f s]", choice.line, choice.seconds)
+    cfg.precision.name = choice.chosen
+    return choice
 
 
 def check_device(model: Any, device: str, compute_dtype: torch.dtype | None = None) -> None:

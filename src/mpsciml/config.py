@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mpsciml.contract import SPECTRAL_PRECISIONS
-from mpsciml.precision.registry import PRECISIONS
+from mpsciml.precision.registry import AUTO, PRECISIONS
 
 
 class ConfigError(ValueError):
@@ -173,7 +173,19 @@ def validate(cfg: DictConfig) -> None:
         _integer(seed) and seed in SEED_RANGE, "seed", seed, "must be an integer in [0, 2**32 - 1]"
     )
     name = cfg.precision.get("name")
-    _require(name in PRECISIONS, "precision.name", name, f"allowed: {', '.join(PRECISIONS)}")
+    _require(
+        name in PRECISIONS or name == AUTO,
+        "precision.name",
+        name,
+        f"allowed: {', '.join(PRECISIONS)}, {AUTO}",
+    )
+    compare_every = cfg.precision.get("compare_every")
+    _require(
+        compare_every is None or (_integer(compare_every) and compare_every > 0),
+        "precision.compare_every",
+        compare_every,
+        "null (off) or an integer > 0 (an fp32 reference gradient every that many steps)",
+    )
     optimizer = cfg.optimizer
     phases = [phase for phase in ("adam", "lbfgs") if optimizer.get(phase) is not None]
     _require(bool(phases), "optimizer", "{}", "needs an 'adam' or an 'lbfgs' section")
@@ -218,6 +230,8 @@ def validate(cfg: DictConfig) -> None:
         "null (fixed points) or an integer > 0 (fresh points every that many steps)",
     )
     validate_precision_schedule(cfg.precision.get("schedule"), steps)
+    if name == AUTO:
+        validate_auto(cfg)
     validate_wandb_project(cfg.get("logger"))
     resume_checkpoint(cfg.get("resume"))
 
@@ -268,6 +282,84 @@ def validate_precision_schedule(schedule: Any, max_steps: int) -> None:
                 mode,
                 f"allowed: {', '.join(SPECTRAL_PRECISIONS)}",
             )
+
+
+#: what precision=auto may probe: every registry precision but fp16, whose Adam needs its own
+#: epsilon floor (conf/precision/fp16.yaml's adam_eps), which one run's optimizer cannot have
+#: for one candidate only
+AUTO_CANDIDATES = tuple(name for name in PRECISIONS if name != "fp16")
+
+
+def validate_auto(cfg: DictConfig) -> None:
+    """precision=auto's own keys, and the runs where measuring makes no sense: said in one line
+    before anything is built (each of these would otherwise train in a precision auto did not
+    choose, or measure something the run never runs)."""
+    precision = cfg.precision
+    candidates = precision.get("candidates")
+    _require(
+        isinstance(candidates, ListConfig | list)
+        and len(candidates) > 0
+        and all(c in AUTO_CANDIDATES for c in candidates)
+        and len(set(candidates)) == len(candidates),
+        "precision.candidates",
+        OmegaConf.to_container(candidates) if isinstance(candidates, ListConfig) else candidates,
+        f"a non-empty list of distinct precisions from {', '.join(AUTO_CANDIDATES)}",
+    )
+    probe_steps = precision.get("probe_steps")
+    _require(
+        _integer(probe_steps) and probe_steps >= 1,
+        "precision.probe_steps",
+        probe_steps,
+        "must be an integer >= 1 (steps each candidate trains in the probe; 30 by default)",
+    )
+    min_cosine = precision.get("min_cosine")
+    _require(
+        _finite_number(min_cosine) and -1 <= min_cosine <= 1,
+        "precision.min_cosine",
+        min_cosine,
+        "must be a number in [-1, 1]",
+    )
+    max_rel_error = precision.get("max_rel_error")
+    _require(
+        _finite_number(max_rel_error) and max_rel_error >= 0,
+        "precision.max_rel_error",
+        max_rel_error,
+        "must be a finite number >= 0",
+    )
+    _require(
+        not precision.get("schedule"),
+        "precision.schedule",
+        OmegaConf.to_container(precision.schedule)
+        if isinstance(precision.schedule, ListConfig)
+        else precision.schedule,
+        "cannot be given with precision=auto (a schedule names its precisions; auto picks one): "
+        "choose precision=<name> with the schedule, or drop the schedule",
+    )
+    optimizer = cfg.optimizer
+    adam_steps = 0 if optimizer.get("adam") is None else cfg.trainer.max_steps
+    if optimizer.get("adam") is not None and optimizer.get("lbfgs") is not None:
+        adam_steps = optimizer.get("switch_step")
+    _require(
+        adam_steps != 0,
+        "precision",
+        AUTO,
+        "has nothing to choose in an L-BFGS-only run (L-BFGS runs in fp32 whatever precision= "
+        "says): use precision=fp32",
+    )
+    _require(
+        cfg.get("resume") is None,
+        "precision",
+        AUTO,
+        "cannot resume (the run continues in the precision it trained in): give "
+        "precision=<summary.json's precision.chosen> with resume=",
+    )
+    _require(
+        not cfg.get("compile", False),
+        "precision",
+        AUTO,
+        "is not available with compile=true yet (each candidate would compile its own step): "
+        "run precision=auto once without compile, then give the precision it chose",
+    )
 
 
 def validate_wandb_project(loggers: Any) -> None:

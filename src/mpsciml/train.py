@@ -79,6 +79,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         offline_if_unreachable(cfg)  # W&B online without network: offline, or one line
         module, trainer, parts = build(cfg)
+        summary["precision"].update(parts.get("auto_precision") or {})  # a failed run keeps it
         plan = parts["distributed"]
         summary["distributed"] = plan.as_dict()
         writes = trainer.global_rank == 0
@@ -140,6 +141,8 @@ def write_results(
     """What every run leaves, also a failed one: summary.json, and the W&B run finished."""
     if module is not None and (spectral := spectral_facts(module, trainer)) is not None:
         summary["spectral"] = spectral
+    if callable(compile_facts := getattr(module, "compile_facts", None)):  # compile=true (H1)
+        summary["compile"] = compile_facts()
     summary["wall_seconds"] = round(time.perf_counter() - started, 3)
     summary["memory"] = peak_memory()
     summary["wandb"] = wandb_facts(parts["loggers"], out_dir)
@@ -233,7 +236,9 @@ def evaluate(
         "step_ms": parts["timer"].median_ms(),
         "precision": {
             **parts["probe"].report(trainer, module),
+            **(parts.get("auto_precision") or {}),
             **parts["monitor"].report(),
+            **agreement_facts(parts.get("agreement")),
             **precision_facts(trainer, cfg),
         },
         **last_checkpoint(out_dir),
@@ -270,6 +275,11 @@ def precision_facts(trainer: pl.Trainer, cfg: DictConfig) -> dict[str, Any]:
             }
         )
     return facts
+
+
+def agreement_facts(agreement: Any) -> dict[str, Any]:
+    """`precision.compare_every`'s measurements (`gradient_agreement`), when it was on."""
+    return {} if agreement is None else {"gradient_agreement": agreement.report()}
 
 
 def check_schedule_fits(cfg: DictConfig, module: SciMLModule) -> None:

@@ -12,12 +12,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from mpsciml.callbacks.gradient_agreement import GradientAgreement
 from mpsciml.precision.plugin import SciMLPrecision
 
 
 class PrecisionMonitor(pl.Callback):
-    def __init__(self, every_n_steps: int = 100) -> None:
+    """`agreement`: the run's `GradientAgreement` callback (`precision.compare_every`), whose
+    measurements the plot shows next to the others; it measures and logs on its own steps."""
+
+    def __init__(self, every_n_steps: int = 100, agreement: GradientAgreement | None = None):
         self.every_n_steps = max(1, int(every_n_steps))
+        self.agreement = agreement
         self.history: list[dict[str, float]] = []
         self._measuring = False
 
@@ -79,8 +84,11 @@ class PrecisionMonitor(pl.Callback):
         return summary
 
     def plot(self, path: Path, title: str = "") -> Path | None:
-        """Loss scale, skipped steps, underflow and lost-update fractions against step."""
-        if not self.history:
+        """Loss scale, skipped steps, underflow and lost-update fractions against step; with
+        `precision.compare_every`, a fifth panel: the gradient's cosine and relative error
+        against the fp32 gradient of the same step."""
+        agreement = self.agreement.history if self.agreement is not None else []
+        if not self.history and not agreement:
             return None
         import matplotlib
 
@@ -95,8 +103,11 @@ class PrecisionMonitor(pl.Callback):
             ("grad_underflow_fraction", "gradient entries < fp16 tiny", False),
             ("lost_update_fraction", "updates lost to rounding", False),
         ]
-        fig, axes = plt.subplots(1, 4, figsize=(18, 3.6), constrained_layout=True)
-        for ax, (key, label, log_scale) in zip(axes, panels, strict=True):
+        columns = len(panels) + bool(agreement)
+        fig, axes = plt.subplots(1, columns, figsize=(4.5 * columns, 3.6), constrained_layout=True)
+        if agreement:
+            plot_agreement(axes[-1], agreement)
+        for ax, (key, label, log_scale) in zip(axes, panels, strict=False):
             points = [(r["step"], r[key]) for r in self.history if key in r]
             if points:
                 steps, values = zip(*points, strict=True)
@@ -109,3 +120,20 @@ class PrecisionMonitor(pl.Callback):
             ax.grid(True, alpha=0.3)
         fig.suptitle(title)
         return save_figure(fig, path, dpi=100)
+
+
+def plot_agreement(ax: Any, history: list[dict[str, Any]]) -> None:
+    """1 - cosine and the relative error against step, both on a log axis (an fp32 run sits at
+    round-off, ~1e-7; a bf16 run near 1e-2): the smaller, the closer to the fp32 gradient."""
+    for key, label, transform in (
+        ("grad_cosine", "1 - cosine", lambda v: 1.0 - v),
+        ("grad_rel_error", "relative error", lambda v: v),
+    ):
+        points = [(r["step"], transform(r[key])) for r in history if r.get(key) is not None]
+        if points:
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, [max(v, 1e-12) for v in values], marker=".", label=label)
+    ax.set_yscale("log")
+    ax.set(title="gradient vs fp32 gradient", xlabel="step")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)

@@ -89,6 +89,12 @@ for _spec in PRECISIONS.values():  # a fallback that is not itself full would ch
         raise ValueError(f"{_spec.name}: full_precision={_spec.full_precision!r} is not full")
 
 
+#: `precision=auto`: not a precision but a request to measure the candidates and pick one
+#: (`precision.auto_probe`). It never reaches this table: compose.build replaces it by the chosen
+#: precision before anything asks for a spec, so `get_spec("auto")` is an error like any typo.
+AUTO = "auto"
+
+
 def get_spec(name: str) -> PrecisionSpec:
     if name not in PRECISIONS:
         raise ValueError(
