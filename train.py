@@ -67,8 +67,10 @@ def main(cfg: DictConfig) -> float | list[float]:
         return float("nan")
     l2 = summary.get("l2") or {}
     fields = ", ".join(f"{name} {error:.3e}" for name, error in l2.items())
+    precision = summary["precision"]
+    chosen = f"->{precision['chosen']}" if precision.get("chosen") else ""  # precision=auto
     print(
-        f"{summary['status']}: relative L2 {fields} | {summary['precision'].get('requested')} "
+        f"{summary['status']}: relative L2 {fields} | {precision.get('requested')}{chosen} "
         f"| {summary.get('steps')} steps, {summary.get('step_ms') or float('nan'):.2f} ms/step "
         f"| {summary['output_dir']}"
     )

@@ -16,7 +16,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from mpsciml.contract import ModelKind
-from mpsciml.precision.registry import PRECISIONS
+from mpsciml.precision.registry import AUTO, PRECISIONS
 from mpsciml.train import run
 
 # recipes are not chosen on their own: the pair (problem, model) picks one (tests below)
@@ -31,7 +31,8 @@ def test_the_config_tree_has_the_promised_groups():
     groups = {group for group, _ in GROUP_OPTIONS}
     assert {"problem", "model", "precision", "optimizer", "trainer", "logger"} <= groups
     precisions = {option for group, option in GROUP_OPTIONS if group == "precision"}
-    assert precisions == set(PRECISIONS)  # one yaml per precision of the registry
+    # one yaml per precision of the registry, and auto (which picks one of them by measuring)
+    assert precisions == set(PRECISIONS) | {AUTO}
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
