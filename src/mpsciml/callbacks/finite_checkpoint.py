@@ -20,6 +20,17 @@ warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual opt
 
 
 class FiniteCheckpoint(ModelCheckpoint):
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key, computed once: Lightning reads it at every callback hook of
+        every step (to name a profiler section, even with no profiler) and ModelCheckpoint
+        builds it as a repr of its settings each time (~10 us, x5 hooks per step). The
+        settings it names are fixed at construction, so the cached key is the same string."""
+        key = self.__dict__.get("_cached_state_key")
+        if key is None:
+            key = self.__dict__["_cached_state_key"] = super().state_key
+        return key
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         module = trainer.lightning_module
         if not all(torch.isfinite(p).all() for p in module.parameters()):

@@ -23,10 +23,14 @@ class StepTimer(pl.Callback):
         self.warmup = warmup
         self.step_seconds: list[float] = []
         self._start = 0.0
+        self._cuda: torch.device | None = None  # the device to synchronise, decided at start
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._cuda = pl_module.device if pl_module.device.type == "cuda" else None
 
     def _now(self, pl_module: pl.LightningModule) -> float:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
+        if self._cuda is not None:
+            torch.cuda.synchronize(self._cuda)
         return time.perf_counter()
 
     def on_train_batch_start(

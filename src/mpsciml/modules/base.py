@@ -31,6 +31,7 @@ from mpsciml.data.same_batch import SameBatchMemo
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.distributed.integrity import all_reduce_sum, reduce_terms, world_size
 from mpsciml.log_steps import is_log_step
+from mpsciml.modules.optimizer_impl import build_optimizer, implementation
 from mpsciml.precision.plugin import SciMLPrecision
 from mpsciml.precision.policy import input_dtype
 
@@ -56,6 +57,10 @@ class SciMLModule(pl.LightningModule):
         self.diverged = False
         self._phases: tuple[bool, int | None] | None = None  # see first_phase_end
         self._cast = SameBatchMemo()  # see batch_in_input_dtype
+        self._has_scheduler = False  # set by configure_optimizers; spares a lookup per step
+        #: Adam's implementation, "fused" | "foreach" | "for-loop" (None: no Adam phase);
+        #: chosen in configure_optimizers (`modules.optimizer_impl`), read by the summary
+        self.optimizer_impl: str | None = None
 
     # ----------------------------------------------------------- subclass API
     @abstractmethod
@@ -116,26 +121,23 @@ class SciMLModule(pl.LightningModule):
             return loss
 
         optimizer.step(closure=closure)
-        scheduler = self.lr_schedulers()
-        if scheduler is not None and self._in_first_phase():
-            scheduler.step()
+        if self._has_scheduler and self._in_first_phase():
+            self.lr_schedulers().step()  # type: ignore[union-attr]
         self._log_losses()
         return self.last_terms["total"]
 
     def _log_losses(self) -> None:
-        """The loss terms, on the steps Lightning writes to the loggers (`log_every_n_steps`),
-        and the total also on every step while a progress bar shows it. Each `self.log` costs
-        ~0.3 ms of Python, as much as a small PINN's backward pass; unwritten, it is wasted."""
-        writes = is_log_step(self.trainer)
-        shows = self.trainer.progress_bar_callback is not None
-        if not (writes or shows):
+        """The loss terms, only on the steps Lightning writes to the loggers
+        (`log_every_n_steps`). Each `self.log` costs ~0.3 ms of Python (Lightning's result
+        collection), as much as a small PINN's backward pass; unwritten, it is wasted. The
+        progress bar reads `last_terms` itself on its refresh steps (`callbacks/progress.py`)."""
+        if not is_log_step(self.trainer):
             return
         terms = self.global_terms()  # one all-reduce under DDP, on the same steps on every rank
-        self.log("train/loss", terms["total"], prog_bar=True, batch_size=1)
-        if writes:
-            for name, value in terms.items():
-                if name != "total":
-                    self.log(f"train/loss_{name}", value, batch_size=1)
+        self.log("train/loss", terms["total"], batch_size=1)
+        for name, value in terms.items():
+            if name != "total":
+                self.log(f"train/loss_{name}", value, batch_size=1)
 
     def global_terms(self) -> dict[str, Tensor]:
         """`last_terms` as global values (the sum of the ranks' parts), all-reduced once per
@@ -201,16 +203,29 @@ class SciMLModule(pl.LightningModule):
             log.warning("step %d: training diverged; stopping", self.global_step)
 
     def configure_optimizers(self) -> Any:
+        """Adam and/or L-BFGS over the weights as they will train (Lightning calls this after
+        the precision plugin cast them), so Adam's implementation is chosen for their real
+        device and dtype (`optimizer_impl.build_optimizer`: fused where it computes what the
+        loop computes, else foreach)."""
         params = list(self.parameters())
         optimizers = [
-            instantiate(self.optimizer_cfg[phase])(params)
+            build_optimizer(instantiate(self.optimizer_cfg[phase]), params)
             for phase in ("adam", "lbfgs")
             if self.optimizer_cfg.get(phase) is not None
         ]
+        has_adam = self.optimizer_cfg.get("adam") is not None
+        self.optimizer_impl = implementation(optimizers[0]) if has_adam else None
         scheduler_cfg = self.optimizer_cfg.get("scheduler")
-        if scheduler_cfg is None or self.optimizer_cfg.get("adam") is None:
+        self._has_scheduler = scheduler_cfg is not None and has_adam
+        if not self._has_scheduler:
             return optimizers
         return optimizers, [instantiate(scheduler_cfg)(optimizers[0])]
+
+    def on_train_start(self) -> None:
+        """A resumed run's Adam has the checkpoint's settings (torch restores a param group's
+        `fused`/`foreach`), so what runs is read again once the state is restored."""
+        if self.optimizer_cfg.get("adam") is not None:
+            self.optimizer_impl = implementation(self._all_optimizers()[0].optimizer)
 
     def _in_first_phase(self) -> bool:
         """Adam's phase (the only phase of adam-only or lbfgs-only configs)."""

@@ -36,7 +36,7 @@ from mpsciml.precision.diagnostics import (
     gradient_underflow_fraction,
     lost_update_fraction,
 )
-from mpsciml.precision.loss_scaler import DynamicLossScaler
+from mpsciml.precision.loss_scaler import DynamicLossScaler, unscale_and_check
 from mpsciml.precision.policy import (
     PolicyHooks,
     attach_hooks,
@@ -214,13 +214,15 @@ class SciMLPrecision(Precision):
         }
 
     def _unscale(self, optimizer: Optimizer, params: list[Tensor]) -> bool:
-        """Unscale gradients in place (if scaled); True when every gradient is finite."""
+        """Unscale gradients in place (if scaled); True when every gradient is finite. Every
+        step of every precision asks, fp32 too (a NaN residual must skip, not poison Adam), so
+        the check is one fused kernel and one host read (`unscale_and_check`), not a Python loop
+        over the parameters."""
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(optimizer)
         elif self.fp16_scaler is not None:
             return self.fp16_scaler.unscale_(params)
-        grads = [p.grad for p in params if p.grad is not None]
-        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+        return unscale_and_check([p.grad for p in params if p.grad is not None])
 
     def _update_scaler(self, found_nonfinite: bool) -> None:
         if self.grad_scaler is not None:
