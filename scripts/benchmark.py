@@ -101,6 +101,7 @@ DEFAULT_SCHEDULE = {
     "ns_vorticity": (8, 2, 2),
 }
 FALLBACK_SCHEDULE = (30, 3, 5)
+COMPILE_WARMUP = 3  # at least, with --compile: the compiling steps are never timed
 BENCHMARK_OVERRIDES = [
     "optimizer=adam",
     "logger=none",
@@ -157,7 +158,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--steps", type=int, default=None, help="timed steps per row, after the warm-up"
     )
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (per row)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help=f"untimed steps first (per row; at least {COMPILE_WARMUP} with --compile)",
+    )
     parser.add_argument("--turn", type=int, default=None, help="steps per turn of a row")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--bare", action=argparse.BooleanOptionalAction, default=True)
@@ -287,6 +293,11 @@ def run_case(
             skipped[setting.name] = (f"not on {device_of(cfg).upper()}", str(exc))
             continue
         runner.facts["label"] = setting.label
+        if runner.facts.get("progress_bar") == "RichProgressBar" and any(
+            r.facts.get("progress_bar") == "RichProgressBar" for r in runners
+        ):  # Rich allows one live display at a time: a second would crash both
+            skipped[setting.name] = ("a second Rich progress bar", "Rich: one live display")
+            continue
         runners.append(runner)
     device = device_of(cfg)
     module = next(r for r in runners if r.name == "fp32").facts["module"]
@@ -362,6 +373,8 @@ def benchmark_problem(
     args = argparse.Namespace(**vars(args))  # this problem's schedule, the user's choices first
     steps = args.steps = args.steps or steps
     args.warmup = warmup if args.warmup is None else args.warmup
+    if args.compile:  # a compile=true row compiles in its first steps (after the probe's step)
+        args.warmup = max(args.warmup, COMPILE_WARMUP)
     args.turn = args.turn or turn
     overrides = [*BENCHMARK_OVERRIDES, *overrides]
     with tempfile.TemporaryDirectory(prefix="mpsciml-benchmark-") as tmp:

@@ -5,7 +5,8 @@
     fp32_compiled          our row with compile=true (--compile)
     fp32_shipped           what `python train.py` runs (progress bar on, default callbacks:
                            checkpoint every 1000 steps, stop-on-signal), logger off (--peers)
-    fp32_compiled_shipped  instead of fp32_shipped with --compile: the same, compile=true
+    fp32_compiled_shipped  the same with compile=true (--compile with --peers); not run while
+                           the bar is Rich's (one live display at a time: the other row has it)
     bare_compiled          the bare loop in Taylor mode with its loss under torch.compile
     deepxde_fp32, pina_fp32  the peers (`peers.py`; --peers)
 
@@ -48,19 +49,18 @@ def with_setting(overrides: list[str], setting: tuple[str, ...]) -> list[str]:
 
 def comparison_settings(base: DictConfig, peers: bool, compile_: bool) -> list[Setting]:
     """The Lightning rows these flags add (after the precisions); compile rows only where the
-    config has the `compile` key (see `compile_missing`). One row as shipped at most: its Rich
-    progress bar is a live display, and Rich allows one per console at a time."""
+    config has the `compile` key (see `compile_missing`)."""
     compiled = compile_ and "compile" in base
     rows = []
     if compiled:
         rows.append(
             Setting("fp32_compiled", "fp32, compile=true", ("precision=fp32", "compile=true"))
         )
+    if peers:
+        rows.append(Setting("fp32_shipped", "fp32, as shipped", ("precision=fp32", *SHIPPED)))
     if peers and compiled:
         shipped = ("precision=fp32", "compile=true", *SHIPPED)
         rows.append(Setting("fp32_compiled_shipped", "fp32, compile=true, as shipped", shipped))
-    elif peers:
-        rows.append(Setting("fp32_shipped", "fp32, as shipped", ("precision=fp32", *SHIPPED)))
     return rows
 
 

@@ -136,6 +136,8 @@ def lightning_runner(cfg: DictConfig, steps: int, turn: int, name: str | None = 
     runner.body = body
     runner.facts["module"] = module  # for the bare loop and tests; dropped from the JSON
     runner.facts["_linears"] = lambda: linear_layers(module.model)  # final weights, for losses
+    bar = trainer.progress_bar_callback
+    runner.facts["progress_bar"] = None if bar is None else type(bar).__name__
     runner.facts["parameters"] = sum(p.numel() for p in module.model.parameters())
     batch_size = getattr(getattr(module, "problem", None), "batch_size", None)
     if isinstance(batch_size, int):  # samples per step: a throughput for grid operators
