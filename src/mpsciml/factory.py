@@ -34,7 +34,9 @@ from mpsciml.data.grid_batches import GridBatches
 from mpsciml.data.parameter_batches import ParameterBatches
 from mpsciml.data.points import CollocationPoints
 from mpsciml.data.steps import StepDataModule
+from mpsciml.derivatives.engine import taylor_blocker
 from mpsciml.modules.base import SciMLModule
+from mpsciml.modules.compiled_loss import check_compile_options
 from mpsciml.modules.data_free_grid import DataFreeGridModule
 from mpsciml.modules.grid_operator import GridOperatorModule
 from mpsciml.modules.operator import OperatorModule
@@ -45,6 +47,12 @@ TRAINING_DATA_HOOK = "build_with_training_data"
 
 
 def _pointwise_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLModule:
+    compile_step = bool(cfg.get("compile", False))
+    if compile_step and (reason := taylor_blocker(model)) is not None:
+        raise ConfigError(
+            f"compile=true needs Taylor-mode derivatives, which cannot run through "
+            f"model={_choice(cfg, 'model')} ({reason}); use compile=false"
+        )
     return PINNModule(
         problem,
         model,
@@ -52,6 +60,9 @@ def _pointwise_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLM
         loss_weights=cfg.loss_weights,
         seed=cfg.seed,
         derivatives=cfg.get("derivatives", "autograd"),
+        compile=compile_step,
+        compile_backend=cfg.get("compile_backend", "inductor"),
+        compile_mode=cfg.get("compile_mode"),
     )
 
 
@@ -140,6 +151,7 @@ def check_model_fits(cfg: DictConfig, problem: Any) -> None:
             f"problem={problem_name} needs {_article(needed)} {needed} model: no solver for "
             f"{needed} problems yet (solved: {', '.join(SOLVERS)})"
         )
+    check_compile_fits(cfg, problem_name, needed)
     model_class = resolve_model_class(cfg.model)
     model_name = _choice(cfg, "model", model_class.__name__)
     accepts = _accepts(model_class, model_name)
@@ -150,6 +162,22 @@ def check_model_fits(cfg: DictConfig, problem: Any) -> None:
             f"problem={problem_name} needs {_article(needed)} {needed} model ({needed.what}); "
             f"model={model_name} accepts: {', '.join(accepts)}{hint}"
         )
+
+
+def check_compile_fits(cfg: DictConfig, problem_name: str, kind: ModelKind) -> None:
+    """`compile=true` compiles the PINN step (pointwise problems) with a backend and mode torch
+    knows; anything else is one line before the model is built."""
+    if not cfg.get("compile", False):
+        return
+    if kind is not ModelKind.POINTWISE:
+        raise ConfigError(
+            f"compile=true compiles the PINN step of pointwise problems only; "
+            f"problem={problem_name} is {_article(kind)} {kind} problem: use compile=false"
+        )
+    try:
+        check_compile_options(cfg.get("compile_backend", "inductor"), cfg.get("compile_mode"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def build_model(model_cfg: DictConfig, problem: Any) -> nn.Module:

@@ -46,23 +46,48 @@ def fallback(requested: str, reason: str) -> DerivativeEngine:
     return DerivativeEngine(requested, "autograd", reason)
 
 
-def choose_pointwise_engine(requested: str, model: nn.Module) -> DerivativeEngine:
-    """Taylor mode if asked and the model's structure allows it, else autograd (recorded).
+def taylor_blocker(model: nn.Module) -> str | None:
+    """Why Taylor mode cannot train `model` for a whole run (None: it can).
 
     A layer with a precision policy is refused here, once: the plugin runs it through forward
     hooks (casts, no autocast) that it attaches only later, which then refuse every step.
+    """
+    policies = find_policies(model)
+    if policies:
+        return f"layer {next(iter(policies)) or type(model).__name__!r} declares a precision policy"
+    return taylor_refusal(model)
+
+
+#: why a compiled step substitutes Taylor mode for autograd (summary.json `derivatives.reason`)
+COMPILE_REASON = (
+    "compile=true: torch.compile cannot differentiate twice (nested autograd), so the compiled "
+    "step runs forward (Taylor) mode"
+)
+
+
+def choose_pointwise_engine(
+    requested: str, model: nn.Module, compiled: bool = False
+) -> DerivativeEngine:
+    """Taylor mode if asked and the model's structure allows it, else autograd (recorded).
+
     Forward hooks added later (the precision probe watches the first step's matmul) send single
     steps through autograd so the hook sees the real forward; that is not a fallback of the run.
+    `compiled`: the step is compiled, which needs Taylor mode; autograd asked for is replaced
+    (logged in one line, recorded), and a model Taylor mode cannot run through is a ValueError
+    (the factory refuses it before this, naming the model option).
     """
     check_engine(requested)
+    if compiled:
+        reason = taylor_blocker(model)
+        if reason is not None:
+            raise ValueError(f"compile=true needs Taylor-mode derivatives: {reason}")
+        if requested == "autograd":
+            log.info("derivatives=autograd -> taylor (%s)", COMPILE_REASON)
+            return DerivativeEngine(requested, "taylor", COMPILE_REASON)
+        return DerivativeEngine(requested, requested)
     if requested == "autograd":
         return DerivativeEngine(requested, requested)
-    policies = find_policies(model)
-    reason = (
-        f"layer {next(iter(policies)) or type(model).__name__!r} declares a precision policy"
-        if policies
-        else taylor_refusal(model)
-    )
+    reason = taylor_blocker(model)
     if reason is not None:
         return fallback(requested, f"{reason}; Taylor mode runs through MLPs only")
     return DerivativeEngine(requested, requested)

@@ -180,8 +180,20 @@ def rule_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def is_one(seed: float | Tensor) -> bool:
+    """Whether a seed (or seed ratio) is the plain number 1, so multiplying by it can be left
+    out. A tensor seed (a compiled step's, so that the scaler moving it triggers no recompile)
+    is never left out: its value is data, and branching on it would break the graph."""
+    return not isinstance(seed, Tensor) and seed == 1.0
+
+
 def apply_rule(
-    layer: nn.Module, z: Tensor, first: Tensor | None, second: Tensor | None, k: int, ratio: float
+    layer: nn.Module,
+    z: Tensor,
+    first: Tensor | None,
+    second: Tensor | None,
+    k: int,
+    ratio: float | Tensor,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """The activation's chain rule on the streams, in the rule dtype, outputs in z's dtype.
 
@@ -198,7 +210,7 @@ def apply_rule(
             second_out = d1 * second.to(wide)
         if k and d2 is not None:
             fk = f[:k]
-            curvature = d2 * fk if ratio == 1.0 else (ratio * d2) * fk
+            curvature = d2 * fk if is_one(ratio) else (ratio * d2) * fk
             second_out = (
                 curvature * fk if second_out is None else torch.addcmul(second_out, curvature, fk)
             )

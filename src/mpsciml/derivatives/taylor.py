@@ -39,11 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.autograd import Derivatives, assembly_dtype
 from mpsciml.derivatives.rules import (
     ACTIVATION_RULES,
     ActivationRule,
     activation_step,
+    is_one,
     register_activation,
 )
 from mpsciml.models.mlp import MLP
@@ -142,7 +143,7 @@ def _linear(layer: nn.Linear, state: TaylorStreams) -> TaylorStreams:
     )
 
 
-def _activation(layer: nn.Module, state: TaylorStreams, ratio: float) -> TaylorStreams:
+def _activation(layer: nn.Module, state: TaylorStreams, ratio: float | Tensor) -> TaylorStreams:
     """Chain rule for an elementwise sigma; `ratio` = seed(2) / seed(1)^2 (see module doc)."""
     k = len(state.second_dirs)
     value, first, second = activation_step(layer, state.value, state.first, state.second, k, ratio)
@@ -154,7 +155,7 @@ def taylor_forward(
     inputs: Tensor,
     first: Sequence[int] | None = None,
     second: Sequence[int] | None = None,
-    seeds: tuple[float, float] = (1.0, 1.0),
+    seeds: tuple[float | Tensor, float | Tensor] = (1.0, 1.0),
 ) -> TaylorStreams:
     """Push the value and chosen input derivatives through an MLP-like model.
 
@@ -202,11 +203,13 @@ class TaylorDerivatives(Derivatives):
         inputs: Tensor,
         input_names: tuple[str, ...] | list[str],
         output_names: tuple[str, ...] | list[str],
-        seed: Callable[[int], float] | None = None,
+        seed: Callable[[int], float | Tensor] | None = None,
         track_nonfinite: bool = False,
         carry: Collection[tuple[str, ...]] | None = None,
+        fallback: bool = True,
     ) -> None:
-        if not inputs.requires_grad:  # the autograd fallback differentiates w.r.t. the inputs
+        self.fallback = fallback
+        if fallback and not inputs.requires_grad:  # the fallback differentiates w.r.t. inputs
             inputs = inputs.detach().requires_grad_(True)
         index = {name: i for i, name in enumerate(input_names)}
         if carry is None:
@@ -218,18 +221,18 @@ class TaylorDerivatives(Derivatives):
         self.requested: set[tuple[str, ...]] = set()
         self._first_pos: dict[int, int] = {}
         self._second_pos: dict[int, int] = {}
+        names = (input_names, output_names)
         if not first:
-            outputs = model(inputs)
-            super().__init__(inputs, outputs, input_names, output_names, seed, track_nonfinite)
+            self._start(inputs, model(inputs), *names, seed, track_nonfinite)
             return
         s1 = seed(1) if seed is not None else 1.0
         s2 = seed(2) if seed is not None and second else 1.0
         streams = taylor_forward(model, inputs, first, second, (s1, s2))
-        super().__init__(inputs, streams.value, input_names, output_names, seed, track_nonfinite)
+        self._start(inputs, streams.value, *names, seed, track_nonfinite)
         dtype, n = self.outputs.dtype, inputs.shape[0]
         assert streams.first is not None
         stream1 = streams.first.to(dtype).expand(-1, n, -1)
-        self._first = stream1 if s1 == 1.0 else stream1 / s1
+        self._first = stream1 if is_one(s1) else stream1 / s1
         self._first_pos = {i: k for k, i in enumerate(streams.first_dirs)}
         counts = {1: self._first}
         if streams.second_dirs:
@@ -237,12 +240,41 @@ class TaylorDerivatives(Derivatives):
                 self._second = torch.zeros_like(self._first[: len(streams.second_dirs)])
             else:
                 stream2 = streams.second.to(dtype)
-                self._second = stream2 if s2 == 1.0 else stream2 / s2
+                self._second = stream2 if is_one(s2) else stream2 / s2
             self._second_pos = {i: k for k, i in enumerate(streams.second_dirs)}
             counts[2] = self._second
         if track_nonfinite:
             for order, tensor in counts.items():
                 self.nonfinite[order] = torch.count_nonzero(~torch.isfinite(tensor))
+
+    def _start(
+        self,
+        inputs: Tensor,
+        outputs: Tensor,
+        input_names: tuple[str, ...] | list[str],
+        output_names: tuple[str, ...] | list[str],
+        seed: Callable[[int], float | Tensor] | None,
+        track_nonfinite: bool,
+    ) -> None:
+        """`Derivatives.__init__`, or without a fallback its state without the requires-grad
+        check: nothing is then differentiated w.r.t. the inputs, and a compiled step must not
+        mark them (torch.compile can neither return such a tensor nor do a double backward)."""
+        if self.fallback:
+            super().__init__(inputs, outputs, input_names, output_names, seed, track_nonfinite)
+            return
+        if inputs.shape[-1] != len(input_names) or outputs.shape[-1] != len(output_names):
+            raise ValueError(
+                f"shape mismatch: inputs {tuple(inputs.shape)} for {list(input_names)}, "
+                f"outputs {tuple(outputs.shape)} for {list(output_names)}"
+            )
+        self.inputs = inputs
+        self.outputs = outputs.to(assembly_dtype(outputs))
+        self._input_index = {name: i for i, name in enumerate(input_names)}
+        self._output_index = {name: i for i, name in enumerate(output_names)}
+        self._seed = seed
+        self._track = track_nonfinite
+        self.nonfinite: dict[int, Tensor] = {}
+        self._full_gradients: dict[tuple[str, ...], Tensor] = {}
 
     @classmethod
     def from_model(cls, *args: Any, **kwargs: Any) -> TaylorDerivatives:
@@ -257,6 +289,11 @@ class TaylorDerivatives(Derivatives):
             return self._first[self._first_pos[i], :, column]
         if column is not None and len(wrt) == 2 and wrt[1] == wrt[0] and i in self._second_pos:
             return self._second[self._second_pos[i], :, column]
+        if not self.fallback and output_name in self._output_index and wrt:
+            raise KeyError(
+                f"d({output_name}, {', '.join(wrt)}) is not carried by the Taylor streams and "
+                "this TaylorDerivatives has no autograd fallback (carry it, or fallback=True)"
+            )
         return super().__call__(output_name, *wrt)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -19,9 +21,10 @@ from mpsciml.data.points import PointsBatch, draw_conditions
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.derivatives.engine import choose_pointwise_engine
 from mpsciml.derivatives.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
-from mpsciml.distributed.integrity import global_means
+from mpsciml.distributed.integrity import global_means, world_size
 from mpsciml.metrics import relative_l2
 from mpsciml.modules.base import SciMLModule
+from mpsciml.modules.compiled_loss import CompiledLoss
 from mpsciml.plots import plot_fields
 from mpsciml.problems.base import Problem
 
@@ -37,6 +40,9 @@ class PINNModule(SciMLModule):
         eval_chunk: int = 32768,
         max_consecutive_skips: int = 100,
         derivatives: str = "autograd",
+        compile: bool = False,
+        compile_backend: str = "inductor",
+        compile_mode: str | None = None,
     ) -> None:
         super().__init__(optimizer, max_consecutive_skips)
         self.problem = problem
@@ -50,7 +56,7 @@ class PINNModule(SciMLModule):
         # float64 on the CPU and deliberately not a buffer: a pure-fp16 run converts buffers.
         self.grid_reference = problem.reference(self.grid.points)
         # decided once, here: a model Taylor mode cannot run through is a logged, recorded fallback
-        self.derivative_engine = choose_pointwise_engine(derivatives, model)
+        self.derivative_engine = choose_pointwise_engine(derivatives, model, compiled=compile)
         self.derivatives = self.derivative_engine.used
         self.term_conditions = self._discover_terms()
         # Which derivatives each condition's residual asks for, carried forward by Taylor mode.
@@ -63,6 +69,10 @@ class PINNModule(SciMLModule):
         }
         self.term_names = list(self.term_conditions)
         self.loss_weights = self._resolve_weights(dict(loss_weights or {}))
+        self.compiled: CompiledLoss | None = None
+        if compile:
+            self._check_compilable()
+            self.compiled = CompiledLoss(self._taylor_terms, compile_backend, compile_mode)
 
     # ----------------------------------------------------------------- losses
     def loss_terms(self, batch: PointsBatch) -> dict[str, Tensor]:
@@ -73,6 +83,8 @@ class PINNModule(SciMLModule):
         seed, scaled = self.derivative_seeding()
         # a step with forward hooks (the precision probe's first) goes through autograd
         taylor = self.derivatives == "taylor" and supports_taylor(self.model)
+        if taylor and self.compiled is not None:
+            return self._compiled_terms(batch, seed, scaled)
         names = (self.problem.input_names, self.problem.output_names)
         squares: dict[str, Tensor] = {}
         derivative_sets = []
@@ -101,6 +113,83 @@ class PINNModule(SciMLModule):
         if scaled:
             self.report_nonfinite(derivative_sets)
         return global_means(squares)
+
+    # --------------------------------------------------------- compiled step
+    def _compiled_terms(self, batch: PointsBatch, seed: Any, scaled: bool) -> dict[str, Tensor]:
+        """`loss_terms` through the compiled function. The seeds enter as one tensor, so the
+        derivative scaler moving them is new data, not a recompile; under DDP the collective
+        of `global_means` stays outside the graph (the compiled part returns the squares)."""
+        assert self.compiled is not None
+        seeds = None
+        if scaled:
+            seeds = torch.tensor([float(seed(1)), float(seed(2))], device=self.device)
+        points = {name: batch[name] for name in self.conditions}
+        distributed = world_size() > 1
+        values, nonfinite = self.compiled(points, seeds, not distributed)
+        if scaled:
+            self.report_nonfinite([SimpleNamespace(nonfinite=nonfinite)])
+        return global_means(values) if distributed else values
+
+    def _taylor_terms(
+        self, points: dict[str, Tensor], seeds: Tensor | None, means: bool
+    ) -> tuple[dict[str, Tensor], dict[int, Tensor]]:
+        """What is compiled: every condition's Taylor forward, residuals and squares (`means`:
+        their means, one process), and the non-finite derivative counts by order when the
+        derivatives are seeded. No autograd w.r.t. the inputs (`fallback=False`)."""
+        names = (self.problem.input_names, self.problem.output_names)
+        order_seed = None if seeds is None else (lambda order: seeds[order - 1])
+        squares: dict[str, Tensor] = {}
+        nonfinite: dict[int, Tensor] = {}
+        for name, condition in self.conditions.items():
+            derivatives = TaylorDerivatives(
+                self.model,
+                points[name],
+                *names,
+                seed=order_seed,
+                track_nonfinite=seeds is not None,
+                carry=self._carry[name],
+                fallback=False,
+            )
+            residual = condition.residual(derivatives)
+            if isinstance(residual, Mapping):
+                for equation, value in residual.items():
+                    squares[f"{name}_{equation}"] = value**2
+            else:
+                squares[name] = residual**2
+            for order, count in derivatives.nonfinite.items():
+                nonfinite[order] = nonfinite[order] + count if order in nonfinite else count
+        if means:
+            return {term: torch.mean(value) for term, value in squares.items()}, nonfinite
+        return squares, nonfinite
+
+    def _check_compilable(self) -> None:
+        """Every derivative a residual asks for must come from the Taylor streams (first and
+        unmixed second derivatives): the autograd fallback for the rest cannot be compiled."""
+        for name, wanted in self._carry.items():
+            for wrt in sorted(wanted):
+                if len(wrt) > 2 or (len(wrt) == 2 and wrt[0] != wrt[1]):
+                    raise ValueError(
+                        f"compile=true: condition {name} asks for d/d{'d'.join(wrt)}, which "
+                        "Taylor mode takes by autograd (only first and unmixed second "
+                        "derivatives are streamed); use compile=false"
+                    )
+
+    def compile_facts(self) -> dict[str, Any]:
+        """summary.json `compile`: {enabled, backend, mode, compile_seconds, graph_breaks,
+        recompiles, compile_steps}; {enabled: False} for an eager run."""
+        if self.compiled is None:
+            return {"enabled": False}
+        return self.compiled.facts()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
+        if self.compiled is not None:
+            self.compiled.begin_step(self.global_step)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.compiled is not None:
+            self.compiled.end_step()
+        super().on_train_batch_end(outputs, batch, batch_idx)
 
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()

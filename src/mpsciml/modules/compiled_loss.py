@@ -1,0 +1,121 @@
+"""A module's local loss terms as one `torch.compile`d function (`compile=true`).
+
+Why: a small PINN's step is hundreds of tiny eager operators (Burgers in DeepXDE's setting: ~400
+per step, matmuls ~20% of the time), so Python dispatch, not arithmetic, sets its speed. One
+compiled function for every condition's forward (Taylor) pass, residuals and squares/means, whose
+backward AOT autograd compiles too, removes most of that. Nested autograd (reverse-mode input
+derivatives, then a weight backward through them) cannot be compiled: torch.compile has no double
+backward; forward-mode derivatives are plain differentiable ops, so the step needs Taylor mode.
+
+What this wrapper adds to `torch.compile`:
+- `fullgraph=True`: a graph break is an error, never a silent slow path;
+- its own recompile budget (`isolate_recompiles`), so several modules in one process (tests, the
+  precision probe's candidates) do not use up one shared budget of the same code object;
+- the facts a run reports (`facts()`): backend, mode, compile time (the first compiled step,
+  forward and backward: AOT autograd compiles the backward at its first call), graph breaks and
+  recompiles (`torch._dynamo` counters, read before and after each call; a compile during a call
+  is this function's, as nothing else runs meanwhile);
+- compiled lazily and dropped from pickles and deep copies: a copy compiles its own function for
+  its own network (a compiled bound method would keep training the original's weights).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch._dynamo.utils import counters
+
+#: the modes `compile_mode` accepts besides null (torch.compile's own; inductor only)
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_options(backend: str, mode: str | None) -> None:
+    """One line for a backend torch does not know or a mode it cannot take."""
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in backends:
+        raise ValueError(f"compile_backend={backend!r} is unknown; allowed: {', '.join(backends)}")
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"compile_mode={mode!r} is unknown; allowed: null, {', '.join(MODES)}")
+    if mode is not None and backend != "inductor":
+        raise ValueError(
+            f"compile_mode={mode} applies to compile_backend=inductor only, not {backend}"
+        )
+
+
+class CompiledLoss:
+    """`function` compiled on its first call with `torch.compile(fullgraph=True)`; counts what
+    compiling cost. `begin_step`/`end_step` bracket a training step, so the first compiled
+    step's wall time (compile of forward and backward included) is `compile_seconds`."""
+
+    def __init__(
+        self, function: Callable[..., Any], backend: str = "inductor", mode: str | None = None
+    ) -> None:
+        check_compile_options(backend, mode)
+        self.function = function
+        self.backend, self.mode = backend, mode
+        self._compiled: Callable[..., Any] | None = None
+        self.compiles = 0
+        self.graph_breaks = 0
+        self.compile_seconds: float | None = None
+        self.compile_steps: list[int] = []
+        self._started: float | None = None
+        self._new_compile, self._step = False, 0
+
+    def __call__(self, *args: Any) -> Any:
+        if self._compiled is None:
+            self._compiled = torch.compile(
+                self.function,
+                backend=self.backend,
+                mode=self.mode,
+                fullgraph=True,
+                dynamic=False,  # the points' shapes change with nothing but the config
+                isolate_recompiles=True,
+            )
+        if self.compile_seconds is None and self._started is None:
+            self._started = time.perf_counter()
+        graphs = counters["stats"]["unique_graphs"]
+        breaks = sum(counters["graph_break"].values())
+        result = self._compiled(*args)
+        new = counters["stats"]["unique_graphs"] - graphs
+        self.graph_breaks += sum(counters["graph_break"].values()) - breaks
+        if new:
+            self.compiles += new
+            self._new_compile = True
+        return result
+
+    def begin_step(self, step: int) -> None:
+        self._new_compile, self._step = False, step
+
+    def end_step(self) -> None:
+        """After the step's backward: the first compiled step's time, and where compiles hit."""
+        if self._new_compile:
+            self.compile_steps.append(self._step)
+        if self._started is not None and self.compile_seconds is None:
+            self.compile_seconds = time.perf_counter() - self._started
+            self._started = None
+
+    @property
+    def recompiles(self) -> int:
+        return max(self.compiles - 1, 0)
+
+    def facts(self) -> dict[str, Any]:
+        """For summary.json `compile`: what ran and what compiling cost."""
+        return {
+            "enabled": True,
+            "backend": self.backend,
+            "mode": self.mode,
+            "compile_seconds": self.compile_seconds,
+            "graph_breaks": self.graph_breaks,
+            "recompiles": self.recompiles,
+            "compile_steps": list(self.compile_steps),
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the compiled function (not picklable; a copy compiles its own)."""
+        state = self.__dict__.copy()
+        state["_compiled"] = None
+        state["_started"] = None
+        return state

@@ -1,0 +1,234 @@
+"""Checks of `compile=true`: the compiled PINN step must train exactly like the eager Taylor step.
+
+The default suite compiles with `backend="aot_eager"` (dynamo's capture and AOT autograd, no code
+generation, no C++ compiler): that proves one graph without breaks, no recompiles where there
+should be none, and equality to eager; each compile still costs seconds, so only two runs compile
+here. The inductor run (generated C++ code) and the longer paths (Navier-Stokes, bf16_mixed,
+precision switches, L-BFGS, resume) are slow tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+import shutil
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from mpsciml.compose import build
+from mpsciml.config import ConfigError
+from mpsciml.derivatives import taylor
+from mpsciml.modules.compiled_loss import CompiledLoss, check_compile_options
+from mpsciml.modules.pinn import PINNModule
+
+AOT = ["compile=true", "compile_backend=aot_eager"]
+TINY_BURGERS = ["model.hidden=[8,8]", "problem.n_boundary=8", "problem.n_initial=8"]
+TINY_NS = ["problem=navier_stokes", "model.hidden=[8,8]", "problem.n_boundary=16"]
+TINY_NS += ["problem.n_outlet=8", "optimizer=adam"]  # the recipe's L-BFGS phase: its own test
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny networks: threads only wait for each other on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Record(pl.Callback):
+    """Every step's total loss and the last applied step's weight gradients (of its last
+    closure; a skipped step sets them to None)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.grads: list[Tensor] = []
+
+    def on_train_batch_end(self, trainer: Any, module: Any, *args: Any) -> None:
+        self.losses.append(float(module.last_terms["total"]))
+        grads = [p.grad.detach().clone() for p in module.parameters() if p.grad is not None]
+        self.grads = grads or self.grads
+
+
+def train(cfg: DictConfig, prepare: Callable[[PINNModule], None] | None = None) -> dict[str, Any]:
+    module, trainer, parts = build(cfg)
+    if prepare is not None:
+        prepare(module)
+    record = Record()
+    trainer.callbacks.append(record)
+    trainer.fit(module, datamodule=parts["datamodule"])
+    plugin = trainer.precision_plugin
+    return {
+        "module": module,
+        "losses": record.losses,
+        "grads": record.grads,
+        "params": [p.detach().clone() for p in module.parameters()],
+        "skips": dict(plugin.skip_reasons),
+        "seeds": dict(plugin.derivative_scaler.scales) if plugin.derivative_scaler else None,
+    }
+
+
+def assert_same_training(eager: dict[str, Any], compiled: dict[str, Any], rel: float) -> None:
+    """Losses at every step, final gradients and weights, to `rel` of each one's scale."""
+    assert len(eager["losses"]) == len(compiled["losses"]) > 0
+    for step, (a, b) in enumerate(zip(eager["losses"], compiled["losses"], strict=True)):
+        if not math.isfinite(a):  # a skipped step's (overflowed) loss
+            assert a == b or (math.isnan(a) and math.isnan(b)), f"step {step}: {b} != eager {a}"
+            continue
+        assert abs(a - b) <= rel * abs(a), f"step {step}: loss {b} != eager {a}"
+    for what in ("grads", "params"):
+        assert len(eager[what]) == len(compiled[what]) > 0, what
+        for a, b in zip(eager[what], compiled[what], strict=True):
+            error = (a - b).abs().max().item()
+            assert error <= rel * a.abs().max().item(), f"{what}: {error:.2e}"
+
+
+def test_compiled_burgers_trains_like_eager_without_recompiling_on_resampling(tiny_config):
+    """fp32, fresh points every 2 steps: the same losses and gradients as the eager Taylor step
+    (derivatives=autograd asked: compile runs Taylor mode, recorded), one graph, no breaks and
+    no recompile when the points change (same shapes). The first step is the precision probe's
+    (its forward hook needs the real forward), so the compile happens at step 1."""
+    common = [*TINY_BURGERS, "trainer.max_steps=8", "resample_every=2"]
+    eager = train(tiny_config(*common, "derivatives=taylor"))
+    compiled = train(tiny_config(*common, *AOT, "derivatives=autograd"))
+    assert_same_training(eager, compiled, rel=1e-6)
+    module = compiled["module"]
+    facts = module.compile_facts()
+    assert facts["compile_steps"] == [1] and facts["recompiles"] == 0
+    assert facts["graph_breaks"] == 0 and facts["backend"] == "aot_eager"
+    assert facts["compile_seconds"] > 0 and eager["module"].compile_facts() == {"enabled": False}
+    engine = module.derivative_engine
+    assert (engine.requested, engine.used) == ("autograd", "taylor") and "compile" in engine.reason
+    # neither a copy nor a pickle carries the compiled function: a copy compiles its own
+    for clone in (copy.deepcopy(module), pickle.loads(pickle.dumps(module))):
+        assert clone.compiled is not None and clone.compiled._compiled is None
+        assert clone.compiled.function.__self__ is clone
+    assert "compiled" not in module.state_dict() and not module.hparams
+
+
+def _narrow_fp16_first_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp16 made 2^20 times narrower for the first-derivative streams: a stream entry of
+    magnitude >= 2^-4 overflows (x 2^20 > 65504), the others come back exact (/ 2^20). Which
+    steps overflow then depends on the seed the derivative scaler chose, as in a real overflow."""
+    original = taylor.taylor_forward
+
+    def narrow(*args: Any, **kwargs: Any) -> taylor.TaylorStreams:
+        streams = original(*args, **kwargs)
+        if streams.first is not None and streams.first.dtype == torch.float16:
+            streams.first = streams.first * 2.0**20 / 2.0**20
+        return streams
+
+    monkeypatch.setattr(taylor, "taylor_forward", narrow)
+
+
+def test_compiled_mixed_step_is_skipped_on_derivative_overflow_like_eager(tiny_config, monkeypatch):
+    """Navier-Stokes in fp16 autocast with overflowing derivative streams: the same skips, the
+    same backed-off seeds and the same losses as eager; the seeds are tensors, so the scaler
+    moving them recompiles nothing."""
+    _narrow_fp16_first_streams(monkeypatch)
+    common = [*TINY_NS, "precision=mixed", "precision.init_scale=1024", "trainer.max_steps=8"]
+    eager = train(tiny_config(*common))
+    compiled = train(tiny_config(*common, *AOT))
+    assert eager["skips"].get("derivative_overflow", 0) >= 1
+    assert compiled["skips"] == eager["skips"] and compiled["seeds"] == eager["seeds"]
+    assert min(compiled["seeds"].values()) < 1.0
+    assert_same_training(eager, compiled, rel=1e-3)  # fp16 arithmetic, regrouped by AOT
+    assert compiled["module"].compile_facts()["recompiles"] == 0
+
+
+def test_compile_refusals_are_one_line(tiny_config):
+    with pytest.raises(ConfigError, match=r"^compile=true needs Taylor.*model=fourier_mlp"):
+        build(tiny_config("compile=true", "model=fourier_mlp"))
+    with pytest.raises(ConfigError, match=r"^compile_backend='nosuch' is unknown; allowed: "):
+        build(tiny_config("compile=true", "compile_backend=nosuch"))
+    with pytest.raises(ConfigError, match=r"^compile_mode='fast' is unknown"):
+        build(tiny_config("compile=true", "compile_mode=fast"))
+    with pytest.raises(ValueError, match="inductor only"):
+        check_compile_options("aot_eager", "reduce-overhead")
+    with pytest.raises(ConfigError, match=r"^compile=true compiles the PINN step of pointwise"):
+        build(tiny_config("compile=true", "problem=diffusion_reaction", "problem.n_train=8"))
+
+
+def test_a_residual_with_mixed_partials_is_refused(tiny_config):
+    module, _, _ = build(tiny_config("derivatives=taylor"))
+    module._carry["pde"] = frozenset({("x",), ("x", "t")})
+    with pytest.raises(ValueError, match=r"^compile=true: condition pde asks for d/dxdt"):
+        module._check_compilable()
+
+
+def test_compiled_loss_counts_compiles_and_is_lazy():
+    calls = CompiledLoss(lambda x, k: x * k, backend="aot_eager")
+    assert calls._compiled is None
+    x = torch.ones(3)
+    calls.begin_step(0)
+    calls(x, 2.0)
+    calls.end_step()
+    calls.begin_step(1)
+    calls(x + 1, 2.0)  # the same shapes: no compile
+    calls.end_step()
+    calls.begin_step(2)
+    calls(x, 3.0)  # a Python number is a constant of the graph: a recompile
+    calls.end_step()
+    facts = calls.facts()
+    assert facts["compile_steps"] == [0, 2] and facts["recompiles"] == 1
+    assert facts["compile_seconds"] > 0 and facts["graph_breaks"] == 0
+
+
+# ------------------------------------------------------------------ slow: longer or costlier
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "bf16_mixed"])
+def test_compiled_navier_stokes_trains_like_eager(tiny_config, precision):
+    common = [*TINY_NS, f"precision={precision}", "trainer.max_steps=10"]
+    eager = train(tiny_config(*common))
+    compiled = train(tiny_config(*common, *AOT))
+    assert_same_training(eager, compiled, rel=1e-6 if precision == "fp32" else 1e-2)
+    assert compiled["module"].compile_facts()["recompiles"] == 0
+
+
+@pytest.mark.slow
+def test_precision_switches_and_lbfgs_recompile_a_bounded_number_of_times(tiny_config):
+    """mixed, a schedule to fp32 at step 3, L-BFGS from step 6 (several closures per step):
+    trains as eager does, recompiling once for the autocast change."""
+    common = [
+        *TINY_BURGERS,
+        "precision=mixed",
+        "optimizer=adam_lbfgs",
+        "optimizer.switch_step=6",
+        "trainer.max_steps=8",
+        "+precision.schedule=[{step: 3, precision: fp32}]",
+    ]
+    eager = train(tiny_config(*common))
+    compiled = train(tiny_config(*common, *AOT))
+    assert_same_training(eager, compiled, rel=1e-3)
+    facts = compiled["module"].compile_facts()
+    assert facts["recompiles"] <= 2 and facts["compile_steps"][0] == 1, facts
+
+
+@pytest.mark.slow
+def test_a_compiled_run_resumes_from_its_checkpoint(tiny_config, tmp_path):
+    from mpsciml.train import run
+
+    common = [*TINY_BURGERS, *AOT]
+    straight = run(tiny_config(*common, "trainer.max_steps=6"))
+    stopped = run(tiny_config(*common, "trainer.max_steps=3"))
+    resumed = run(tiny_config(*common, "trainer.max_steps=6", f"resume={stopped['output_dir']}"))
+    assert resumed["steps"] == 6 and resumed["l2"] == straight["l2"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++")
+def test_inductor_burgers_trains_like_eager_over_200_steps(tiny_config):
+    common = [*TINY_BURGERS, "model.hidden=[20,20,20]", "trainer.max_steps=200"]
+    eager = train(tiny_config(*common, "derivatives=taylor"))
+    compiled = train(tiny_config(*common, "compile=true"))
+    assert_same_training(eager, compiled, rel=1e-5)
+    assert compiled["module"].compile_facts()["recompiles"] == 0
