@@ -37,7 +37,7 @@ def test_the_fastest_agreeing_candidate_wins():
     chosen, line = choose([row("fp32", 2.0), row("bf16_mixed", 1.0, 0.999, 0.01), row("mixed", 3)])
     assert chosen == "bf16_mixed"
     assert line.startswith("precision=auto: bf16_mixed")
-    assert "fp32 2.00x slower" in line and "mixed 3.00x slower" in line
+    assert "fp32 2x slower" in line and "mixed 3x slower" in line
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from mpsciml.callbacks.gradient_agreement import GradientAgreement
 from mpsciml.callbacks.precision_monitor import PrecisionMonitor
 from mpsciml.callbacks.precision_probe import PrecisionProbe
 from mpsciml.callbacks.precision_schedule import PrecisionSchedule
+from mpsciml.callbacks.progress import DEFAULT_REFRESH_RATE, LossProgressBar
 from mpsciml.callbacks.step_timer import StepTimer
 from mpsciml.config import ConfigError, resume_checkpoint, validate
 from mpsciml.distributed.plan import (
@@ -88,6 +89,12 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
     if precision.schedule:
         callbacks.append(PrecisionSchedule(precision.schedule))
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if cfg.trainer.get("enable_progress_bar", True):  # last: a redraw is not in step_ms
+        refresh = cfg.trainer.get("progress_bar_refresh_rate") or DEFAULT_REFRESH_RATE
+        try:
+            callbacks.append(LossProgressBar(refresh_rate=refresh))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     quiet_start_up_noise(loggers)
     max_steps = cfg.trainer.max_steps

@@ -234,6 +234,7 @@ def evaluate(
         "l2": errors,
         "final_losses": losses,
         "step_ms": parts["timer"].median_ms(),
+        "optimizer_impl": getattr(module, "optimizer_impl", None),  # fused | foreach | for-loop
         "precision": {
             **parts["probe"].report(trainer, module),
             **(parts.get("auto_precision") or {}),

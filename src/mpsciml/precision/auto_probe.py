@@ -128,9 +128,9 @@ def choose(rows: list[ProbeRow]) -> tuple[str, str]:
             continue
         ratio = row.step_ms / best.step_ms
         if row.agrees:
-            others.append(f"{row.precision} {ratio:.2f}x slower")
+            others.append(f"{row.precision} {ratio:.3g}x slower")
         else:
-            others.append(f"{row.precision} {ratio:.2f}x the time but {row.why}")
+            others.append(f"{row.precision} {ratio:.3g}x the time but {row.why}")
     said = f" ({'; '.join(others)})" if others else ""
     return best.precision, f"precision=auto: {best.precision} at {best.step_ms:.2f} ms/step{said}"
 
