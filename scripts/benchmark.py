@@ -48,7 +48,8 @@ How it measures, and why:
   high-water mark through /proc/self/clear_refs; all rows' modules are resident), the CUDA
   allocator's peak (reset first), and the bytes autograd saved for backward (each storage once,
   `saved_tensors_hooks`): the activation memory mixed precision is meant to halve.
-- Threads: `--threads` (default: OMP_NUM_THREADS, else torch's default) for every row alike.
+- Threads: `--threads` (default: OMP_NUM_THREADS, else what `python train.py` would choose for
+  the case's network: `threads: auto`, one thread under 1M parameters) for every row alike.
 
 Writes `--out` (default outputs/benchmark/<problem>.json; with several problems a folder), and
 with `--sizes` over several point counts `<problem>_sizes.png`. A bad option stops with one line
@@ -74,15 +75,17 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, open_dict
 
-from mpsciml.benchmark.comparison import DEEPXDE_SETTING, with_setting
 from mpsciml.benchmark.settings import (
+    DEEPXDE_SETTING,
     SETTING_NAMES,
     Setting,
     is_spectral,
     precision_settings,
+    with_setting,
 )
 from mpsciml.config import ConfigError, register_resolvers
 from mpsciml.precision.registry import PRECISIONS
+from mpsciml.threads import choose_threads
 
 # Lightning, the training code and the measuring parts are imported when a run starts, so a typo
 # on the command line is answered in half the time.
@@ -301,6 +304,8 @@ def run_case(
         runners.append(runner)
     device = device_of(cfg)
     module = next(r for r in runners if r.name == "fp32").facts["module"]
+    if not getattr(args, "threads_set", True):  # as train.py would (threads: auto), every row
+        torch.set_num_threads(choose_threads(cfg.get("threads", "auto"), module.model, device)[0])
     extra_skipped: dict[str, tuple[str, str, str]] = {  # name -> (reason, detail, kind)
         name: (*why, "lightning") for name, why in getattr(args, "missing", {}).items()
     }
@@ -467,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = args.threads or (int(omp) if omp.isdigit() and int(omp) > 0 else None)
         if threads:
             torch.set_num_threads(threads)
+        args.threads_set = bool(threads)
         problems = split_problems(args.overrides)
         out = args.out
         if out is None:

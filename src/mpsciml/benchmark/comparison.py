@@ -10,9 +10,7 @@
     bare_compiled          the bare loop in Taylor mode with its loss under torch.compile
     deepxde_fp32, pina_fp32  the peers (`peers.py`; --peers)
 
-`DEEPXDE_SETTING` is DeepXDE's Burgers example setting (`--deepxde-setting`): 2540 domain, 80
-boundary, 160 initial points and an MLP 2-[20]x3-1 tanh with Glorot-normal weights; Adam 1e-3 is
-already every benchmark row's optimizer.
+`settings.DEEPXDE_SETTING` is DeepXDE's Burgers example setting (`--deepxde-setting`).
 """
 
 from __future__ import annotations
@@ -28,23 +26,8 @@ from mpsciml.benchmark.runner import Runner, linear_layers
 from mpsciml.benchmark.settings import Setting
 from mpsciml.benchmark.timing import StepClock
 
-DEEPXDE_SETTING = (
-    "problem=burgers",
-    "problem.n_domain=2540",
-    "problem.n_boundary=80",
-    "problem.n_initial=160",
-    "model.hidden=[20,20,20]",
-    "model.activation=tanh",
-    "model.init=glorot_normal",
-)
 SHIPPED = ("trainer.enable_progress_bar=true", "callbacks=default")
 COMPILE_MISSING = "this checkout has no `compile` option"
-
-
-def with_setting(overrides: list[str], setting: tuple[str, ...]) -> list[str]:
-    """`setting` first, then the user's overrides; a key the user sets wins (dropped here)."""
-    mine = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
-    return [*(o for o in setting if o.split("=", 1)[0] not in mine), *overrides]
 
 
 def comparison_settings(base: DictConfig, peers: bool, compile_: bool) -> list[Setting]:

@@ -33,6 +33,18 @@ SIZE_KEYS = (
     "projection_channels",
 )
 REFERENCE_MODEL = "neuralop_fno"
+#: DeepXDE's Burgers example setting (`--deepxde-setting`), the setting of issue 15's comparison:
+#: 2540 domain, 80 boundary, 160 initial points, MLP 2-[20]x3-1 tanh with Glorot-normal weights
+#: (Adam 1e-3 is every benchmark row's optimizer already)
+DEEPXDE_SETTING = (
+    "problem=burgers",
+    "problem.n_domain=2540",
+    "problem.n_boundary=80",
+    "problem.n_initial=160",
+    "model.hidden=[20,20,20]",
+    "model.activation=tanh",
+    "model.init=glorot_normal",
+)
 
 
 @dataclass(frozen=True)
@@ -105,3 +117,9 @@ def _override_value(value: object) -> str:
     if isinstance(value, list | tuple) or type(value).__name__ == "ListConfig":
         return "[" + ",".join(_override_value(v) for v in value) + "]"  # type: ignore[union-attr]
     return str(value)
+
+
+def with_setting(overrides: list[str], setting: tuple[str, ...]) -> list[str]:
+    """`setting` first, then the user's overrides; a key the user sets wins (dropped here)."""
+    mine = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    return [*(o for o in setting if o.split("=", 1)[0] not in mine), *overrides]
