@@ -253,3 +253,15 @@ def test_bare_compiled_equals_bare_eager_over_ten_steps(tiny_config):
         assert float(compiled.step()) == pytest.approx(float(eager.step()), rel=1e-6, abs=1e-7)
     for a, b in zip(compiled.model.parameters(), eager.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_compiling_steps_after_the_warmup_are_not_timed():
+    from mpsciml.benchmark.report import runner_row
+    from mpsciml.benchmark.runner import Runner
+
+    runner = Runner("fp32_compiled", "lightning", StepClock(None, 0, steps=5, turn=5))
+    runner.clock.samples = [0.01, 0.01, 9.0, 0.01, 0.01]  # step 2 compiled (a recompile)
+    runner.facts["compile"] = {"compile_steps": [0, 2]}
+    row = runner_row(runner, warmup=1)
+    assert row["steps"] == 3 and row["median_ms"] == pytest.approx(10.0)
+    assert row["compile_steps_not_timed"] == [2]

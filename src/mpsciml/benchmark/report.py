@@ -40,7 +40,14 @@ def runner_row(runner: Runner, warmup: int) -> dict[str, Any]:
     if runner.error is None and len(runner.clock.samples) <= warmup:  # e.g. stopped as diverged
         row["error"] = f"stopped after {runner.clock.ticks} steps, before any timed step"
     if row["error"] is None:
-        row.update(summarize(runner.clock.samples, warmup))
+        # a compile=true row's compiling steps (H1's `compile_steps`) are never step times, even
+        # where they fall after the warm-up (a recompile; a short --warmup)
+        compiled = runner.facts.get("compile") or {}
+        late = {s for s in compiled.get("compile_steps") or () if s >= warmup}
+        kept = [s for i, s in enumerate(runner.clock.samples) if i not in late]
+        row.update(summarize(kept, warmup))
+        if late:
+            row["compile_steps_not_timed"] = sorted(late)
         row["turn"], row["warmup"] = runner.clock.turn, warmup
         row["samples_ms"] = [round(1e3 * s, 4) for s in runner.clock.samples]
     row.update(
