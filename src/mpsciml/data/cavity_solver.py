@@ -21,7 +21,7 @@ The lid and its corners (`lid_velocity`), the one choice that defines the proble
   is 0.024 from each corner for m = 16), so velocity and pressure are smooth everywhere: the
   reference converges cleanly, the pressure is square-integrable and a smooth network can satisfy
   the boundary condition exactly. It changes the standard flow only near the lid's corners (the
-  centreline velocities move by < 0.01 at Re = 100; tests/test_cavity.py).
+  centreline velocities move by < 0.002 at Re = 100; tests/test_cavity.py).
 - `lid="discontinuous"`: the standard cavity of Ghia et al. (1982), U = 1 on the open lid
   0 < x < 1 and U = 0 at the two corner points, which belong to the side walls. The velocity jumps
   there and the pressure is singular (p ~ 1/r), so pointwise errors near those corners do not

@@ -51,7 +51,7 @@ class LidDrivenCavity(Problem):
         reynolds: float = 100.0,
         lid: str = "regularised",
         lid_exponent: int = 16,
-        n_domain: int = 2601,
+        n_domain: int = 2000,
         n_boundary: int = 400,
         resolution: int = 128,
         sampling: str = "sobol",
