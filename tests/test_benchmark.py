@@ -232,8 +232,8 @@ def test_comparison_ratios_to_our_fastest_row_and_the_bare_eager_loop():
     assert bare["x_fastest_mpsciml"] == pytest.approx(0.8)
     assert failed["x_fastest_mpsciml"] is None and failed["x_bare_eager"] is None
     header, _, first = markdown_table(table_rows).splitlines()[:3]
-    assert "x fastest mpsciml | x bare eager" in header
-    assert first.startswith("| fp32 | 20.0 | - | 1.00 | 1.00 | 1.25 |")
+    assert "x fastest mpsciml | x bare eager (paired)" in header
+    assert first.startswith("| fp32 | 20.0 | - | 1.00 | 1.00 | 1.25 (1.12) |")
 
 
 @pytest.mark.slow  # ~7 s of dynamo tracing on a quiet 2-core machine, 20 s on a busy one

@@ -108,7 +108,19 @@ def add_ratios(rows: list[dict[str, Any]], reference: str = REFERENCE) -> list[d
         mine = row.get("median_ms")
         row["x_fastest_mpsciml"] = mine / min(ours) if mine and ours else None
         row["x_bare_eager"] = mine / bare["median_ms"] if mine and bare else None
+        row["x_bare_eager_paired"] = _paired(row, bare) if mine and bare else None
     return rows
+
+
+def _paired(row: dict[str, Any], base: dict[str, Any]) -> float | None:
+    """`paired_ratio` of two rows' samples, turn by turn (None without samples or turns)."""
+    a, b = row.get("samples_ms"), base.get("samples_ms")
+    if not a or not b or not row.get("turn") or row.get("turn") != base.get("turn"):
+        return None
+    try:
+        return paired_ratio(a, b, row["turn"], row.get("warmup", 0))
+    except ValueError:  # no timed turn in common
+        return None
 
 
 def framework_overhead(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
@@ -135,6 +147,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     final weights (`loss_ours_end`: every row's weights after the same number of steps)."""
     lines = [
         "| runner | ms/step (median) | IQR ms | time x fp32 | x fastest mpsciml | x bare eager "
+        "(paired) "
         "| saved for backward MiB | saved x fp32 | peak RSS MiB | CUDA peak MiB | loss (step 0) "
         "| loss (last step) | our loss at the end |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -150,7 +163,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['name']} | {_fmt(r.get('median_ms'), '.1f')} | {_fmt(r.get('iqr_ms'), '.1f')} "
             f"| {_fmt(r.get('time_vs_fp32'), '.2f')} | {_fmt(r.get('x_fastest_mpsciml'), '.2f')} "
-            f"| {_fmt(r.get('x_bare_eager'), '.2f')} | {_fmt(saved, '.2f')} "
+            f"| {_fmt(r.get('x_bare_eager'), '.2f')} ({_fmt(r.get('x_bare_eager_paired'), '.2f')}) "
+            f"| {_fmt(saved, '.2f')} "
             f"| {_fmt(r.get('saved_vs_fp32'), '.2f')} | {_fmt(r.get('rss_peak_mb'), '.0f')} "
             f"| {_fmt(r.get('cuda_max_allocated_mb'), '.1f')} "
             f"| {_fmt(r.get('first_loss'), '.6g')} | {_fmt(r.get('last_loss'), '.6g')} "
