@@ -52,7 +52,7 @@ LOSS_DEFINITION = (
 
 def import_deepxde() -> Any:
     """DeepXDE with its PyTorch backend, imported quietly; an error if it runs another one."""
-    os.environ.setdefault("DDE_BACKEND", "pytorch")
+    os.environ["DDE_BACKEND"] = "pytorch"  # this process only; wins over ~/.deepxde/config.json
     with quiet_import():
         import deepxde as dde
     if dde.backend.backend_name != "pytorch":
