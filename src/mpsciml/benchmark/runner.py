@@ -124,6 +124,7 @@ def lightning_runner(cfg: DictConfig, steps: int, turn: int, name: str | None = 
                 "steps_run": trainer.global_step,
                 "skipped_steps": getattr(plugin, "skipped_steps", None),
                 "param_dtype": str(next(module.parameters()).dtype).removeprefix("torch."),
+                "optimizer_impl": getattr(module, "optimizer_impl", None),
             }
         )
         compile_facts = getattr(module, "compile_facts", None)
