@@ -67,7 +67,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -75,16 +75,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, open_dict
 
-from mpsciml.benchmark.settings import (
-    DEEPXDE_SETTING,
-    SETTING_NAMES,
-    Setting,
-    is_spectral,
-    precision_settings,
-    with_setting,
-)
+from mpsciml.benchmark import options
+from mpsciml.benchmark.options import COMPILE_WARMUP, UsageError
+from mpsciml.benchmark.settings import Setting, is_spectral, precision_settings
 from mpsciml.config import ConfigError, register_resolvers
-from mpsciml.precision.registry import PRECISIONS
 from mpsciml.threads import choose_threads
 
 # Lightning, the training code and the measuring parts are imported when a run starts, so a typo
@@ -92,7 +86,6 @@ from mpsciml.threads import choose_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROBLEMS = ["burgers", "navier_stokes"]
-DEFAULT_PRECISIONS = ["fp32", "mixed", "bf16_mixed"]
 # (timed steps, warm-up steps, steps per turn) per row, sized so the default benchmark ends
 # within 5 min on 2 shared CPU cores, where an fp16/bf16 step costs 5-10 fp32 steps (no fp16/bf16
 # units); short turns for slow steps, so every row still gets many turns.
@@ -104,7 +97,6 @@ DEFAULT_SCHEDULE = {
     "ns_vorticity": (8, 2, 2),
 }
 FALLBACK_SCHEDULE = (30, 3, 5)
-COMPILE_WARMUP = 3  # at least, with --compile: the compiling steps are never timed
 BENCHMARK_OVERRIDES = [
     "optimizer=adam",
     "logger=none",
@@ -112,113 +104,11 @@ BENCHMARK_OVERRIDES = [
     "+trainer.limit_val_batches=0",
     "trainer.enable_progress_bar=false",
 ]
-SIZE_KEYS = ("points", "width")
-
-
-class UsageError(Exception):
-    """A bad option; its message is the one line the user sees."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--precisions", nargs="+", default=None, metavar="NAME")
-    parser.add_argument(
-        "--peers",
-        action="store_true",
-        help="add DeepXDE and PINA (when installed), fp32 as shipped and bare_compiled",
-    )
-    parser.add_argument("--compile", action="store_true", help="add our fp32 row with compile=true")
-    parser.add_argument(
-        "--deepxde-setting",
-        action="store_true",
-        help="DeepXDE's Burgers example: 2540/80/160 points, MLP 2-[20]x3-1 tanh",
-    )
-    parser.add_argument(
-        "--settings",
-        nargs="+",
-        default=list(SETTING_NAMES),
-        metavar="NAME",
-        help=f"rows for a spectral model (model=fno): {', '.join(SETTING_NAMES)}",
-    )
-    parser.add_argument(
-        "--reference",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="with model=fno also neuraloperator's FNO at the same size (model=neuralop_fno)",
-    )
-    parser.add_argument(
-        "--contraction",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="with a spectral model also the CP contraction orders at its size",
-    )
-    parser.add_argument("--sizes", nargs="+", default=[], metavar="KEY=N,N")
-    parser.add_argument(
-        "--steps", type=int, default=None, help="timed steps per row, after the warm-up"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=int,
-        default=None,
-        help=f"untimed steps first (per row; at least {COMPILE_WARMUP} with --compile)",
-    )
-    parser.add_argument("--turn", type=int, default=None, help="steps per turn of a row")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--bare", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for train.py")
-    args = parser.parse_intermixed_args(argv)
-    if args.precisions is None:  # the comparison with peers and compiled rows is in fp32
-        args.precisions = ["fp32"] if args.peers or args.compile else list(DEFAULT_PRECISIONS)
-    if args.deepxde_setting:
-        named = [o.split("=", 1)[1] for o in args.overrides if o.startswith("problem=")]
-        if named and named[-1] != "burgers":
-            raise UsageError(f"--deepxde-setting is Burgers' setting; got problem={named[-1]}")
-        args.overrides = with_setting(args.overrides, DEEPXDE_SETTING)
-    unknown = [p for p in args.precisions if p not in PRECISIONS]
-    if unknown:
-        raise UsageError(
-            f"--precisions {unknown[0]!r} is unknown; allowed: {', '.join(PRECISIONS)}"
-        )
-    for key in ("steps", "turn", "threads"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            raise UsageError(f"--{key}={value} is invalid: must be an integer >= 1")
-    if args.warmup is not None and args.warmup < 0:
-        raise UsageError(f"--warmup={args.warmup} is invalid: must be an integer >= 0")
-    unknown = [n for n in args.settings if n not in SETTING_NAMES]
-    if unknown:
-        raise UsageError(
-            f"--settings {unknown[0]!r} is unknown; allowed: {', '.join(SETTING_NAMES)}"
-        )
-    args.sizes = parse_sizes(args.sizes)
-    if "fp32" not in args.precisions:
-        args.precisions = ["fp32", *args.precisions]  # every ratio is taken against fp32
-    if "fp32" not in args.settings:
-        args.settings = ["fp32", *args.settings]
-    return args
-
-
-def parse_sizes(items: list[str]) -> dict[str, list[int]]:
-    """`points=1000,4000 width=32` -> {'points': [1000, 4000], 'width': [32]}."""
-    sizes: dict[str, list[int]] = {}
-    for item in items:
-        key, _, values = item.partition("=")
-        if key not in SIZE_KEYS:
-            raise UsageError(f"--sizes {key!r} is unknown; allowed: {', '.join(SIZE_KEYS)}")
-        try:
-            numbers = [int(v) for v in values.split(",")]
-        except ValueError:
-            numbers = []
-        if not numbers or min(numbers) < 1:
-            raise UsageError(f"--sizes {key}={values!r} is invalid: comma-separated integers >= 1")
-        sizes[key] = numbers
-    return sizes
+    """The command line, checked (`mpsciml.benchmark.options`); this docstring is its --help."""
+    return options.parse_args(argv, __doc__ or "")
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
@@ -270,17 +160,10 @@ def run_case(
     interleaved. A setting whose model refuses the device (`check_device`) is listed, not run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from mpsciml.benchmark.bare_loop import BareLoop
-    from mpsciml.benchmark.comparison import bare_compiled_runner
-    from mpsciml.benchmark.peers import loss_ours_end, peer_rows
+    from mpsciml.benchmark.comparison import reference_rows, second_rich_bar
+    from mpsciml.benchmark.peers import loss_ours_end
     from mpsciml.benchmark.report import add_ratios, framework_overhead, runner_row, skipped_row
-    from mpsciml.benchmark.runner import (
-        EXTRA_STEPS,
-        bare_runner,
-        device_of,
-        lightning_runner,
-        run_interleaved,
-    )
+    from mpsciml.benchmark.runner import EXTRA_STEPS, device_of, lightning_runner, run_interleaved
 
     timed, runners, skipped = args.warmup + steps, [], {}
     for setting in settings:
@@ -296,9 +179,7 @@ def run_case(
             skipped[setting.name] = (f"not on {device_of(cfg).upper()}", str(exc))
             continue
         runner.facts["label"] = setting.label
-        if runner.facts.get("progress_bar") == "RichProgressBar" and any(
-            r.facts.get("progress_bar") == "RichProgressBar" for r in runners
-        ):  # Rich allows one live display at a time: a second would crash both
+        if second_rich_bar(runner, runners):
             skipped[setting.name] = ("a second Rich progress bar", "Rich: one live display")
             continue
         runners.append(runner)
@@ -306,27 +187,16 @@ def run_case(
     module = next(r for r in runners if r.name == "fp32").facts["module"]
     if not getattr(args, "threads_set", True):  # as train.py would (threads: auto), every row
         torch.set_num_threads(choose_threads(cfg.get("threads", "auto"), module.model, device)[0])
-    extra_skipped: dict[str, tuple[str, str, str]] = {  # name -> (reason, detail, kind)
-        name: (*why, "lightning") for name, why in getattr(args, "missing", {}).items()
-    }
+    extra_skipped = {n: (*why, "lightning") for n, why in getattr(args, "missing", {}).items()}
     reference = None
     if args.bare and hasattr(module, "conditions"):  # a PINN; before it trains: same weights
-        runners.append(bare_runner(module, device, timed, args.turn))
-        reference = BareLoop.like(module, device, derivatives="autograd")
-        if args.peers or args.compile:
-            compiled, why = bare_compiled_runner(module, cfg, device, timed, args.turn)
-            if compiled is not None:
-                runners.append(compiled)
-            else:
-                extra_skipped["bare_compiled"] = (*why, "bare")
-        if args.peers:
-            peers, missing = peer_rows(module, device, timed, args.turn)
-            runners += peers
-            extra_skipped |= {name: (*why, "peer") for name, why in missing.items()}
+        extra, not_run, reference = reference_rows(module, cfg, device, timed, args)
+        runners += extra
+        extra_skipped |= not_run
     started = time.perf_counter()
     columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     if any("trainer.enable_progress_bar=true" in s.overrides for s in settings):
-        # a row as shipped shows its own (Rich) progress bar; Rich allows one live display
+        # a row as shipped shows its own progress bar (Rich's: one live display at a time)
         print(f"{label}: {len(runners)} rows taking turns ...", flush=True)
         run_interleaved(runners)
     else:

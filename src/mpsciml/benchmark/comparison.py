@@ -22,7 +22,8 @@ from omegaconf import DictConfig
 
 from mpsciml.benchmark.bare_compiled import NAME as BARE_COMPILED
 from mpsciml.benchmark.bare_compiled import compile_now, compiled_bare_loop
-from mpsciml.benchmark.runner import Runner, linear_layers
+from mpsciml.benchmark.bare_loop import BareLoop
+from mpsciml.benchmark.runner import Runner, bare_runner, linear_layers
 from mpsciml.benchmark.settings import Setting
 from mpsciml.benchmark.timing import StepClock
 
@@ -95,3 +96,36 @@ def bare_compiled_runner(
     runner.facts["label"] = f"bare, Taylor mode, torch.compile ({backend})"
     runner.facts["_linears"] = lambda: linear_layers(loop.model)
     return runner, None
+
+
+def second_rich_bar(runner: Runner, runners: list[Runner]) -> bool:
+    """Whether `runner` would draw a Rich progress bar while one of `runners` draws one: Rich
+    allows one live display per console, a second crashes both rows."""
+    rich = "RichProgressBar"
+    return runner.facts.get("progress_bar") == rich and any(
+        r.facts.get("progress_bar") == rich for r in runners
+    )
+
+
+def reference_rows(
+    module: Any, cfg: DictConfig, device: str, steps: int, args: Any
+) -> tuple[list[Runner], dict[str, tuple[str, str, str]], BareLoop]:
+    """The rows built from a PINN's fp32 module before it trains (same weights and points):
+    `bare_fp32`; with `args.peers` or `args.compile` also `bare_compiled`; with `args.peers` the
+    peers. Returns them, the rows not run (name -> (reason, detail, kind)), and the reference loop
+    that evaluates our loss at every row's final weights (`peers.loss_ours_end`)."""
+    from mpsciml.benchmark.peers import peer_rows
+
+    runners = [bare_runner(module, device, steps, args.turn)]
+    not_run: dict[str, tuple[str, str, str]] = {}
+    if args.peers or args.compile:
+        compiled, why = bare_compiled_runner(module, cfg, device, steps, args.turn)
+        if compiled is not None:
+            runners.append(compiled)
+        elif why is not None:
+            not_run[BARE_COMPILED] = (*why, "bare")
+    if args.peers:
+        peers, missing = peer_rows(module, device, steps, args.turn)
+        runners += peers
+        not_run |= {name: (*why, "peer") for name, why in missing.items()}
+    return runners, not_run, BareLoop.like(module, device, derivatives="autograd")
