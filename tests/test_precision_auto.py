@@ -16,9 +16,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from mpsciml.compose import build
 from mpsciml.config import ConfigError, validate
 from mpsciml.factory import build_model, build_module
 from mpsciml.precision.auto_probe import AutoSettings, ProbeRow, choose, judge, run_probe
+from mpsciml.threads import usable_cores
 from mpsciml.train import run
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -101,6 +103,14 @@ def test_bad_values_are_refused_in_one_line(auto_config, key, value, message):
 
 def test_the_composed_auto_config_is_valid(auto_config):
     validate(auto_config)
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="2 CPU processes need 2 cores (refused first)")
+def test_auto_is_refused_under_ddp_before_anything_is_built(tiny_config):
+    cfg = tiny_config("precision=auto", "trainer=ddp", "trainer.devices=2")
+    with pytest.raises(ConfigError, match="several processes") as error:
+        build(cfg)
+    assert "\n" not in str(error.value)
 
 
 # ------------------------------------------------------------------ real runs

@@ -9,8 +9,9 @@ own DataModule from the run's seed), with a lean Lightning Trainer (no logger, c
 progress bar or validation) and our `SciMLPrecision` plugin for the candidate, and gives:
 
 - `step_ms`: the median step time, without the warm-up steps and the step that paid for the
-  agreement measurement; a candidate already `STOP_RATIO` x slower than the fastest agreeing
-  one after a few timed steps stops there (`stopped_early`), which keeps the probe cheap;
+  agreement measurement; a candidate whose fastest step is already `STOP_RATIO` x the fastest
+  agreeing candidate's median after a few steps stops there (`stopped_early`): the probe's cost
+  is mostly the slow candidates' steps;
 - `grad_cosine`, `grad_rel_error`: its gradient at the initial weights on the first batch
   against the fp32 gradient there (`precision.gradient_agreement`, Hayford et al.'s Theorem 1
   quantity); at the first step whose gradient is usable, since a GradScaler's first steps may
@@ -155,11 +156,13 @@ class AutoChoice:
         }
 
 
-#: a candidate whose median step is this many times the fastest agreeing candidate's so far,
-#: after `MIN_TIMED` timed steps and its gradient measured, stops probing: it cannot win, and the
-#: slow candidates are where the probe's time goes (bf16 autocast at 4x fp32 on a CPU without bf16)
+#: a candidate whose FASTEST step (after its first, and its gradient measured) over `MIN_SEEN`
+#: steps is this many times the fastest agreeing candidate's median so far stops probing: it
+#: cannot win (load only ever makes a step slower, so its fastest step is an upper bound on
+#: how fast it can be), and the slow candidates are where the probe's time goes (bf16 autocast
+#: at 5-7x fp32 on a CPU without bf16: on a width-256 network 24 s per step under load)
 STOP_RATIO = 1.5
-MIN_TIMED = 5
+MIN_SEEN = 3
 WARMUP = 5
 
 
@@ -181,10 +184,14 @@ class _StepClock(pl.Callback):
         self._start = 0.0
 
     def timed_seconds(self, planned_steps: int) -> list[float]:
-        """The steps that count: after the warm-up, without the agreement measurement's step."""
-        warmup = warmup_steps(planned_steps)
+        """The steps that count: after the warm-up, without the agreement measurement's step;
+        for a candidate stopped early, its steps after the first."""
         measured = self.agreement.measured_steps
-        return [s for i, s in enumerate(self.seconds) if i >= warmup and i not in measured]
+        for warmup in (warmup_steps(planned_steps), 1, 0):
+            timed = [s for i, s in enumerate(self.seconds) if i >= warmup and i not in measured]
+            if timed:
+                return timed
+        return self.seconds
 
     def _now(self, pl_module: pl.LightningModule) -> float:
         if pl_module.device.type == "cuda":
@@ -202,8 +209,9 @@ class _StepClock(pl.Callback):
         self.skipped_after.append(plugin.skipped_steps if isinstance(plugin, SciMLPrecision) else 0)
         if self.stop_above_ms is None or self.agreement.first_usable() is None:
             return
-        timed = self.timed_seconds(trainer.max_steps)
-        if len(timed) >= MIN_TIMED and 1000 * statistics.median(timed) > self.stop_above_ms:
+        measured = self.agreement.measured_steps
+        seen = [s for i, s in enumerate(self.seconds) if i >= 1 and i not in measured]
+        if len(seen) >= MIN_SEEN and 1000 * min(seen) > self.stop_above_ms:
             self.stopped_early = True
             trainer.should_stop = True
 
@@ -256,7 +264,7 @@ def probe_one(
         callbacks=[clock, agreement],
     )
     trainer.fit(candidate, datamodule=datamodule)
-    timed = clock.timed_seconds(steps) or clock.seconds
+    timed = clock.timed_seconds(steps)
     half = len(clock.skipped_after) // 2
     skipped = clock.skipped_after[-1] if clock.skipped_after else 0
     first = agreement.first_usable()
