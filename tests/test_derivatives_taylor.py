@@ -279,6 +279,39 @@ def test_seeds_scale_streams_exactly_and_prevent_fp16_overflow() -> None:
     _assert_close(safe("u", "x", "x"), plain("u", "x", "x").float(), 0.05)
 
 
+def test_tensor_seeds_give_the_float_seeds_streams_in_fp16() -> None:
+    """A compiled step passes its seeds as tensors (no recompile when the scaler moves them):
+    the streams, the results and the non-finite counts are those of the same float seeds."""
+    model = _mlp("tanh", torch.float16)
+    inputs = _points(32, dtype=torch.float16)
+    floats = {1: 0.5, 2: 0.25}
+    tensors = torch.tensor([0.5, 0.25])
+    kw = {"track_nonfinite": True}
+    by_float = TaylorDerivatives(model, inputs, NAMES_IN, NAMES_OUT, seed=floats.get, **kw)
+    by_tensor = TaylorDerivatives(
+        model, inputs, NAMES_IN, NAMES_OUT, seed=lambda k: tensors[k - 1], **kw
+    )
+    for key in [("x",), ("t",), ("x", "x"), ("y", "y")]:
+        assert by_tensor("v", *key).equal(by_float("v", *key)), key
+    assert by_tensor.nonfinite.keys() == by_float.nonfinite.keys()
+
+
+def test_without_fallback_inputs_stay_plain_and_uncarried_derivatives_are_refused() -> None:
+    """`fallback=False` (what a compiled step uses): the inputs are not marked for autograd
+    (torch.compile cannot return such a tensor, nor differentiate twice), the carried streams
+    are the fallback=True ones, and a derivative outside the streams is an error, not autograd."""
+    model = _mlp("tanh", torch.float32)
+    inputs = _points(16, dtype=torch.float32).detach()
+    plain = TaylorDerivatives(model, inputs, NAMES_IN, NAMES_OUT, fallback=False)
+    assert not plain.inputs.requires_grad
+    reference = TaylorDerivatives(model, inputs, NAMES_IN, NAMES_OUT)
+    for key in [(), ("x",), ("t", "t")]:
+        assert plain("u", *key).equal(reference("u", *key)), key
+    assert plain.coordinate("y").equal(reference.coordinate("y"))
+    with pytest.raises(KeyError, match=r"d\(u, x, y\) is not carried"):
+        plain("u", "x", "y")
+
+
 # ------------------------------------------------------------------ what is supported
 
 
