@@ -261,3 +261,58 @@ def test_inductor_burgers_trains_like_eager_over_200_steps(tiny_config):
     compiled = train(tiny_config(*common, "compile=true"))
     assert_same_training(eager, compiled, rel=1e-6, grad_rel=2e-5, grad_steps=10)
     assert compiled["module"].compile_facts()["recompiles"] == 0
+
+
+def _pinn_step(compiled: bool) -> dict[str, Any]:
+    """One closure of a Burgers PINN (33 / 7 / 9 points, split unevenly over the ranks): the
+    global terms and the rank-averaged gradients, as DDP would average them."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from mpsciml.data.points import CollocationPoints
+    from mpsciml.distributed import integrity
+    from mpsciml.problems.burgers import Burgers
+
+    problem = Burgers(n_domain=33, n_boundary=7, n_initial=9, evaluation_grid=(8, 4))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    adam = DictConfig({"adam": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}})
+    module = PINNModule(
+        problem, model, adam, derivatives="taylor", compile=compiled, compile_backend="aot_eager"
+    )
+    world = integrity.world_size()
+    datamodule = CollocationPoints(problem, seed=0, max_steps=2)
+    datamodule.trainer = SimpleNamespace(world_size=world, global_rank=integrity.rank())
+    batch = module.batch_in_input_dtype(next(iter(datamodule.train_dataloader())))
+    terms = module.loss_terms(batch)
+    total = module.total_loss(terms)
+    (total * world if world > 1 else total).backward()
+    grads = []
+    for param in module.model.parameters():
+        grad = param.grad.clone()
+        if world > 1:
+            dist.all_reduce(grad)
+            grad /= world
+        grads.append(grad)
+    return {"terms": integrity.reduce_terms({**terms, "total": total}), "grads": grads}
+
+
+def _compiled_rank(rank: int, world_size: int) -> dict[str, Any]:
+    return _pinn_step(compiled=True)
+
+
+@pytest.mark.slow
+def test_compiled_step_under_two_ranks_is_the_one_process_step():
+    """Under DDP the compiled part returns the squares and `global_means` (an all-reduce of the
+    counts) runs eagerly after it: two uneven ranks give one eager process's terms and
+    gradients."""
+    from distributed_harness import run_ranks
+
+    ranks = run_ranks(_compiled_rank, 2, timeout=300)
+    single = _pinn_step(compiled=False)
+    for result in ranks:
+        for name, value in single["terms"].items():
+            torch.testing.assert_close(result["terms"][name], value, rtol=1e-6, atol=1e-7)
+        for got, want in zip(result["grads"], single["grads"], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
