@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY, compose_config
 
+from mpsciml.precision.registry import PRECISIONS
 from mpsciml.train import run
 
 
@@ -28,3 +29,14 @@ def tiny_problem_run(
         *extra,
     ]
     return run(compose_config(overrides, tmp_path / "run"))
+
+
+def precisions(*fast: str) -> list:
+    """Every precision of the registry as pytest params; those not in `fast` marked slow. The
+    default suite has ~30 s left of its 10-minute CI budget, a tiny run costs ~0.7 s, and
+    tests/test_configs.py already runs every problem in fp32: the fast ones are the half
+    precisions that a problem is about, the rest run with `-m slow`."""
+    return [
+        precision if precision in fast else pytest.param(precision, marks=pytest.mark.slow)
+        for precision in PRECISIONS
+    ]

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from problem_runs import tiny_problem_run
+from problem_runs import precisions, tiny_problem_run
 
 from mpsciml.derivatives.autograd import Derivatives
-from mpsciml.precision.registry import PRECISIONS
 from mpsciml.problems.wave import Wave
 
 
@@ -56,7 +55,7 @@ def test_bad_values_are_one_line_errors(key, value):
         Wave(**{key: value})
 
 
-@pytest.mark.parametrize("precision", list(PRECISIONS))
+@pytest.mark.parametrize("precision", precisions("mixed"))
 def test_wave_trains_in_every_precision(tmp_path, monkeypatch, precision):
     extra = ("problem.n_initial=8", "problem.evaluation_grid=[9,9]")
     summary = tiny_problem_run(tmp_path, monkeypatch, "wave", precision, *extra)
