@@ -19,7 +19,14 @@ from torch import nn
 from mpsciml.compose import build
 from mpsciml.config import ConfigError, validate
 from mpsciml.factory import build_model, build_module
-from mpsciml.precision.auto_probe import AutoSettings, ProbeRow, choose, judge, run_probe
+from mpsciml.precision.auto_probe import (
+    AutoSettings,
+    ProbeRow,
+    choose,
+    continue_auto_choice,
+    judge,
+    run_probe,
+)
 from mpsciml.threads import usable_cores
 from mpsciml.train import run
 
@@ -162,3 +169,14 @@ def test_auto_does_not_pick_fp16_where_its_derivatives_overflow(tiny_config, sca
     if not fp16_agrees:
         assert mixed.extra["skip_reasons"] == {"gradient_overflow": mixed.steps}  # every step
         assert mixed.grad_cosine is None and "no finite gradient" in mixed.why
+
+
+def test_a_run_continued_in_place_keeps_the_interrupted_runs_choice(auto_config):
+    cfg = copy.deepcopy(auto_config)
+    probe = [{"precision": "fp32", "agrees": True}]
+    earlier = {"precision": {"requested": "auto", "chosen": "bf16_mixed", "probe": probe}}
+    record = continue_auto_choice(cfg, earlier)
+    assert cfg.precision.name == "bf16_mixed"  # no new probe: the checkpoint's precision
+    assert record == {"requested": "auto", "chosen": "bf16_mixed", "probe": probe}
+    assert continue_auto_choice(copy.deepcopy(auto_config), {}) is None  # nothing to continue
+    assert cfg.precision.name == "bf16_mixed" and continue_auto_choice(cfg, earlier) is None

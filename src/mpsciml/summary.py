@@ -102,3 +102,12 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text)
     os.replace(temporary, path)
+
+
+def read_summary(out_dir: Path) -> dict[str, Any]:
+    """The summary.json a run left in `out_dir`, or {} where there is none (or it is unreadable)."""
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}

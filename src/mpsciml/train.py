@@ -37,9 +37,10 @@ from mpsciml.distributed.environment import first_process
 from mpsciml.distributed.launch import JobLauncher, abort_process, finish_job
 from mpsciml.modules.base import SciMLModule
 from mpsciml.plots import plot_losses
+from mpsciml.precision.auto_probe import continue_auto_choice
 from mpsciml.precision.plugin import SciMLPrecision
 from mpsciml.precision.registry import resolve_device
-from mpsciml.summary import environment_facts, peak_memory, write_summary
+from mpsciml.summary import environment_facts, peak_memory, read_summary, write_summary
 from mpsciml.sweep import check_objective
 from mpsciml.threads import choose_threads
 from mpsciml.wandb_logger import WandbLogger as ArtifactWandbLogger
@@ -73,12 +74,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     parts: dict[str, Any] = {"loggers": []}
     overrides = summary.get("overrides")
     in_place = None if cfg.get("resume") else interrupted_in_place(out_dir, overrides)
+    earlier_auto = continue_auto_choice(cfg, read_summary(out_dir)) if in_place else None
     guard = SignalGuard().claim()  # SIGTERM/SIGUSR1/SIGINT: checkpoint, status interrupted
     module = trainer = None
     writes = first_process()  # until the trainer knows the global rank
     try:
         offline_if_unreachable(cfg)  # W&B online without network: offline, or one line
         module, trainer, parts = build(cfg)
+        if earlier_auto is not None:  # the interrupted run's probe chose; this one continues it
+            parts["auto_precision"] = earlier_auto
         summary["precision"].update(parts.get("auto_precision") or {})  # a failed run keeps it
         plan = parts["distributed"]
         summary["distributed"] = plan.as_dict()

@@ -45,8 +45,10 @@ from omegaconf import DictConfig
 
 from mpsciml.callbacks.gradient_agreement import GradientAgreement
 from mpsciml.precision.plugin import SciMLPrecision, build_precision_plugin
+from mpsciml.precision.registry import AUTO, PRECISIONS
 
 REFERENCE = "fp32"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class AutoChoice:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "requested": AUTO,
             "chosen": self.chosen,
             "why": self.line,
             "probe": [row.as_dict() for row in self.rows],
@@ -332,3 +335,23 @@ def run_probe(
             rows.append(judge(row, settings))
     chosen, line = choose(rows)
     return AutoChoice(chosen, line, rows, time.perf_counter() - started, settings)
+
+
+#: the keys of summary.json `precision` the probe writes (`AutoChoice.as_dict`)
+AUTO_RECORD = ("requested", "chosen", "why", "probe", "probe_seconds", "probe_settings")
+
+
+def continue_auto_choice(cfg: DictConfig, earlier: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A precision=auto run continued in place (a requeued SLURM job: `earlier` is the
+    interrupted run's summary) trains on in the precision that run's probe chose, as its
+    checkpoint does, without probing again (a new probe could choose another precision than the
+    one the checkpoint continues in). Makes the config that precision's and returns the earlier
+    auto record; None when there is nothing to continue."""
+    if cfg.precision.get("name") != AUTO:
+        return None
+    record = earlier.get("precision") if isinstance(earlier.get("precision"), dict) else {}
+    if record.get("chosen") not in PRECISIONS:
+        return None
+    cfg.precision.name = record["chosen"]
+    log.warning("precision=auto: continuing in %s, chosen by the interrupted run", record["chosen"])
+    return {key: record[key] for key in AUTO_RECORD if key in record} | {"requested": AUTO}
