@@ -240,3 +240,17 @@ def test_half_weights_keep_foreach_and_a_switch_casts_fused_state(tiny_config):
     assert states and all(s["exp_avg"].dtype == torch.bfloat16 for s in states)
     assert all(p.dtype == torch.bfloat16 and torch.isfinite(p).all() for p in module.parameters())
     assert all(int(s["step"]) == 20 for s in states)  # it stepped on after the switch
+    assert module.input_dtype() == torch.bfloat16  # the batch follows the cast weights
+
+
+def test_the_total_loss_is_bitwise_the_weighted_sum_from_zero(tiny_config):
+    """`total_loss` skips the multiplications by 1 and the start at 0.0: nothing changes."""
+    module, _, _ = build(tiny_config("loss_weights={ic: 2.5}"))
+    torch.manual_seed(0)
+    terms = {name: torch.rand((), requires_grad=True) for name in module.term_names}
+    total = module.total_loss(terms)
+    reference = sum((module.loss_weights[n] * v for n, v in terms.items()), start=0.0)
+    assert torch.equal(total, reference)
+    grads = torch.autograd.grad(total, list(terms.values()))
+    expected = torch.autograd.grad(reference, list(terms.values()))
+    assert all(torch.equal(a, b) for a, b in zip(grads, expected, strict=True))

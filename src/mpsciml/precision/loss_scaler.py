@@ -8,10 +8,18 @@ and skip the step when anything overflowed, and double S after a run of clean st
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
+
+
+@functools.cache
+def _scale(value: float, device: torch.device) -> Tensor:
+    """The kernel's scale as a one-element fp32 tensor, made once per value and device (the
+    kernel only reads it; in practice 1.0 per device: the fp32 check)."""
+    return torch.full((1,), value, device=device, dtype=torch.float32)
 
 
 def unscale_and_check(grads: Iterable[Tensor], inverse_scale: float = 1.0) -> bool:
@@ -31,9 +39,8 @@ def unscale_and_check(grads: Iterable[Tensor], inverse_scale: float = 1.0) -> bo
         groups.setdefault((real.device, real.dtype), []).append(real)
     found: Tensor | None = None
     for (device, _), group in groups.items():
-        flag = torch.zeros(1, device=device)
-        inverse = torch.full((1,), inverse_scale, device=device)
-        torch._amp_foreach_non_finite_check_and_unscale_(group, flag, inverse)
+        flag = torch.zeros(1, device=device, dtype=torch.float32)
+        torch._amp_foreach_non_finite_check_and_unscale_(group, flag, _scale(inverse_scale, device))
         found = flag if found is None else found + flag.to(found.device)
     return found is None or not bool(found.item())
 
