@@ -233,7 +233,7 @@ class _LowPrecisionStep(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx,
         layer: nn.Module,
         k: int,
-        ratio: float,
+        ratio: float | Tensor,
         z: Tensor,
         first: Tensor | None,
         second: Tensor | None,
@@ -289,7 +289,12 @@ class _LowPrecisionStep(torch.autograd.Function):
 
 
 def activation_step(
-    layer: nn.Module, z: Tensor, first: Tensor | None, second: Tensor | None, k: int, ratio: float
+    layer: nn.Module,
+    z: Tensor,
+    first: Tensor | None,
+    second: Tensor | None,
+    k: int,
+    ratio: float | Tensor,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """`apply_rule`, saving for backward only the low-precision inputs where that halves memory
     (z in `RECOMPUTE_DTYPES`, a derivative rule known, grads wanted), else plain autograd."""
