@@ -23,6 +23,7 @@ from mpsciml.precision.auto_probe import (
     AutoSettings,
     ProbeRow,
     choose,
+    close_call,
     continue_auto_choice,
     judge,
     run_probe,
@@ -180,3 +181,12 @@ def test_a_run_continued_in_place_keeps_the_interrupted_runs_choice(auto_config)
     assert record == {"requested": "auto", "chosen": "bf16_mixed", "probe": probe}
     assert continue_auto_choice(copy.deepcopy(auto_config), {}) is None  # nothing to continue
     assert cfg.precision.name == "bf16_mixed" and continue_auto_choice(cfg, earlier) is None
+
+
+def test_a_close_call_between_agreeing_measured_candidates_is_timed_again():
+    fp32, bf16 = row("fp32", 2.0), row("bf16_mixed", 2.2, 0.999, 0.01)
+    assert close_call([fp32, bf16, row("mixed", 1.0, None, None)]) == [fp32, bf16]
+    assert close_call([fp32, row("bf16_mixed", 2.4, 0.999, 0.01)]) == []  # 1.2x: clear
+    given = row("mixed", 2.1)
+    given.timing = "given"  # a test's timing is never re-measured
+    assert close_call([fp32, given]) == []
