@@ -3,7 +3,8 @@
 The training step, optimiser phases and precision hand-offs live in `SciMLModule`; this file
 says what a PINN's loss is (residuals of the problem's conditions at the collocation points of
 the step's batch, from `data.points.CollocationPoints`) and how it is evaluated (the network on
-the problem's grid against the reference solution).
+the problem's grid against the reference solution). With `compile=true` the loss terms are
+one `torch.compile`d function in Taylor mode (`_taylor_terms`, `modules.compiled_loss`).
 """
 
 from __future__ import annotations
