@@ -33,8 +33,8 @@ from mpsciml.modules.pinn import PINNModule
 AOT = ["compile=true", "compile_backend=aot_eager"]
 #: the C++ compiler inductor calls on the CPU ($CXX, else its configured one), if installed
 CXX = shutil.which(os.environ.get("CXX") or torch._inductor.config.cpp.cxx[-1] or "g++")
-TINY_BURGERS = ["model.hidden=[8,8]", "problem.n_boundary=8", "problem.n_initial=8"]
-TINY_NS = ["problem=navier_stokes", "model.hidden=[8,8]", "problem.n_boundary=16"]
+TINY_BURGERS = ["model.hidden=[8]", "problem.n_boundary=8", "problem.n_initial=8"]
+TINY_NS = ["problem=navier_stokes", "model.hidden=[8]", "problem.n_boundary=16"]
 TINY_NS += ["problem.n_outlet=8", "optimizer=adam"]  # the recipe's L-BFGS phase: its own test
 
 
