@@ -32,7 +32,7 @@ from mpsciml.precision.registry import get_spec
 log = logging.getLogger(__name__)
 
 #: trainer keys of ours (conf/trainer/ddp.yaml) that Lightning's Trainer does not take
-OUR_TRAINER_KEYS = ("sync_batchnorm", "comm_precision")
+OUR_TRAINER_KEYS = ("sync_batchnorm", "comm_precision", "progress_bar_refresh_rate")
 COMM_PRECISIONS = (None, "fp16", "bf16")
 #: what a run without trainer=ddp that still gets several processes (srun tasks) uses
 DEFAULT_SYNC_BATCHNORM = True
