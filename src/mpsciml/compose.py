@@ -64,6 +64,7 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
         module = build_module(cfg, problem, model)
         datamodule = build_datamodule(cfg, problem, module)
         if requested == AUTO:  # from here on the run is the run of the chosen precision
+            quiet_start_up_noise([])  # the probe's Trainers start first
             auto = choose_precision(cfg, problem, module, device, distributed)
     except InstantiationException as exc:
         raise ConfigError(str(exc.__cause__ or exc)) from exc
