@@ -12,6 +12,7 @@ differentiated again with respect to the weights.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -80,6 +81,19 @@ class Derivatives:
     ) -> None:
         if not inputs.requires_grad:
             raise ValueError("inputs must require grad to take derivatives of the outputs")
+        self._bind(inputs, outputs, input_names, output_names, seed, track_nonfinite)
+
+    def _bind(
+        self,
+        inputs: Tensor,
+        outputs: Tensor,
+        input_names: tuple[str, ...] | list[str],
+        output_names: tuple[str, ...] | list[str],
+        seed: Callable[[int], Any] | None,
+        track_nonfinite: bool,
+    ) -> None:
+        """The state, without the requires-grad check: a forward-mode subclass that never
+        differentiates w.r.t. the inputs (a compiled step) binds its streams here too."""
         if inputs.shape[-1] != len(input_names) or outputs.shape[-1] != len(output_names):
             raise ValueError(
                 f"shape mismatch: inputs {tuple(inputs.shape)} for {list(input_names)}, "

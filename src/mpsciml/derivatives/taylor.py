@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mpsciml.derivatives.autograd import Derivatives, assembly_dtype
+from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.derivatives.rules import (
     ACTIVATION_RULES,
     ActivationRule,
@@ -262,19 +262,7 @@ class TaylorDerivatives(Derivatives):
         if self.fallback:
             super().__init__(inputs, outputs, input_names, output_names, seed, track_nonfinite)
             return
-        if inputs.shape[-1] != len(input_names) or outputs.shape[-1] != len(output_names):
-            raise ValueError(
-                f"shape mismatch: inputs {tuple(inputs.shape)} for {list(input_names)}, "
-                f"outputs {tuple(outputs.shape)} for {list(output_names)}"
-            )
-        self.inputs = inputs
-        self.outputs = outputs.to(assembly_dtype(outputs))
-        self._input_index = {name: i for i, name in enumerate(input_names)}
-        self._output_index = {name: i for i, name in enumerate(output_names)}
-        self._seed = seed
-        self._track = track_nonfinite
-        self.nonfinite: dict[int, Tensor] = {}
-        self._full_gradients: dict[tuple[str, ...], Tensor] = {}
+        self._bind(inputs, outputs, input_names, output_names, seed, track_nonfinite)
 
     @classmethod
     def from_model(cls, *args: Any, **kwargs: Any) -> TaylorDerivatives:

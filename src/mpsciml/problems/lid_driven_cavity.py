@@ -33,6 +33,7 @@ from torch import Tensor
 from mpsciml.data.cavity_solver import GAUGE, cavity_reference, check_lid, lid_velocity
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import Condition, Problem, require_counts
+from mpsciml.problems.navier_stokes import steady_incompressible
 from mpsciml.problems.sampling import Box
 from mpsciml.seeding import Seed, seed_stream
 
@@ -79,13 +80,7 @@ class LidDrivenCavity(Problem):
 
     # ------------------------------------------------------------------ residuals
     def momentum_and_continuity(self, d: Derivatives) -> dict[str, Tensor]:
-        nu = 1 / self.reynolds
-        u, v = d["u"], d["v"]
-        return {
-            "momentum_x": u * d("u", "x") + v * d("u", "y") + d("p", "x") - nu * d.laplacian("u"),
-            "momentum_y": u * d("v", "x") + v * d("v", "y") + d("p", "y") - nu * d.laplacian("v"),
-            "continuity": d("u", "x") + d("v", "y"),
-        }
+        return steady_incompressible(d, self.reynolds)
 
     def lid_condition(self, d: Derivatives) -> dict[str, Tensor]:
         x = d.coordinate("x").to(d["u"].dtype)  # the lid profile in fp32 at least

@@ -23,6 +23,18 @@ from mpsciml.problems.sampling import Box
 from mpsciml.seeding import Seed, seed_stream
 
 
+def steady_incompressible(d: Derivatives, reynolds: float) -> dict[str, Tensor]:
+    """The steady incompressible Navier-Stokes residuals in (x, y) for outputs (u, v, p), density
+    1 and viscosity 1/Re: one definition for every steady flow problem (Kovasznay, the cavity)."""
+    nu = 1 / reynolds
+    u, v = d["u"], d["v"]
+    return {
+        "momentum_x": u * d("u", "x") + v * d("u", "y") + d("p", "x") - nu * d.laplacian("u"),
+        "momentum_y": u * d("v", "x") + v * d("v", "y") + d("p", "y") - nu * d.laplacian("v"),
+        "continuity": d("u", "x") + d("v", "y"),
+    }
+
+
 class NavierStokes(Problem):
     input_names = ("x", "y")
     output_names = ("u", "v", "p")
@@ -54,13 +66,7 @@ class NavierStokes(Problem):
         return torch.stack(self.exact(points[:, 0], points[:, 1]), dim=-1)
 
     def momentum_and_continuity(self, d: Derivatives) -> dict[str, Tensor]:
-        nu = 1 / self.reynolds
-        u, v = d["u"], d["v"]
-        return {
-            "momentum_x": u * d("u", "x") + v * d("u", "y") + d("p", "x") - nu * d.laplacian("u"),
-            "momentum_y": u * d("v", "x") + v * d("v", "y") + d("p", "y") - nu * d.laplacian("v"),
-            "continuity": d("u", "x") + d("v", "y"),
-        }
+        return steady_incompressible(d, self.reynolds)
 
     def boundary_velocity(self, d: Derivatives) -> dict[str, Tensor]:
         u, v, _ = self.exact(d.coordinate("x"), d.coordinate("y"))
