@@ -23,9 +23,8 @@ from omegaconf import DictConfig
 from mpsciml.benchmark.bare_compiled import NAME as BARE_COMPILED
 from mpsciml.benchmark.bare_compiled import compile_now, compiled_bare_loop
 from mpsciml.benchmark.bare_loop import BareLoop
-from mpsciml.benchmark.runner import Runner, bare_runner, linear_layers
+from mpsciml.benchmark.runner import Runner, bare_runner, linear_layers, loop_runner
 from mpsciml.benchmark.settings import Setting
-from mpsciml.benchmark.timing import StepClock
 
 SHIPPED = ("trainer.enable_progress_bar=true", "callbacks=default")
 COMPILE_MISSING = "this checkout has no `compile` option"
@@ -81,17 +80,7 @@ def bare_compiled_runner(
         compile_now(loop, facts)
     except Exception as exc:  # a model without Taylor mode, a backend that fails here
         return None, (f"not compiled: {type(exc).__name__}", str(exc))
-    runner = Runner(BARE_COMPILED, "bare", StepClock(None, 0, steps, turn))
-
-    def body() -> None:
-        for step in range(runner.total_steps):
-            runner.step_started()
-            loss = loop.step()
-            runner.step_ended()
-            if step == 0 or step >= steps:  # no host sync inside the timed steps
-                runner.losses.append(float(loss))
-
-    runner.body = body
+    runner = loop_runner(BARE_COMPILED, loop, steps, turn)
     runner.facts.update(facts)
     runner.facts["label"] = f"bare, Taylor mode, torch.compile ({backend})"
     runner.facts["_linears"] = lambda: linear_layers(loop.model)

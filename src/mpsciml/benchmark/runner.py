@@ -149,18 +149,25 @@ def lightning_runner(cfg: DictConfig, steps: int, turn: int, name: str | None = 
 def bare_runner(module: Any, device: str, steps: int, turn: int) -> Runner:
     """The plain-PyTorch fp32 row, built from a Lightning row's module before it trains."""
     loop = BareLoop.like(module, device)
-    runner = Runner("bare_fp32", "bare", StepClock(None, 0, steps, turn))
+    runner = loop_runner("bare_fp32", loop, steps, turn)
+    runner.facts["_linears"] = lambda: linear_layers(loop.model)
+    return runner
+
+
+def loop_runner(name: str, loop: Any, steps: int, turn: int) -> Runner:
+    """A row driven by a plain loop's `step()` (the bare rows), timed like the Lightning rows;
+    its loss is read only on untimed steps (no host sync inside the timed ones)."""
+    runner = Runner(name, "bare", StepClock(None, 0, steps, turn))
 
     def body() -> None:
         for step in range(runner.total_steps):
             runner.step_started()
             loss = loop.step()
             runner.step_ended()
-            if step == 0 or step >= steps:  # no host sync inside the timed steps
+            if step == 0 or step >= steps:
                 runner.losses.append(float(loss))
 
     runner.body = body
-    runner.facts["_linears"] = lambda: linear_layers(loop.model)
     return runner
 
 
