@@ -45,6 +45,7 @@ def test_help_lists_groups_and_options(tmp_path):
         assert f"{group.name}: {names}" in listed
 
 
+@pytest.mark.slow  # Hydra's own flag; the composition it prints is tested in-process
 def test_cfg_job_shows_the_composed_config(tmp_path):
     result = train_py("--cfg", "job", "precision=mixed", "problem=navier_stokes", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -78,7 +79,8 @@ def test_bad_value_is_one_line_naming_the_key_before_anything_runs(tmp_path, ove
     ("override", "key"),
     [
         ("problem=unknown", "problem"),  # Hydra: unknown group option
-        ("precision=fp8", "precision"),
+        # the same Hydra path as problem=unknown (an unknown group option): slow
+        pytest.param("precision=fp8", "precision", marks=pytest.mark.slow),
         ("model.hiden=3", "model.hiden"),  # Hydra: misspelt key
         *[pytest.param(*case, marks=pytest.mark.slow) for case in REFUSED_BY_BUILD],
     ],

@@ -202,6 +202,7 @@ def test_mismatch_hint_lists_the_extension_models(extension: str, tmp_path: Path
     assert "resmlp" in fitting and "mlp" in fitting and "lowrank" not in fitting
 
 
+@pytest.mark.slow  # one CLI start; the same extension trains in-process in the tests above
 def test_extension_runs_from_the_command_line(tmp_path: Path) -> None:
     conf = write_extension(tmp_path / "ext")
     env = {

@@ -265,7 +265,13 @@ def test_cli_writes_the_report_and_prints_the_table(sweep):
     assert (sweep / "report.csv").exists()
 
 
-@pytest.mark.parametrize("case", ["none", "missing", "empty", "bad-option"])
+@pytest.mark.parametrize(
+    "case",  # one CLI start each (~3 s): one fast, the others slow
+    [
+        "missing",
+        *(pytest.param(c, marks=pytest.mark.slow) for c in ("none", "empty", "bad-option")),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_exit_code_2(case, tmp_path):
     missing = tmp_path / "no_such_folder"
     (tmp_path / "empty" / "sub").mkdir(parents=True)

@@ -94,12 +94,12 @@ def wandb_run(job_dir: Path) -> dict[str, Any]:
 
 def test_grid_gives_one_finished_wandb_run_per_job_in_one_group(tmp_path):
     sweep_dir = tmp_path / "grid"
-    sweep("precision=fp32,mixed", "seed=0,1", *QUICK, "logger=wandb", sweep_dir=sweep_dir)
+    sweep("precision=fp32,mixed", *QUICK, "logger=wandb", sweep_dir=sweep_dir)
     found = summaries(sweep_dir)
-    assert sorted(found) == ["0", "1", "2", "3"]
+    assert sorted(found) == ["0", "1"]
     assert all(s["status"] == "ok" for s in found.values())
     runs = {job: wandb_run(sweep_dir / job) for job in found}
-    assert len({r["id"] for r in runs.values()}) == 4
+    assert len({r["id"] for r in runs.values()}) == 2
     assert {r["group"] for r in runs.values()} == {"grid"}  # the sweep folder's name
     assert all(r["exit_code"] == 0 for r in runs.values())
     for job, summary in found.items():
