@@ -30,7 +30,7 @@ from mpsciml.data.allen_cahn_spectral import allen_cahn_reference, evaluate
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import Condition, Problem, require_counts
 from mpsciml.problems.sampling import Box
-from mpsciml.seeding import Seed, seed_stream
+from mpsciml.seeding import Seed
 
 
 class AllenCahn(Problem):
@@ -80,13 +80,7 @@ class AllenCahn(Problem):
         return d["u"] - x**2 * torch.cos(math.pi * x)
 
     def conditions(self, seed: Seed) -> dict[str, Condition]:
-        box, method = self.domain, self.sampling
-        pde, bc, ic = (seed_stream(seed, name) for name in ("pde", "bc", "ic"))
-        return {
-            "pde": Condition(box.interior(self.n_domain, method, pde), self.pde),
-            "bc": Condition(box.faces(self.n_boundary, method, bc, axes=[0]), self.neumann),
-            "ic": Condition(box.face(1, "low", self.n_initial, method, ic), self.initial),
-        }
+        return self.evolution_conditions(seed, self.pde, self.neumann, self.initial)
 
     def reference(self, points: Tensor) -> Tensor:
         if self._solution is None:

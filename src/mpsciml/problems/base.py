@@ -18,7 +18,7 @@ from torch import Tensor
 from mpsciml.contract import ModelKind
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.sampling import SAMPLING_METHODS, Box
-from mpsciml.seeding import Seed
+from mpsciml.seeding import Seed, seed_stream
 
 Residual = Callable[[Derivatives], Tensor | Mapping[str, Tensor]]
 
@@ -92,6 +92,26 @@ class Problem(ABC):
     @abstractmethod
     def reference(self, points: Tensor) -> Tensor:
         """The reference solution (exact or from our own solver) at float64 points, (N, outputs)."""
+
+    def evolution_conditions(
+        self, seed: Seed, pde: Residual, boundary: Residual, initial: Residual
+    ) -> dict[str, Condition]:
+        """The conditions of an evolution equation with time the last input: `pde` inside,
+        `boundary` on the faces of every space axis, `initial` on the face at the first time;
+        `n_domain`, `n_boundary`, `n_initial` points, each condition from its own stream."""
+        box, method, time = self.domain, self.sampling, len(self.input_names) - 1
+        streams = {name: seed_stream(seed, name) for name in ("pde", "bc", "ic")}
+        counts: Any = self  # the subclass holds the point counts
+        return {
+            "pde": Condition(box.interior(counts.n_domain, method, streams["pde"]), pde),
+            "bc": Condition(
+                box.faces(counts.n_boundary, method, streams["bc"], axes=list(range(time))),
+                boundary,
+            ),
+            "ic": Condition(
+                box.face(time, "low", counts.n_initial, method, streams["ic"]), initial
+            ),
+        }
 
     def evaluation_grid(self) -> EvaluationGrid:
         points, axes = self.domain.grid(self._grid_counts)

@@ -16,7 +16,7 @@ from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import Condition, Problem, require_counts
 from mpsciml.problems.burgers_exact import burgers_exact
 from mpsciml.problems.sampling import Box
-from mpsciml.seeding import Seed, seed_stream
+from mpsciml.seeding import Seed
 
 
 class Burgers(Problem):
@@ -48,13 +48,7 @@ class Burgers(Problem):
         return d["u"] + torch.sin(math.pi * d.coordinate("x"))
 
     def conditions(self, seed: Seed) -> dict[str, Condition]:
-        box, method = self.domain, self.sampling
-        pde, bc, ic = (seed_stream(seed, name) for name in ("pde", "bc", "ic"))
-        return {
-            "pde": Condition(box.interior(self.n_domain, method, pde), self.pde),
-            "bc": Condition(box.faces(self.n_boundary, method, bc, axes=[0]), self.boundary),
-            "ic": Condition(box.face(1, "low", self.n_initial, method, ic), self.initial),
-        }
+        return self.evolution_conditions(seed, self.pde, self.boundary, self.initial)
 
     def reference(self, points: Tensor) -> Tensor:
         x, t = points[:, 0].double().cpu().numpy(), points[:, 1].double().cpu().numpy()

@@ -24,7 +24,7 @@ from torch import Tensor
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.base import Condition, Problem, require_counts
 from mpsciml.problems.sampling import Box
-from mpsciml.seeding import Seed, seed_stream
+from mpsciml.seeding import Seed
 
 
 class Wave(Problem):
@@ -71,13 +71,7 @@ class Wave(Problem):
         return {"u": d["u"] - self.exact(x, t), "ut": d("u", "t")}
 
     def conditions(self, seed: Seed) -> dict[str, Condition]:
-        box, method = self.domain, self.sampling
-        pde, bc, ic = (seed_stream(seed, name) for name in ("pde", "bc", "ic"))
-        return {
-            "pde": Condition(box.interior(self.n_domain, method, pde), self.pde),
-            "bc": Condition(box.faces(self.n_boundary, method, bc, axes=[0]), self.boundary),
-            "ic": Condition(box.face(1, "low", self.n_initial, method, ic), self.initial),
-        }
+        return self.evolution_conditions(seed, self.pde, self.boundary, self.initial)
 
     def reference(self, points: Tensor) -> Tensor:
         p = points.double().cpu()
