@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -25,6 +26,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mpsciml.benchmark.ddp_processes import free_port, join_local_world, rank_results
+from mpsciml.distributed import integrity
+from mpsciml.modules.base import SciMLModule
 
 
 def _entry(
@@ -71,3 +74,32 @@ def run_ranks(
             start_method="fork",
         )
         return rank_results(context, folder, timeout)
+
+
+def batch_size(batch: Any) -> list[int]:
+    """The first dimension of every tensor of a batch (what the rank got)."""
+    if isinstance(batch, torch.Tensor):
+        return [batch.shape[0]]
+    if isinstance(batch, dict):
+        return [n for value in batch.values() for n in batch_size(value)]
+    return []
+
+
+def one_step(build: Callable[[], tuple[SciMLModule, Any]]) -> dict[str, Any]:
+    """What a rank computes in one closure: global terms, averaged gradients, its batch sizes."""
+    world = integrity.world_size()
+    module, datamodule = build()
+    datamodule.trainer = SimpleNamespace(world_size=world, global_rank=integrity.rank())
+    batch = module.batch_in_input_dtype(next(iter(datamodule.train_dataloader())))
+    terms = module.loss_terms(batch)
+    total = module.total_loss(terms)
+    (total * world if world > 1 else total).backward()
+    grads = []
+    for param in module.model.parameters():
+        grad = param.grad.clone()
+        if world > 1:  # DDP's average over the ranks
+            dist.all_reduce(grad)
+            grad /= world
+        grads.append(grad)
+    logged = integrity.reduce_terms({**terms, "total": total})
+    return {"terms": logged, "grads": grads, "sizes": batch_size(batch)}

@@ -266,12 +266,9 @@ def test_inductor_burgers_trains_like_eager_over_200_steps(tiny_config):
 def _pinn_step(compiled: bool) -> dict[str, Any]:
     """One closure of a Burgers PINN (33 / 7 / 9 points, split unevenly over the ranks): the
     global terms and the rank-averaged gradients, as DDP would average them."""
-    from types import SimpleNamespace
-
-    import torch.distributed as dist
+    from distributed_harness import one_step
 
     from mpsciml.data.points import CollocationPoints
-    from mpsciml.distributed import integrity
     from mpsciml.problems.burgers import Burgers
 
     problem = Burgers(n_domain=33, n_boundary=7, n_initial=9, evaluation_grid=(8, 4))
@@ -281,21 +278,8 @@ def _pinn_step(compiled: bool) -> dict[str, Any]:
     module = PINNModule(
         problem, model, adam, derivatives="taylor", compile=compiled, compile_backend="aot_eager"
     )
-    world = integrity.world_size()
     datamodule = CollocationPoints(problem, seed=0, max_steps=2)
-    datamodule.trainer = SimpleNamespace(world_size=world, global_rank=integrity.rank())
-    batch = module.batch_in_input_dtype(next(iter(datamodule.train_dataloader())))
-    terms = module.loss_terms(batch)
-    total = module.total_loss(terms)
-    (total * world if world > 1 else total).backward()
-    grads = []
-    for param in module.model.parameters():
-        grad = param.grad.clone()
-        if world > 1:
-            dist.all_reduce(grad)
-            grad /= world
-        grads.append(grad)
-    return {"terms": integrity.reduce_terms({**terms, "total": total}), "grads": grads}
+    return one_step(lambda: (module, datamodule))
 
 
 def _compiled_rank(rank: int, world_size: int) -> dict[str, Any]:

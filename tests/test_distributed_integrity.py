@@ -14,13 +14,11 @@ communication hooks and counts the bytes they all-reduce (a process start costs 
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-from distributed_harness import run_ranks
+from distributed_harness import one_step, run_ranks
 from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -119,35 +117,6 @@ CASES: dict[str, Callable[[], tuple[SciMLModule, Any]]] = {
     "operator_rows": operator_rows_case,
     "operator_physics": operator_physics_case,
 }
-
-
-def batch_size(batch: Any) -> list[int]:
-    """The first dimension of every tensor of a batch (what the rank got)."""
-    if isinstance(batch, torch.Tensor):
-        return [batch.shape[0]]
-    if isinstance(batch, dict):
-        return [n for value in batch.values() for n in batch_size(value)]
-    return []
-
-
-def one_step(build: Callable[[], tuple[SciMLModule, Any]]) -> dict[str, Any]:
-    """What a rank computes in one closure: global terms, averaged gradients, its batch sizes."""
-    world = integrity.world_size()
-    module, datamodule = build()
-    datamodule.trainer = SimpleNamespace(world_size=world, global_rank=integrity.rank())
-    batch = module.batch_in_input_dtype(next(iter(datamodule.train_dataloader())))
-    terms = module.loss_terms(batch)
-    total = module.total_loss(terms)
-    (total * world if world > 1 else total).backward()
-    grads = []
-    for param in module.model.parameters():
-        grad = param.grad.clone()
-        if world > 1:  # DDP's average over the ranks
-            dist.all_reduce(grad)
-            grad /= world
-        grads.append(grad)
-    logged = integrity.reduce_terms({**terms, "total": total})
-    return {"terms": logged, "grads": grads, "sizes": batch_size(batch)}
 
 
 def train_with_comm_hook(name: str | None, steps: int = 3) -> dict[str, Any]:
