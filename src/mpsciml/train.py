@@ -147,6 +147,8 @@ def write_results(
         summary["spectral"] = spectral
     if callable(compile_facts := getattr(module, "compile_facts", None)):  # compile=true (H1)
         summary["compile"] = compile_facts()
+    if module is not None:  # loss weighting, adaptive points, unknowns: what each reports
+        summary.update(module.summary_facts())
     summary["wall_seconds"] = round(time.perf_counter() - started, 3)
     summary["memory"] = peak_memory()
     summary["wandb"] = wandb_facts(parts["loggers"], out_dir)

@@ -17,7 +17,7 @@ import inspect
 import logging
 import math
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,13 @@ class SciMLModule(pl.LightningModule):
         #: Adam's implementation, "fused" | "foreach" | "for-loop" (None: no Adam phase);
         #: chosen in configure_optimizers (`modules.optimizer_impl`), read by the summary
         self.optimizer_impl: str | None = None
+        #: what a training strategy attached to this module reports in summary.json: key ->
+        #: a function called once when the run's summary is written (also for a failed run), so
+        #: a strategy (loss weighting, adaptive points, unknown coefficients) reports itself
+        #: without train.py knowing it
+        self.summary_parts: dict[str, Callable[[], Any]] = {}
+        #: callbacks a strategy needs (added to the trainer's through `configure_callbacks`)
+        self.strategy_callbacks: list[pl.Callback] = []
 
     # ----------------------------------------------------------- subclass API
     @abstractmethod
@@ -260,6 +267,14 @@ class SciMLModule(pl.LightningModule):
         `fused`/`foreach`), so what runs is read again once the state is restored."""
         if self.optimizer_cfg.get("adam") is not None:
             self.optimizer_impl = implementation(self._all_optimizers()[0].optimizer)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The strategies' callbacks, next to the ones the config lists."""
+        return list(self.strategy_callbacks)
+
+    def summary_facts(self) -> dict[str, Any]:
+        """The strategies' reports for summary.json (`summary_parts`)."""
+        return {key: report() for key, report in self.summary_parts.items()}
 
     def _in_first_phase(self) -> bool:
         """Adam's phase (the only phase of adam-only or lbfgs-only configs)."""
