@@ -42,6 +42,9 @@ def plot_fields(
     paths = []
     for i, field in enumerate(output_names):
         pred, ref = prediction[:, i], reference[:, i]
+        if grid.mask is not None:  # a domain that is not a box: the points outside are blank
+            outside = ~grid.mask
+            pred, ref = pred.masked_fill(outside, math.nan), ref.masked_fill(outside, math.nan)
         error = (pred - ref).abs()
         fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
         panels = (("prediction", pred), ("reference", ref), ("|error|", error))
@@ -51,7 +54,7 @@ def plot_fields(
             for ax, (label, values) in zip(axes, panels, strict=True):
                 ax.plot(grid.axes[0], values)
                 ax.set(title=f"{field}: {label}", xlabel=input_names[0])
-        fig.suptitle(f"{title}  {field}: max |error| {float(error.max()):.3g}")
+        fig.suptitle(f"{title}  {field}: max |error| {float(error.nan_to_num(0.0).max()):.3g}")
         path = out_dir / f"{field}.png"
         paths.append(save_figure(fig, path))
     return paths
@@ -60,8 +63,9 @@ def plot_fields(
 def _heat_maps(fig, axes, grid, panels, input_names, field) -> None:  # type: ignore[no-untyped-def]
     (x_axis, y_axis) = grid.axes
     extent = [float(x_axis[0]), float(x_axis[-1]), float(y_axis[0]), float(y_axis[-1])]
-    vmin = float(torch.minimum(panels[0][1].min(), panels[1][1].min()))
-    vmax = float(torch.maximum(panels[0][1].max(), panels[1][1].max()))
+    shown = torch.cat([panels[0][1], panels[1][1]])
+    shown = shown[~shown.isnan()]  # NaN: outside a non-box domain
+    vmin, vmax = float(shown.min()), float(shown.max())
     for k, (ax, (label, values)) in enumerate(zip(axes, panels, strict=True)):
         image = values.reshape(grid.shape).T.numpy()  # rows: second input, columns: first
         limits = {"vmin": vmin, "vmax": vmax} if k < 2 else {"cmap": "magma"}

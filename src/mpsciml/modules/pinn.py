@@ -204,8 +204,11 @@ class PINNModule(SciMLModule):
         return torch.cat(chunks)
 
     def field_errors(self, prediction: Tensor) -> dict[str, float]:
+        """Relative L2 per field over the grid points in the domain (all, for a box)."""
+        inside = slice(None) if self.grid.mask is None else self.grid.mask
+        prediction, reference = prediction[inside], self.grid_reference[inside]
         return {
-            field: relative_l2(prediction[:, i], self.grid_reference[:, i])
+            field: relative_l2(prediction[:, i], reference[:, i])
             for i, field in enumerate(self.problem.output_names)
         }
 

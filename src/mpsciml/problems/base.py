@@ -43,6 +43,9 @@ class EvaluationGrid:
     points: Tensor  # (prod(shape), dim), float64
     shape: tuple[int, ...]  # grid counts in input order, last input fastest
     axes: list[Tensor]  # 1-D coordinates per input
+    # (prod(shape),) bool: the points in the domain when it is not a box (an L-shape); errors
+    # are measured on those only and plots blank the rest. None: every point counts.
+    mask: Tensor | None = None
 
 
 def require_counts(**counts: Any) -> None:
