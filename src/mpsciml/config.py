@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mpsciml.contract import SPECTRAL_PRECISIONS
 from mpsciml.precision.registry import AUTO, PRECISIONS
+from mpsciml.weighting.registry import check_weighting
 
 
 class ConfigError(ValueError):
@@ -229,6 +230,10 @@ def validate(cfg: DictConfig) -> None:
         resample_every,
         "null (fixed points) or an integer > 0 (fresh points every that many steps)",
     )
+    try:  # weighting=: the method and its settings (`weighting.registry`)
+        check_weighting(cfg.get("weighting"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     validate_precision_schedule(cfg.precision.get("schedule"), steps)
     if name == AUTO:
         validate_auto(cfg)

@@ -41,6 +41,7 @@ from mpsciml.modules.data_free_grid import DataFreeGridModule
 from mpsciml.modules.grid_operator import GridOperatorModule
 from mpsciml.modules.operator import OperatorModule
 from mpsciml.modules.pinn import PINNModule
+from mpsciml.weighting import attach_weighting
 
 #: the optional model-class hook of `contract.TrainingDataBuilder`
 TRAINING_DATA_HOOK = "build_with_training_data"
@@ -192,8 +193,11 @@ def build_model(model_cfg: DictConfig, problem: Any) -> nn.Module:
 
 
 def build_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLModule:
-    """The LightningModule for the problem's kind (`SOLVERS`)."""
-    return _solver(problem).module(cfg, problem, model)
+    """The LightningModule for the problem's kind (`SOLVERS`), with its loss weighting
+    (`weighting=`: a rule moving `loss_weights` as it trains, or fixed weights)."""
+    module = _solver(problem).module(cfg, problem, model)
+    attach_weighting(module, cfg.get("weighting"), cfg.seed)
+    return module
 
 
 def build_datamodule(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:

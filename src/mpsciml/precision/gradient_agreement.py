@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import torch
@@ -38,16 +38,16 @@ from mpsciml.distributed.integrity import all_reduce_sum, world_size
 BOUND_NOTE = "Hayford et al. Theorem 1 bound not evaluated (statement not available here)"
 
 
-class _LossOf(nn.Module):
-    """`module.total_loss(module.loss_terms(batch))` as a forward, so that functional_call can
-    run it on substituted weights (functional_call swaps parameters of a module's forward)."""
+class _TermsOf(nn.Module):
+    """`module.loss_terms(batch)` as a forward, so that functional_call can run it on
+    substituted weights (functional_call swaps parameters of a module's forward)."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.inner = module
 
-    def forward(self, batch: Any) -> Tensor:
-        return self.inner.total_loss(self.inner.loss_terms(batch))
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        return self.inner.loss_terms(batch)
 
 
 @contextlib.contextmanager
@@ -76,6 +76,24 @@ def reference_gradient(
     Under DDP the loss is this rank's part of the global mean (`SciMLModule.loss_terms`), so the
     full-batch gradient is the sum of the ranks' gradients: one all-reduce, on every rank (the
     callers ask on the same steps everywhere)."""
+
+    def total(terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"total": module.total_loss(terms)}
+
+    return reference_gradients(module, batch, params, total, dtype)["total"]
+
+
+def reference_gradients(
+    module: Any,
+    batch: Any,
+    params: Sequence[Tensor],
+    losses: Callable[[dict[str, Tensor]], dict[str, Tensor]],
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, list[Tensor]]:
+    """`reference_gradient` of several losses built from one forward: `losses(terms)` maps the
+    module's loss terms (computed in `dtype` on copies of the weights) to named scalars, and
+    each gets its gradient w.r.t. `params` (the loss weighting asks for one per term). Under
+    DDP all of them are summed over the ranks in one all-reduce."""
     wanted = {id(p) for p in params}
     names = {id(p): name for name, p in module.named_parameters()}
     copies = {
@@ -90,19 +108,30 @@ def reference_gradient(
         batch, Tensor, lambda t: t.detach().to(dtype) if t.is_floating_point() else t
     )
     device = next(iter(copies.values())).device.type if copies else "cpu"
+    inputs = [copies[f"inner.{names[id(p)]}"] for p in params]
+    gradients: dict[str, list[Tensor]] = {}
     with torch.enable_grad(), torch.autocast(device, enabled=False):
         with _derivative_health_untouched(module):
-            loss = torch.func.functional_call(_LossOf(module), {**copies, **buffers}, (full_batch,))
-        inputs = [copies[f"inner.{names[id(p)]}"] for p in params]
-        grads = torch.autograd.grad(loss, inputs, allow_unused=True)
-    grads = [
-        torch.zeros_like(x) if g is None else g.detach() for g, x in zip(grads, inputs, strict=True)
-    ]
-    if world_size() > 1:
-        flat = all_reduce_sum(torch.cat([g.reshape(-1).double() for g in grads]))
-        parts = flat.split([g.numel() for g in grads])
-        grads = [part.view_as(g).to(g.dtype) for part, g in zip(parts, grads, strict=True)]
-    return grads
+            terms = torch.func.functional_call(
+                _TermsOf(module), {**copies, **buffers}, (full_batch,)
+            )
+            named = losses(terms)
+        for index, (name, loss) in enumerate(named.items()):
+            last = index == len(named) - 1
+            grads = torch.autograd.grad(loss, inputs, allow_unused=True, retain_graph=not last)
+            gradients[name] = [
+                torch.zeros_like(x) if g is None else g.detach()
+                for g, x in zip(grads, inputs, strict=True)
+            ]
+    if world_size() > 1 and gradients:
+        every = [g for grads in gradients.values() for g in grads]
+        flat = all_reduce_sum(torch.cat([g.reshape(-1).double() for g in every]))
+        parts = iter(flat.split([g.numel() for g in every]))
+        gradients = {
+            name: [next(parts).view_as(g).to(g.dtype) for g in grads]
+            for name, grads in gradients.items()
+        }
+    return gradients
 
 
 def agreement(gradient: Sequence[Tensor | None], reference: Sequence[Tensor]) -> dict[str, Any]:
