@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mpsciml.contract import SPECTRAL_PRECISIONS
+from mpsciml.data.adaptive_settings import adaptive_settings
 from mpsciml.precision.registry import AUTO, PRECISIONS
 from mpsciml.weighting.registry import check_weighting
 
@@ -230,6 +231,10 @@ def validate(cfg: DictConfig) -> None:
         resample_every,
         "null (fixed points) or an integer > 0 (fresh points every that many steps)",
     )
+    try:  # sampling.adaptive and its settings (`data.adaptive_settings`)
+        adaptive_settings(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     try:  # weighting=: the method and its settings (`weighting.registry`)
         check_weighting(cfg.get("weighting"))
     except ValueError as exc:
