@@ -165,6 +165,10 @@ def test_per_term_gradients_leave_the_mixed_step_untouched(tiny_config):
 # --------------------------------------------------------- runs, logs, summary, resume
 
 
+#: a small data-free grid problem (DiffNet on Burgers): three terms, pde, boundary, initial
+GRID = ["problem=burgers_grid", "problem.grid=[32,16]"]
+
+
 @pytest.mark.parametrize(
     ("method", "extra"),
     [
@@ -174,14 +178,17 @@ def test_per_term_gradients_leave_the_mixed_step_untouched(tiny_config):
         pytest.param("relobralo", [], marks=pytest.mark.slow),
         pytest.param("softadapt", [], marks=pytest.mark.slow),
         pytest.param("lr_annealing", OPERATOR_RESUME, marks=pytest.mark.slow),  # DeepONet
-        pytest.param("ntk", ["problem=burgers_grid"], marks=pytest.mark.slow),  # data-free grid
+        pytest.param("ntk", GRID, marks=pytest.mark.slow),  # data-free grid
     ],
 )
 def test_every_method_trains_logs_its_weights_and_reports_them(
-    tiny_config, tmp_path, monkeypatch, method, extra
+    tmp_path, monkeypatch, method, extra
 ):
     monkeypatch.setenv("MPSCIML_DATA_DIR", str(tmp_path / "data"))
-    summary = run(tiny_config(*extra, f"weighting={method}", "weighting.update_every=1"))
+    overrides = [*TINY, *extra, f"weighting={method}", "weighting.update_every=1"]
+    if extra is GRID:  # a grid problem has no collocation points
+        overrides.remove("problem.n_domain=64")
+    summary = run(compose_config(overrides, tmp_path / "run"))
     report = summary["weighting"]
     assert report["method"] == method and report["settings"]["update_every"] == 1
     assert report["updates"] == 3 and report["unusable_updates"] == 0
