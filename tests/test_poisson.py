@@ -31,12 +31,19 @@ def exact_derivatives(problem: Poisson, points: torch.Tensor) -> Derivatives:
     return Derivatives(inputs, u, problem.input_names, problem.output_names)
 
 
+@pytest.mark.parametrize("neumann", [False, True])
 @pytest.mark.parametrize("domain", list(DOMAINS))
-def test_the_exact_solution_satisfies_every_condition(domain):
-    problem = Poisson(domain=domain, **SMALL)
+def test_the_exact_solution_satisfies_every_condition(domain, neumann):
+    problem = Poisson(domain=domain, neumann=neumann, **SMALL)
     conditions = problem.conditions(0)
-    assert conditions["pde"].points.shape == (256, 2) and conditions["bc"].points.shape == (64, 2)
+    assert conditions["pde"].points.shape == (256, 2)
+    assert sum(len(c.points) for name, c in conditions.items() if name != "pde") == 64
     assert torch.all(problem.domain.contains(conditions["pde"].points))
+    if neumann:  # on the right and the top side (x = 1, y = 1 for all three domains)
+        assert torch.all(conditions["neumann_x"].points[:, 0] == 1.0)
+        assert torch.all(conditions["neumann_y"].points[:, 1] == 1.0)
+        dirichlet = conditions["bc"].points
+        assert not torch.any((dirichlet[:, 0] == 1.0) | (dirichlet[:, 1] == 1.0))
     for name, condition in conditions.items():
         residual = condition.residual(exact_derivatives(problem, condition.points))
         assert residual.abs().max() < 1e-9, (domain, name)
@@ -51,6 +58,10 @@ def test_a_wrong_solution_leaves_a_residual():
     corner, square = Poisson(domain="l_shape", **SMALL), Poisson(**SMALL)
     edges = corner.conditions(0)["bc"].points
     assert corner.boundary(exact_derivatives(square, edges)).abs().max() > 0.5
+    # and the smooth mode's slope is not the corner solution's normal derivative
+    corner = Poisson(domain="l_shape", neumann=True, **SMALL)
+    right = corner.conditions(0)["neumann_x"].points
+    assert corner.flux_x(exact_derivatives(square, right)).abs().max() > 0.5
 
 
 def test_the_reference_values():
@@ -113,7 +124,12 @@ def test_bad_values_are_one_line_errors(key, value):
         Poisson(**{key: value})
 
 
-TINY_POISSON = ("problem.domain=l_shape", "problem.evaluation_grid=[9,9]")
+def test_neumann_needs_a_boundary_point_per_part():
+    with pytest.raises(ValueError, match=r"problem.n_boundary=2 is too small for neumann=true"):
+        Poisson(neumann=True, n_boundary=2)
+
+
+TINY_POISSON = ("problem.domain=l_shape", "problem.neumann=true", "problem.evaluation_grid=[9,9]")
 
 
 @pytest.mark.parametrize("precision", precisions("mixed", "bf16_mixed", "fp16", "bf16"))

@@ -18,8 +18,12 @@ L-shaped domain, each with an exact solution as its reference.
   corner is where a PINN's error concentrates. This is the standard hard case; the error it
   reaches is reported as it is, not tuned away.
 
-The boundary condition is Dirichlet throughout (`bc`: u - u_exact on the edges, shared by
-length). The errors count only the evaluation-grid points inside the domain (`EvaluationGrid.mask`).
+The boundary condition is Dirichlet (`bc`: u - u_exact on the edges, shared by length). With
+`neumann=true` the edges along the bounding box's right and top sides (x = max, y = max) carry
+Neumann data instead, the exact normal derivative: `neumann_x` (u_x - u_x exact on the right) and
+`neumann_y` (u_y - u_y exact on the top), each its own loss term; one condition per side, so a
+residual never has to tell from rounded coordinates which side a point is on. The errors count
+only the evaluation-grid points inside the domain (`EvaluationGrid.mask`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -59,6 +64,7 @@ class Poisson(Problem):
         n_boundary: int = 512,
         sampling: str = "sobol",
         evaluation_grid: tuple[int, int] = (101, 101),
+        neumann: bool = False,
     ) -> None:
         super().__init__(sampling=sampling, evaluation_grid=evaluation_grid)
         if domain not in DOMAINS:
@@ -79,6 +85,8 @@ class Poisson(Problem):
         self.domain = DOMAINS[domain]()  # type: ignore[assignment]
         self.amplitude, self.wavenumber = float(amplitude), wavenumber
         self.n_domain, self.n_boundary = n_domain, n_boundary
+        self.neumann = bool(neumann)
+        self._boundary_parts()  # refuses a boundary count too small for its parts, here
 
     # ------------------------------------------------------------- the solution
     def exact(self, x: Tensor, y: Tensor) -> Tensor:
@@ -97,6 +105,21 @@ class Poisson(Problem):
         fine = torch.sin(k * pi * x) * torch.sin(k * pi * y)
         return 2 * pi**2 * (smooth + k**2 * a * fine)
 
+    def exact_gradient(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(u_x, u_y) of the exact solution: the Neumann data."""
+        if self.domain_name == "l_shape":
+            # grad r^(2/3) sin(2 theta/3) = (2/3) r^(-1/3) (-sin(theta/3), cos(theta/3))
+            theta = torch.atan2(-(x + y), y - x) + 0.75 * math.pi
+            scale = (2.0 / 3.0) * (x * x + y * y) ** (-1.0 / 6.0)
+            return -scale * torch.sin(theta / 3.0), scale * torch.cos(theta / 3.0)
+        pi, k, a = math.pi, self.wavenumber, self.amplitude
+        sin_x, sin_y, cos_x, cos_y = (f(pi * v) for f in (torch.sin, torch.cos) for v in (x, y))
+        fine_sin_x, fine_sin_y = torch.sin(k * pi * x), torch.sin(k * pi * y)
+        fine_cos_x, fine_cos_y = torch.cos(k * pi * x), torch.cos(k * pi * y)
+        u_x = pi * (cos_x * sin_y + a * k * fine_cos_x * fine_sin_y)
+        u_y = pi * (sin_x * cos_y + a * k * fine_sin_x * fine_cos_y)
+        return u_x, u_y
+
     # --------------------------------------------------------------- residuals
     def pde(self, d: Derivatives) -> Tensor:
         x, y = self._coordinates(d)
@@ -105,11 +128,24 @@ class Poisson(Problem):
     def boundary(self, d: Derivatives) -> Tensor:
         return d["u"] - self.exact(*self._coordinates(d))
 
+    def flux_x(self, d: Derivatives) -> Tensor:
+        return d("u", "x") - self.exact_gradient(*self._coordinates(d))[0]
+
+    def flux_y(self, d: Derivatives) -> Tensor:
+        return d("u", "y") - self.exact_gradient(*self._coordinates(d))[1]
+
     def conditions(self, seed: Seed) -> dict[str, Condition]:
-        method = self.sampling
-        interior = self.domain.interior(self.n_domain, method, seed_stream(seed, "pde"))
-        edges = self.domain.boundary(self.n_boundary, method, seed_stream(seed, "bc"))  # type: ignore[attr-defined]
-        return {"pde": Condition(interior, self.pde), "bc": Condition(edges, self.boundary)}
+        method, polygon = self.sampling, self.domain
+        conditions = {
+            "pde": Condition(
+                polygon.interior(self.n_domain, method, seed_stream(seed, "pde")), self.pde
+            )
+        }
+        residuals = {"bc": self.boundary, "neumann_x": self.flux_x, "neumann_y": self.flux_y}
+        for name, (edges, count) in self._boundary_parts().items():
+            points = polygon.boundary(count, method, seed_stream(seed, name), edges=edges)  # type: ignore[attr-defined]
+            conditions[name] = Condition(points, residuals[name])
+        return conditions
 
     def reference(self, points: Tensor) -> Tensor:
         p = points.double().cpu()
@@ -119,6 +155,33 @@ class Poisson(Problem):
         """The bounding box's grid with the points in the domain marked."""
         grid = super().evaluation_grid()
         return dataclasses.replace(grid, mask=self.domain.mask(grid.points))  # type: ignore[attr-defined]
+
+    def _boundary_parts(self) -> dict[str, tuple[list[int], int]]:
+        """Condition -> (its edges, its share of n_boundary by length): all edges Dirichlet, or
+        the right and top sides Neumann with the rest Dirichlet."""
+        polygon: Polygon = self.domain  # type: ignore[assignment]
+        every = list(range(len(polygon.lengths)))
+        if not self.neumann:
+            return {"bc": (every, self.n_boundary)}
+        (_, _), (x_max, y_max) = polygon.low, polygon.high
+        starts, ends = polygon.starts, polygon.ends
+        right = [e for e in every if starts[e, 0] == ends[e, 0] == x_max]
+        top = [e for e in every if starts[e, 1] == ends[e, 1] == y_max]
+        parts = {"bc": [e for e in every if e not in right + top], "neumann_x": right}
+        parts["neumann_y"] = top
+        lengths = np.array([float(polygon.lengths[edges].sum()) for edges in parts.values()])
+        shares = self.n_boundary * lengths / lengths.sum()
+        counts = np.floor(shares).astype(int)
+        counts[np.argsort(-(shares - counts), kind="stable")[: self.n_boundary - counts.sum()]] += 1
+        if counts.min() == 0:
+            raise ValueError(
+                f"problem.n_boundary={self.n_boundary} is too small for neumann=true: "
+                "each of bc, neumann_x and neumann_y needs a point"
+            )
+        return {
+            name: (edges, int(count))
+            for (name, edges), count in zip(parts.items(), counts, strict=True)
+        }
 
     def _coordinates(self, d: Derivatives) -> tuple[Tensor, Tensor]:
         """x and y in the residual's dtype, detached: exact values and sources are data, and the
