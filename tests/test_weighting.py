@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +17,8 @@ from conftest import TINY, compose_config
 from distributed_harness import run_ranks
 from hydra.errors import MissingConfigException
 from lightning_utilities.core.apply_func import apply_to_collection
+from test_ddp_cli import DDP
+from test_ddp_cli import train_py as ddp_train_py
 from test_distributed_integrity import ADAM, pinn_case
 from test_train import OPERATOR_RESUME
 
@@ -302,3 +305,22 @@ def test_an_unknown_weighting_option_names_the_allowed_ones(tmp_path):
     assert (
         line == f"weighting=bogus is invalid: no such option; allowed: {', '.join(sorted(ALLOWED))}"
     )
+
+
+@pytest.mark.slow
+def test_a_ddp_run_finds_the_weights_of_one_process(tmp_path, tiny_config):
+    """~20 s: two processes (gloo), lr_annealing with the terms' gradients summed over the
+    ranks: the weights rank 0 reports, and the network both ranks trained with them, are
+    those of one process on all the points (a rank with other weights would pull the shared
+    gradient elsewhere)."""
+    common = ["weighting=lr_annealing", "weighting.update_every=1", "trainer.max_steps=3"]
+    single = run(tiny_config(*common))
+    run_dir = tmp_path / "ddp"
+    ddp = [*DDP, *common, f"hydra.run.dir={run_dir}"]
+    result = ddp_train_py(*ddp, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["weighting"]["updates"] == 3
+    for term, weight in single["weighting"]["weights"].items():
+        assert summary["weighting"]["weights"][term] == pytest.approx(weight, rel=1e-4), term
+    assert summary["l2"]["u"] == pytest.approx(single["l2"]["u"], rel=1e-4)
