@@ -275,6 +275,7 @@ def test_a_bad_setting_stops_the_run_in_one_line_before_anything_is_built(tmp_pa
     ("node", "message"),
     [
         ({"method": "bogus"}, "weighting.method='bogus' is invalid: allowed: fixed, lr_annealing"),
+        ({"method": "fixed", "alpha": 0.5}, "weighting.alpha is not a setting of weighting=fixed"),
         ({"method": "lr_annealing", "alpha": -0.5}, "weighting.alpha=-0.5 is invalid"),
         ({"method": "ntk", "alpha": 1.5}, "weighting.alpha=1.5 is invalid"),
         ({"method": "ntk", "update_every": 0}, "weighting.update_every=0 is invalid"),

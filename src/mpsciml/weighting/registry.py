@@ -35,6 +35,11 @@ def check_weighting(node: Mapping[str, Any] | None) -> None:
     """The node's method and settings, without a module (config validation): one line each."""
     method, settings, _ = _parts(node)
     if method == FIXED:
+        if settings:
+            raise ValueError(
+                f"weighting.{next(iter(settings))} is not a setting of weighting=fixed (it has "
+                "none; its weights are `loss_weights`)"
+            )
         return
     parameters = inspect.signature(METHODS[method].__init__).parameters
     known = [key for key in parameters if key not in ("self", *FILLED_IN)]
