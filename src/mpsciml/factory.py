@@ -28,6 +28,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mpsciml.config import ConfigError
+from mpsciml.constraints import (
+    active_weights,
+    periodic_model_config,
+    report_constraints,
+    with_output_transform,
+)
 from mpsciml.contract import AlignedTrainingData, ModelKind, SensorOperator, accepted_kinds
 from mpsciml.data.functions import FunctionBatches
 from mpsciml.data.grid_batches import GridBatches
@@ -54,17 +60,19 @@ def _pointwise_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLM
             f"compile=true needs Taylor-mode derivatives, which cannot run through "
             f"model={_choice(cfg, 'model')} ({reason}); use compile=false"
         )
-    return PINNModule(
+    module = PINNModule(
         problem,
         model,
         cfg.optimizer,
-        loss_weights=cfg.loss_weights,
+        loss_weights=active_weights(cfg.loss_weights, problem),
         seed=cfg.seed,
         derivatives=cfg.get("derivatives", "autograd"),
         compile=compile_step,
         compile_backend=cfg.get("compile_backend", "inductor"),
         compile_mode=cfg.get("compile_mode"),
     )
+    report_constraints(module, problem, cfg.model, cfg.loss_weights)
+    return module
 
 
 def _sensor_operator_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLModule:
@@ -186,7 +194,9 @@ def build_model(model_cfg: DictConfig, problem: Any) -> nn.Module:
     model_class = resolve_model_class(model_cfg)
     sizes = problem.model_sizes()
     if not hasattr(model_class, TRAINING_DATA_HOOK):
-        return instantiate(model_cfg, **sizes)
+        # periodic inputs and hard constraints: conditions met by construction (`constraints`)
+        model = instantiate(periodic_model_config(model_cfg, problem), **sizes)
+        return with_output_transform(model, problem)
     hook = f"{model_cfg._target_}.{TRAINING_DATA_HOOK}"
     data = aligned_training_data(problem)
     return instantiate(model_cfg, _target_=hook, aligned_training_data=data, **sizes)

@@ -31,7 +31,7 @@ PointsBatch = dict[str, Tensor]
 
 def draw_conditions(problem: Problem, seed: int, draw: int = 0) -> dict[str, Condition]:
     """The conditions with the points drawn at step `draw` (0: the run's first points)."""
-    return problem.conditions(seed_stream(seed, "conditions", draw))
+    return problem.training_conditions(seed_stream(seed, "conditions", draw))
 
 
 def draw_step(step: int, resample_every: int | None, freeze_at: int | None = None) -> int:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.jets import coordinate_jets, seeded_streams, unseeded_jets
 from mpsciml.derivatives.rules import (
     ACTIVATION_RULES,
     ActivationRule,
@@ -47,7 +48,9 @@ from mpsciml.derivatives.rules import (
     is_one,
     register_activation,
 )
+from mpsciml.models.constrained import ConstrainedModel
 from mpsciml.models.mlp import MLP
+from mpsciml.models.periodic import PeriodicEmbedding
 
 __all__ = [
     "ACTIVATION_RULES",
@@ -78,6 +81,10 @@ def _flatten(model: nn.Module) -> list[nn.Module]:
     precision probe reads the dtype of the first matmul in the first step), so that step goes
     through autograd.
     """
+    if type(model) is ConstrainedModel:  # its transform: `_constrained` (product rule on jets)
+        if model._forward_hooks or model._forward_pre_hooks:
+            raise UnsupportedModelError("ConstrainedModel has forward hooks")
+        return _flatten(model.net)
     if isinstance(model, MLP) and type(model).forward is MLP.forward:
         model = model.net
     if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
@@ -90,7 +97,7 @@ def _flatten(model: nn.Module) -> list[nn.Module]:
             continue
         if isinstance(layer, (nn.Sequential, MLP)):
             layers.extend(_flatten(layer))
-        elif type(layer) in (nn.Linear, nn.Identity) or type(layer) in ACTIVATION_RULES:
+        elif type(layer) in (nn.Linear, nn.Identity, PeriodicEmbedding, *ACTIVATION_RULES):
             layers.append(layer)
         else:
             known = ", ".join(t.__name__ for t in (nn.Linear, nn.Identity, *ACTIVATION_RULES))
@@ -150,6 +157,45 @@ def _activation(layer: nn.Module, state: TaylorStreams, ratio: float | Tensor) -
     return TaylorStreams(value, first, second, state.first_dirs, state.second_dirs)
 
 
+def _full_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _periodic(
+    layer: PeriodicEmbedding, state: TaylorStreams, seeds: tuple[float | Tensor, float | Tensor]
+) -> TaylorStreams:
+    """The periodic embedding's chain rule on jets, in fp32 (fp64), rounded back to the dtype
+    the streams came in (`models.periodic`)."""
+    dtype, k2 = state.value.dtype, len(state.second_dirs)
+    full = _full_dtype(dtype)
+    with torch.autocast(state.value.device.type, enabled=False):
+        jets = unseeded_jets(state.value, state.first, state.second, k2, seeds, full)
+        columns = layer.columns(jets)
+        n, k = state.value.shape[0], len(state.first_dirs)
+        value, first, second = seeded_streams(columns, n, k, k2, seeds, dtype)
+    return TaylorStreams(value, first, second, state.first_dirs, state.second_dirs)
+
+
+def _constrained(
+    model: ConstrainedModel,
+    inputs: Tensor,
+    first: Sequence[int] | None,
+    second: Sequence[int] | None,
+    seeds: tuple[float | Tensor, float | Tensor],
+) -> TaylorStreams:
+    """The network's streams, then the output transform's product rule on jets, in fp32 (fp64)
+    like the wrapper's forward (`models.constrained`)."""
+    inner = taylor_forward(model.net, inputs, first, second, seeds)
+    full = torch.float64 if torch.float64 in (inputs.dtype, inner.value.dtype) else torch.float32
+    k2, n = len(inner.second_dirs), inputs.shape[0]
+    with torch.autocast(inputs.device.type, enabled=False):
+        coordinates = coordinate_jets(inputs.to(full), inner.first_dirs, k2)
+        raw = unseeded_jets(inner.value, inner.first, inner.second, k2, seeds, full)
+        columns = model.formula(coordinates, raw)
+        value, d1, d2 = seeded_streams(columns, n, len(inner.first_dirs), k2, seeds, full)
+    return TaylorStreams(value, d1, d2, inner.first_dirs, inner.second_dirs)
+
+
 def taylor_forward(
     model: nn.Module,
     inputs: Tensor,
@@ -163,6 +209,8 @@ def taylor_forward(
     whose unmixed second derivatives are (each needs its first: added if missing); None means all
     D. `seeds` (s1, s2) scale the order-1 and order-2 streams, which are returned scaled.
     """
+    if type(model) is ConstrainedModel:
+        return _constrained(model, inputs, first, second, seeds)
     layers = _flatten(model)
     every = range(inputs.shape[-1])
     second_dirs = tuple(every if second is None else dict.fromkeys(second))
@@ -177,6 +225,8 @@ def taylor_forward(
     for layer in layers:
         if type(layer) is nn.Linear:
             state = _linear(layer, state)
+        elif type(layer) is PeriodicEmbedding:
+            state = _periodic(layer, state, seeds)
         elif type(layer) is not nn.Identity:
             state = _activation(layer, state, s2 / (s1 * s1))
     return state

@@ -6,12 +6,17 @@ also the textbook layer that half precision ruins: at sigma = 10 the phase 2 pi 
 where one fp16 ulp is 0.06, so fp16 features are off by ~0.1. It therefore declares the precision
 policy "fp32" (see `mpsciml.precision.policy`): B stays fp32 and the features are computed in
 fp32 in every run, only the MLP after it runs in the run's precision.
+
+Periodic inputs compose (`periodic`, as on the MLP): the coordinates go through a
+`PeriodicEmbedding` first and the Fourier features are taken of its cos/sin columns, which keeps
+the network exactly periodic (a function of periodic functions). The embedding lives inside the
+feature layer, under its fp32 policy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -19,13 +24,19 @@ from torch import Tensor, nn
 
 from mpsciml.contract import ModelKind
 from mpsciml.models.mlp import MLP
+from mpsciml.models.periodic import PeriodicEmbedding, check_periods
 
 
 class FourierFeatures(nn.Module):
     """x (N, in_features) -> [sin(2 pi x B), cos(2 pi x B)] (N, 2 * n_features)."""
 
     def __init__(
-        self, in_features: int, n_features: int, sigma: float, precision_policy: str | None
+        self,
+        in_features: int,
+        n_features: int,
+        sigma: float,
+        precision_policy: str | None,
+        embedding: PeriodicEmbedding | None = None,
     ) -> None:
         super().__init__()
         if n_features <= 0:
@@ -33,10 +44,14 @@ class FourierFeatures(nn.Module):
         if not sigma > 0:
             raise ValueError(f"model.sigma={sigma} must be > 0")
         # drawn from torch's global generator, seeded by the run like every initialisation
-        self.register_buffer("B", torch.randn(in_features, n_features) * sigma)
+        width = in_features if embedding is None else embedding.out_features
+        self.register_buffer("B", torch.randn(width, n_features) * sigma)
         self.precision_policy = precision_policy
+        self.embedding = embedding  # registered after B: B decides the input dtype
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.embedding is not None:
+            x = self.embedding(x)
         phase = 2 * math.pi * (x @ self.B)
         return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)
 
@@ -56,10 +71,16 @@ class FourierMLP(nn.Module):
         activation: str = "tanh",
         init: str = "glorot_normal",
         features_fp32: bool = True,
+        periodic: Mapping[int, float] | None = None,
+        harmonics: int = 1,
     ) -> None:
         super().__init__()
         policy = "fp32" if features_fp32 else None
-        self.features = FourierFeatures(in_features, n_features, sigma, policy)
+        embedding = None
+        if periodic:
+            check_periods(periodic, in_features, harmonics)
+            embedding = PeriodicEmbedding(in_features, periodic, harmonics)
+        self.features = FourierFeatures(in_features, n_features, sigma, policy, embedding)
         self.mlp = MLP(2 * n_features, out_features, hidden, activation, init)
 
     def forward(self, x: Tensor) -> Tensor:

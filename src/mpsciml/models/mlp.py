@@ -1,18 +1,21 @@
 """A fully connected network, the workhorse of PINNs.
 
 Knows nothing of PDEs or precision: input (N, in_features) -> output (N, out_features).
+`periodic` ({input index: period}) puts a `PeriodicEmbedding` first, so the network is exactly
+periodic in those inputs (`models/periodic.py`).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from mpsciml.contract import ModelKind
+from mpsciml.models.periodic import PeriodicEmbedding, check_periods
 
 
 class Sine(nn.Module):
@@ -68,6 +71,8 @@ class MLP(nn.Module):
         hidden: Sequence[int] = (32, 32, 32),
         activation: str = "tanh",
         init: str = "glorot_normal",
+        periodic: Mapping[int, float] | None = None,
+        harmonics: int = 1,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -78,6 +83,11 @@ class MLP(nn.Module):
             raise ValueError(f"model.init={init!r} is unknown; allowed: {', '.join(INITIALIZERS)}")
         widths = [in_features, *integer_widths("hidden", hidden), out_features]
         layers: list[nn.Module] = []
+        if periodic:
+            check_periods(periodic, in_features, harmonics)
+            embedding = PeriodicEmbedding(in_features, periodic, harmonics)
+            layers.append(embedding)
+            widths[0] = embedding.out_features
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
             linear = nn.Linear(fan_in, fan_out)
             if INITIALIZERS[init] is not None:

@@ -12,7 +12,14 @@ x = -1 with one at x = +1, and a DDP run slices every condition's points by rank
 which could split a pair. Since the initial datum is even, the periodic solution is even too, so
 its x-derivative vanishes at x = +-1 (u_x is odd and periodic); the Neumann problem, u_x(+-1, t) =
 0, therefore has the same unique solution, and it is a pointwise condition. So this problem
-enforces u_x = 0 at x = +-1: exact for this datum, not an approximation.
+enforces u_x = 0 at x = +-1: exact for this datum, not an approximation. With periodic inputs
+(`model.periodic=problem`: the network sees cos(pi x), sin(pi x)) the network is periodic by
+construction and this condition leaves the loss (`periodic_condition`).
+
+No output transform (hard constraint): u = x^2 cos(pi x) + t N would meet the initial condition
+exactly, but x^2 cos(pi x) is not periodic in its slope (u_x(+-1, 0) = -+2), so that u would break
+the periodicity (and u_x(+-1) = 0) for every t > 0 whatever N is; the initial condition stays a
+loss term.
 
 Reference: our own spectral solver (`data/allen_cahn_spectral.py`: Fourier pseudo-spectral with
 `resolution` modes, ETDRK4 in time, cached on disk), evaluated at any point by its series.
@@ -21,6 +28,8 @@ Reference: our own spectral solver (`data/allen_cahn_spectral.py`: Fourier pseud
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -37,6 +46,8 @@ class AllenCahn(Problem):
     input_names = ("x", "t")
     output_names = ("u",)
     domain = Box(low=(-1.0, 0.0), high=(1.0, 1.0))
+    periodic_inputs: ClassVar[Mapping[str, float]] = {"x": 2.0}
+    periodic_condition: ClassVar[str | None] = "bc"
 
     def __init__(
         self,
@@ -47,9 +58,10 @@ class AllenCahn(Problem):
         resolution: int = 1024,
         dt: float = 1e-3,
         sampling: str = "sobol",
+        hard_constraints: bool = False,
         evaluation_grid: tuple[int, int] = (201, 101),
     ) -> None:
-        super().__init__(sampling=sampling, evaluation_grid=evaluation_grid)
+        super().__init__(sampling, evaluation_grid, hard_constraints)
         require_counts(n_domain=n_domain, n_boundary=n_boundary, n_initial=n_initial)
         if not (isinstance(eps, int | float) and eps > 0):
             raise ValueError(f"problem.eps={eps!r} is invalid: must be a number > 0")

@@ -18,6 +18,7 @@ from torch import Tensor
 from mpsciml.contract import ModelKind
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.sampling import SAMPLING_METHODS, Box
+from mpsciml.problems.transforms import OutputTransform, hard_constraint_conditions
 from mpsciml.seeding import Seed, seed_stream
 
 Residual = Callable[[Derivatives], Tensor | Mapping[str, Tensor]]
@@ -69,7 +70,17 @@ class Problem(ABC):
     output_names: tuple[str, ...]
     domain: Box
 
-    def __init__(self, sampling: str = "sobol", evaluation_grid: tuple[int, ...] = ()) -> None:
+    #: inputs the solution is periodic in, name -> period, and the condition standing for that
+    #: periodicity, which a periodic network (`model.periodic`) makes exact (`problems.transforms`)
+    periodic_inputs: ClassVar[Mapping[str, float]] = {}
+    periodic_condition: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        sampling: str = "sobol",
+        evaluation_grid: tuple[int, ...] = (),
+        hard_constraints: bool = False,
+    ) -> None:
         if sampling not in SAMPLING_METHODS:
             raise ValueError(
                 f"problem.sampling={sampling!r} is not a sampling method; allowed: "
@@ -77,6 +88,11 @@ class Problem(ABC):
             )
         self.sampling = sampling
         self._grid_counts = tuple(evaluation_grid)
+        #: conditions met by construction, name -> why: they leave the loss (`training_conditions`)
+        self.exact_conditions: dict[str, str] = {}
+        self.hard_constraints = bool(hard_constraints)
+        if self.hard_constraints:
+            self.exact_conditions |= hard_constraint_conditions(self)
 
     @property
     def name(self) -> str:
@@ -95,6 +111,16 @@ class Problem(ABC):
     @abstractmethod
     def reference(self, points: Tensor) -> Tensor:
         """The reference solution (exact or from our own solver) at float64 points, (N, outputs)."""
+
+    def output_transform(self) -> OutputTransform | None:
+        """A formula u = transform(x, N(x)) meeting some conditions exactly whatever the network
+        N is, used with `problem.hard_constraints=true` (`problems.transforms`); None: none."""
+        return None
+
+    def training_conditions(self, seed: Seed) -> dict[str, Condition]:
+        """`conditions` without those met by construction (hard constraints, periodic inputs)."""
+        drawn = self.conditions(seed)
+        return {name: c for name, c in drawn.items() if name not in self.exact_conditions}
 
     def evolution_conditions(
         self, seed: Seed, pde: Residual, boundary: Residual, initial: Residual

@@ -8,14 +8,17 @@ precision. Reference: the exact Cole-Hopf solution (`burgers_exact`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.jets import Column
 from mpsciml.problems.base import Condition, Problem, require_counts
 from mpsciml.problems.burgers_exact import burgers_exact
 from mpsciml.problems.sampling import Box
+from mpsciml.problems.transforms import OutputTransform
 from mpsciml.seeding import Seed
 
 
@@ -31,9 +34,10 @@ class Burgers(Problem):
         n_boundary: int = 64,
         n_initial: int = 128,
         sampling: str = "sobol",
+        hard_constraints: bool = False,
         evaluation_grid: tuple[int, int] = (256, 100),
     ) -> None:
-        super().__init__(sampling=sampling, evaluation_grid=evaluation_grid)
+        super().__init__(sampling, evaluation_grid, hard_constraints)
         require_counts(n_domain=n_domain, n_boundary=n_boundary, n_initial=n_initial)
         self.nu = nu
         self.n_domain, self.n_boundary, self.n_initial = n_domain, n_boundary, n_initial
@@ -46,6 +50,16 @@ class Burgers(Problem):
 
     def initial(self, d: Derivatives) -> Tensor:
         return d["u"] + torch.sin(math.pi * d.coordinate("x"))
+
+    def output_transform(self) -> OutputTransform:
+        description = "u = -sin(pi x) + t (1 - x)(1 + x) N(x, t)"
+        return OutputTransform(self.hard_constraint, ("bc", "ic"), description)
+
+    def hard_constraint(self, inputs: Sequence[Column], raw: Sequence[Column]) -> list[Column]:
+        """u = -sin(pi x) + t (1 - x)(1 + x) N: the initial value at t = 0 and zero at x = +-1
+        (a method, not a closure: the wrapped model must pickle)."""
+        x, t = inputs
+        return [-(math.pi * x).sin() + t * (1 - x) * (1 + x) * raw[0]]
 
     def conditions(self, seed: Seed) -> dict[str, Condition]:
         return self.evolution_conditions(seed, self.pde, self.boundary, self.initial)

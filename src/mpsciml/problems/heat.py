@@ -16,13 +16,16 @@ boundary condition.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.jets import Column
 from mpsciml.problems.base import Condition, Problem, require_counts
 from mpsciml.problems.sampling import Box
+from mpsciml.problems.transforms import OutputTransform
 from mpsciml.seeding import Seed
 
 
@@ -39,9 +42,10 @@ class Heat(Problem):
         n_boundary: int = 1024,
         n_initial: int = 512,
         sampling: str = "sobol",
+        hard_constraints: bool = False,
         evaluation_grid: tuple[int, int, int] = (41, 41, 21),
     ) -> None:
-        super().__init__(sampling=sampling, evaluation_grid=evaluation_grid)
+        super().__init__(sampling, evaluation_grid, hard_constraints)
         require_counts(n_domain=n_domain, n_boundary=n_boundary, n_initial=n_initial)
         if not (isinstance(alpha, int | float) and alpha > 0):
             raise ValueError(f"problem.alpha={alpha!r} is invalid: must be a number > 0")
@@ -63,6 +67,19 @@ class Heat(Problem):
     def initial(self, d: Derivatives) -> Tensor:
         x, y, t = (d.coordinate(name).to(d["u"].dtype) for name in self.input_names)
         return d["u"] - self.exact(x, y, t)
+
+    def output_transform(self) -> OutputTransform:
+        description = "u = u(x, y, 0) + t x (1 - x) y (1 - y) N(x, y, t)"
+        return OutputTransform(self.hard_constraint, ("bc", "ic"), description)
+
+    def hard_constraint(self, inputs: Sequence[Column], raw: Sequence[Column]) -> list[Column]:
+        """u = u0(x, y) + t x (1 - x) y (1 - y) N: the initial value at t = 0, zero on the walls
+        (u0 vanishes there)."""
+        x, y, t = inputs
+        pi = math.pi
+        initial = (pi * x).sin() * (pi * y).sin()
+        initial = initial + self.amplitude * (2 * pi * x).sin() * (3 * pi * y).sin()
+        return [initial + t * x * (1 - x) * y * (1 - y) * raw[0]]
 
     def conditions(self, seed: Seed) -> dict[str, Condition]:
         return self.evolution_conditions(seed, self.pde, self.boundary, self.initial)

@@ -17,13 +17,16 @@ Both initial conditions (value and velocity) are separate loss terms, `ic_u` and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.jets import Column
 from mpsciml.problems.base import Condition, Problem, require_counts
 from mpsciml.problems.sampling import Box
+from mpsciml.problems.transforms import OutputTransform
 from mpsciml.seeding import Seed
 
 
@@ -41,9 +44,10 @@ class Wave(Problem):
         n_boundary: int = 256,
         n_initial: int = 256,
         sampling: str = "sobol",
+        hard_constraints: bool = False,
         evaluation_grid: tuple[int, int] = (201, 201),
     ) -> None:
-        super().__init__(sampling=sampling, evaluation_grid=evaluation_grid)
+        super().__init__(sampling, evaluation_grid, hard_constraints)
         require_counts(n_domain=n_domain, n_boundary=n_boundary, n_initial=n_initial)
         if not (isinstance(speed, int | float) and speed > 0):
             raise ValueError(f"problem.speed={speed!r} is invalid: must be a number > 0")
@@ -69,6 +73,18 @@ class Wave(Problem):
     def initial(self, d: Derivatives) -> dict[str, Tensor]:
         x, t = (d.coordinate(name).to(d["u"].dtype) for name in self.input_names)
         return {"u": d["u"] - self.exact(x, t), "ut": d("u", "t")}
+
+    def output_transform(self) -> OutputTransform:
+        description = "u = u(x, 0) + t^2 x (1 - x) N(x, t)"
+        return OutputTransform(self.hard_constraint, ("bc", "ic"), description)
+
+    def hard_constraint(self, inputs: Sequence[Column], raw: Sequence[Column]) -> list[Column]:
+        """u = u(x, 0) + t^2 x (1 - x) N: the initial value and, through t^2, the initial
+        velocity u_t = 0 at t = 0; zero at both ends (u(x, 0) vanishes there)."""
+        x, t = inputs
+        k = self.mode
+        initial = (math.pi * x).sin() + self.amplitude * (k * math.pi * x).sin()
+        return [initial + t * t * x * (1 - x) * raw[0]]
 
     def conditions(self, seed: Seed) -> dict[str, Condition]:
         return self.evolution_conditions(seed, self.pde, self.boundary, self.initial)
