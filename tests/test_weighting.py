@@ -7,6 +7,7 @@ import copy
 import csv
 import json
 import math
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -211,6 +212,16 @@ def test_fixed_attaches_nothing_and_the_others_a_callback() -> None:
     attach_weighting(module, {"method": "softadapt", "update_every": 3, "beta": 2.0})
     (callback,) = module.strategy_callbacks
     assert callback.update_every == 3 and callback.method.beta == 2.0
+
+
+@pytest.mark.parametrize("method", ["fixed", "ntk"])
+def test_a_module_with_its_weighting_pickles(method):
+    """The precision probe copies the module and the compiled-step tests pickle it: the summary
+    part and the callback go along."""
+    module, _ = pinn_case()
+    attach_weighting(module, {"method": method})
+    copied = pickle.loads(pickle.dumps(module))
+    assert copied.summary_facts()["weighting"]["method"] == method
 
 
 def stub_module(terms: tuple[str, ...] = ("pde", "bc"), compiled: Any = None) -> Any:

@@ -8,6 +8,7 @@ own constructor) before anything trains.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -70,17 +71,18 @@ def _parts(node: Mapping[str, Any] | None) -> tuple[str, dict[str, Any], int]:
     return str(method), node, update_every
 
 
+def fixed_report(module: Any) -> dict[str, Any]:
+    """summary.json `weighting` of fixed weights (a module-level function: the module, summary
+    parts included, must pickle, e.g. for the precision probe's copies)."""
+    return {"method": FIXED, "settings": {}, "weights": dict(module.loss_weights), "updates": 0}
+
+
 def attach_weighting(module: Any, node: Mapping[str, Any] | None, seed: int = 0) -> None:
     """Give `module` its rule (a callback moving `module.loss_weights`) and its summary part."""
     check_weighting(node)
     method, settings, update_every = _parts(node)
     if method == FIXED:
-        module.summary_parts["weighting"] = lambda: {
-            "method": FIXED,
-            "settings": {},
-            "weights": dict(module.loss_weights),
-            "updates": 0,
-        }
+        module.summary_parts["weighting"] = functools.partial(fixed_report, module)
         return
     rule = METHODS[method]
     if rule.uses_gradients and getattr(module, "compiled", None) is not None:
