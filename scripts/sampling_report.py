@@ -58,6 +58,7 @@ def row(summary: dict[str, Any], folder: Path) -> dict[str, Any]:
         "step_ms": summary.get("step_ms"),
         "final_points": (sampling or {}).get("final_points"),
         "updates": (sampling or {}).get("updates", 0),
+        "update_seconds": (sampling or {}).get("update_seconds"),
     }
 
 
@@ -72,14 +73,14 @@ def table(rows: list[dict[str, Any]]) -> str:
         "train s",
         "ms/step",
     ]
-    head += ["final points", "updates"]
+    head += ["final points", "updates", "update s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: (str(r["problem"]), str(r["strategy"]), r["seed"] or 0)):
         errors = [f"{r['l2'][f]:.4f}" if f in r["l2"] else "-" for f in fields]
         points = ", ".join(f"{k} {v}" for k, v in (r["final_points"] or {}).items()) or "-"
         cells = [r["problem"], r["steps"], r["seed"], r["strategy"], *errors]
         step_ms = f"{r['step_ms']:.1f}" if isinstance(r["step_ms"], float) else "-"
-        cells += [r["train_seconds"], step_ms, points, r["updates"]]
+        cells += [r["train_seconds"], step_ms, points, r["updates"], r["update_seconds"] or "-"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,7 @@ def attach_adaptive_sampling(cfg: DictConfig, problem: Any, module: Any) -> None
     settings = adaptive_settings(cfg)
     resample_every = cfg.get("resample_every")
     if settings is None:
-        module.summary_parts["sampling"] = lambda: {
-            "method": None,
-            "resample_every": resample_every,
-        }
+        module.summary_parts["sampling"] = partial(fixed_points_report, resample_every)
         return
     optimizer = cfg.optimizer
     lbfgs_only = optimizer.get("adam") is None and optimizer.get("lbfgs") is not None
@@ -98,12 +96,19 @@ def attach_adaptive_sampling(cfg: DictConfig, problem: Any, module: Any) -> None
     callback = AdaptiveSampling(sampler, drawn, plot_to)
     module.strategy_callbacks.append(callback)
     module.adapt_points = sampler.batch_points
+    # module-level functions, not closures: the module must pickle (the precision probe's copies)
+    module.summary_parts["sampling"] = partial(adaptive_report, callback, resample_every)
 
-    def report() -> dict[str, Any]:
-        plot = str(PLOT_PATH) if callback.plotted is not None else None
-        return {**sampler.summary(), "resample_every": resample_every, "plot": plot}
 
-    module.summary_parts["sampling"] = report
+def fixed_points_report(resample_every: int | None) -> dict[str, Any]:
+    """summary.json `sampling` of a run without adaptive points."""
+    return {"method": None, "resample_every": resample_every}
+
+
+def adaptive_report(callback: AdaptiveSampling, resample_every: int | None) -> dict[str, Any]:
+    """summary.json `sampling` of an adaptive run (`AdaptivePoints.summary` and the picture)."""
+    plot = str(PLOT_PATH) if callback.plotted is not None else None
+    return {**callback.sampler.summary(), "resample_every": resample_every, "plot": plot}
 
 
 def plot_adaptive_points(

@@ -33,6 +33,7 @@ What makes it exact and reproducible:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -165,6 +166,7 @@ class AdaptivePoints:
         """Choose the new points of every adapted condition with the model's current weights;
         returns the metrics to log (`train/adaptive_*`). Every rank must call it at the same
         step (a collective under DDP)."""
+        started = time.perf_counter()
         names = (self.problem.input_names, self.problem.output_names)
         ranks, me = world_size(), rank()
         record: dict[str, Any] = {"step": step}
@@ -195,6 +197,7 @@ class AdaptivePoints:
             metrics[f"train/adaptive_points_{name}"] = float(total)
             metrics[f"train/adaptive_residual_mean_{name}"] = record[name]["residual_mean"]
             metrics[f"train/adaptive_residual_max_{name}"] = record[name]["residual_max"]
+        record["seconds"] = round(time.perf_counter() - started, 4)
         self.updates.append(record)
         self._version += 1
         return metrics
@@ -255,6 +258,8 @@ class AdaptivePoints:
             **self.settings.as_dict(),
             "updates": len(self.updates),
             "update_steps": [u["step"] for u in self.updates],
+            # wall time of the updates (candidates, residuals, choice) on this rank
+            "update_seconds": round(sum(u.get("seconds", 0.0) for u in self.updates), 3),
             "final_points": {name: self.count(name) for name in self.conditions},
             "initial_points": dict(self.base_counts),
             "last_update": self.updates[-1] if self.updates else None,
