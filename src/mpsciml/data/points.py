@@ -22,10 +22,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from mpsciml.data.steps import StepDataModule, StepDataset
-from mpsciml.problems.base import Condition, Problem
+from mpsciml.problems.base import Condition, Problem, values_key
 from mpsciml.seeding import seed_stream
 
-#: one step's batch: the points of each condition, float64 on the CPU, by condition name
+#: one step's batch: the points of each condition, float64 on the CPU, by condition name (and a
+#: data condition's observed values under `values_key(name)`)
 PointsBatch = dict[str, Tensor]
 
 
@@ -70,6 +71,11 @@ class PointsPerStep(StepDataset):
         if self._last is None or self._last[:2] != (draw, share):
             conditions = draw_conditions(self.problem, self.seed, draw)
             points = {name: self.slice(name, c.points, share) for name, c in conditions.items()}
+            points |= {  # a data condition's observed values, sliced as its points
+                values_key(name): self.slice(name, c.values, share)
+                for name, c in conditions.items()
+                if c.values is not None
+            }
             self._last = (draw, share, points)
         return self._last[2]
 

@@ -22,6 +22,8 @@ from mpsciml.problems.transforms import OutputTransform, hard_constraint_conditi
 from mpsciml.seeding import Seed, seed_stream
 
 Residual = Callable[[Derivatives], Tensor | Mapping[str, Tensor]]
+#: the residual of a data condition: derivatives and the observed values at the points
+DataResidual = Callable[[Derivatives, Tensor], Tensor | Mapping[str, Tensor]]
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,20 @@ class Condition:
     """
 
     points: Tensor
-    residual: Residual
+    residual: Residual | DataResidual
+    #: observed output values at the points, (N, k) float64, for a data condition
+    #: (`problems.observations`): they travel with their points through the batch (under
+    #: `values_key(name)`, sliced with them under DDP) and reach the residual as its 2nd argument
+    values: Tensor | None = None
+
+    def evaluate(self, d: Derivatives, values: Tensor | None = None) -> Any:
+        """The residual at `d`; a data condition's with the observed values at those points."""
+        return self.residual(d) if self.values is None else self.residual(d, values)  # type: ignore[call-arg]
+
+
+def values_key(condition: str) -> str:
+    """The batch key of a data condition's observed values (next to its points' key)."""
+    return f"{condition}/values"
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,6 @@ class Problem(ABC):
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     domain: Box
-
     #: inputs the solution is periodic in, name -> period, and the condition standing for that
     #: periodicity, which a periodic network (`model.periodic`) makes exact (`problems.transforms`)
     periodic_inputs: ClassVar[Mapping[str, float]] = {}
@@ -145,3 +159,9 @@ class Problem(ABC):
     def evaluation_grid(self) -> EvaluationGrid:
         points, axes = self.domain.grid(self._grid_counts)
         return EvaluationGrid(points=points, shape=self._grid_counts, axes=axes)
+
+    def fix_gauge(self, prediction: Tensor, grid: EvaluationGrid, reference: Tensor) -> Tensor:
+        """The prediction on the evaluation grid with what the equations leave free (a pressure
+        level no condition fixes) set as the reference's, so the error measures the rest; the
+        prediction as it is unless a problem says otherwise (`ns_inverse`)."""
+        return prediction
