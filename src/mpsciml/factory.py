@@ -27,6 +27,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from mpsciml.callbacks.adaptive_sampling import attach_adaptive_sampling
 from mpsciml.config import ConfigError
 from mpsciml.constraints import (
     active_weights,
@@ -34,6 +35,7 @@ from mpsciml.constraints import (
     report_constraints,
     with_output_transform,
 )
+from mpsciml.data.adaptive_settings import adaptive_settings
 from mpsciml.contract import AlignedTrainingData, ModelKind, SensorOperator, accepted_kinds
 from mpsciml.data.functions import FunctionBatches
 from mpsciml.data.grid_batches import GridBatches
@@ -99,7 +101,9 @@ def _data_free_grid_module(cfg: DictConfig, problem: Any, model: nn.Module) -> S
 
 
 def _collocation_points(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
-    """Points fixed, or redrawn every `resample_every` steps until L-BFGS takes over."""
+    """Points fixed, or redrawn every `resample_every` steps until L-BFGS takes over; adaptive
+    ones (`sampling.adaptive`) move inside the module's step (`callbacks.adaptive_sampling`)."""
+    attach_adaptive_sampling(cfg, problem, module)
     return CollocationPoints(
         problem,
         cfg.seed,
@@ -212,7 +216,13 @@ def build_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLModule
 
 def build_datamodule(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
     """The DataModule of the problem's kind (`SOLVERS`), seeded by the run seed."""
-    return _solver(problem).datamodule(cfg, problem, module)
+    solver = _solver(problem)
+    if solver.datamodule is not _collocation_points and adaptive_settings(cfg) is not None:
+        raise ConfigError(
+            f"sampling.adaptive={cfg.sampling.adaptive} moves a PINN's collocation points; "
+            f"problem={_choice(cfg, 'problem')} has none: use sampling.adaptive=null"
+        )
+    return solver.datamodule(cfg, problem, module)
 
 
 def _solver(problem: Any) -> Solver:
