@@ -10,6 +10,7 @@ one `torch.compile`d function in Taylor mode (`_taylor_terms`, `modules.compiled
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,8 +27,10 @@ from mpsciml.distributed.integrity import global_means, world_size
 from mpsciml.metrics import relative_l2
 from mpsciml.modules.base import SciMLModule
 from mpsciml.modules.compiled_loss import CompiledLoss
+from mpsciml.modules.unknowns import attach_unknowns
 from mpsciml.plots import plot_fields
-from mpsciml.problems.base import Problem
+from mpsciml.problems.base import Problem, values_key
+from mpsciml.problems.observations import first_values, is_values_key
 
 
 class PINNModule(SciMLModule):
@@ -50,6 +53,8 @@ class PINNModule(SciMLModule):
         self.output_names = problem.output_names
         self.model = model
         self.eval_chunk = eval_chunk
+        # coefficients the problem leaves unknown: trainable, fp32 master (`modules.unknowns`)
+        self.unknowns = attach_unknowns(self, problem)
         # The residuals to evaluate, with the run's first points: the batches bring each step's
         # points; these find the loss terms and what Taylor mode carries before training.
         self.conditions = draw_conditions(problem, seed)
@@ -63,7 +68,11 @@ class PINNModule(SciMLModule):
         # Which derivatives each condition's residual asks for, carried forward by Taylor mode.
         self._carry = {
             name: probe_derivatives(
-                c.residual, model, c.points, problem.input_names, problem.output_names
+                partial(c.evaluate, values=first_values(c)),
+                model,
+                c.points,
+                problem.input_names,
+                problem.output_names,
             )
             for name, c in self.conditions.items()
             if self.derivatives == "taylor"
@@ -110,7 +119,7 @@ class PINNModule(SciMLModule):
                     inputs, self.model(inputs), *names, seed=seed, track_nonfinite=scaled
                 )
             derivative_sets.append(derivatives)
-            residual = self.conditions[name].residual(derivatives)
+            residual = self.conditions[name].evaluate(derivatives, batch.get(values_key(name)))
             if isinstance(residual, Mapping):
                 for equation, value in residual.items():
                     squares[f"{name}_{equation}"] = value**2
@@ -130,6 +139,7 @@ class PINNModule(SciMLModule):
         if scaled:
             seeds = torch.tensor([float(seed(1)), float(seed(2))], device=self.device)
         points = {name: batch[name] for name in self.conditions}
+        points |= {key: batch[key] for key in map(values_key, self.conditions) if key in batch}
         distributed = world_size() > 1
         values, nonfinite = self.compiled(points, seeds, not distributed)
         if scaled:
@@ -156,7 +166,7 @@ class PINNModule(SciMLModule):
                 carry=self._carry[name],
                 fallback=False,
             )
-            residual = condition.residual(derivatives)
+            residual = condition.evaluate(derivatives, points.get(values_key(name)))
             if isinstance(residual, Mapping):
                 for equation, value in residual.items():
                     squares[f"{name}_{equation}"] = value**2
@@ -218,7 +228,18 @@ class PINNModule(SciMLModule):
         }
 
     def predict_evaluation(self) -> Tensor:
-        return self.predict_grid()
+        return self.problem.fix_gauge(self.predict_grid(), self.grid, self.grid_reference)
+
+    def batch_in_input_dtype(self, batch: PointsBatch) -> PointsBatch:
+        """Points in the input dtype; observed values in the assembly dtype (fp32, fp64 for
+        fp64), where the residual compares them, so a pure fp16/bf16 run does not round data."""
+        dtype = self.input_dtype()
+        data = torch.float64 if dtype == torch.float64 else torch.float32
+
+        def cast(points: PointsBatch) -> PointsBatch:
+            return {k: v.to(data if is_values_key(k) else dtype) for k, v in points.items()}
+
+        return self._cast(batch, dtype, cast)
 
     def evaluation_errors(self, prediction: Tensor) -> dict[str, float]:
         return self.field_errors(prediction)
@@ -237,7 +258,7 @@ class PINNModule(SciMLModule):
             derivatives = Derivatives(
                 inputs, self.model(inputs), self.problem.input_names, self.problem.output_names
             )
-            residual = condition.residual(derivatives)
+            residual = condition.evaluate(derivatives, first_values(condition))
             if isinstance(residual, Mapping):
                 terms.update({f"{name}_{equation}": name for equation in residual})
             else:
