@@ -124,6 +124,7 @@ def test_allen_cahn_trains_with_periodic_inputs_in_every_precision(
         "model.periodic=problem",
         "derivatives=taylor",
         "problem.resolution=64",
+        "problem.dt=0.01",
         "problem.n_initial=16",
     )
     assert summary["status"] == "ok"
