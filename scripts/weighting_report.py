@@ -33,10 +33,21 @@ def collect(folders: list[Path]) -> list[dict[str, Any]]:
     return runs
 
 
+def label(run: dict[str, Any]) -> str:
+    """The method, with the settings the command line changed (`relobralo temperature=1.0`),
+    so that two settings of one method are two rows."""
+    changed = [
+        o.removeprefix("weighting.")
+        for o in run.get("overrides") or []
+        if o.startswith("weighting.") and not o.startswith("weighting.method")
+    ]
+    return " ".join([run["weighting"]["method"], *changed])
+
+
 def rows_of(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        groups[(run["problem"], run["steps"], run["weighting"]["method"])].append(run)
+        groups[(run["problem"], run["steps"], label(run))].append(run)
     rows = []
     for (problem, steps, method), group in sorted(groups.items()):
         fields = group[0].get("fields") or list(group[0]["l2"])
