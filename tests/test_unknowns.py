@@ -164,3 +164,20 @@ def test_noise_is_a_seeded_fraction_of_each_fields_std() -> None:
     ratio = (noisy - values).std(dim=0) / values.std(dim=0)
     expected = torch.full((2,), 0.01, dtype=torch.float64)
     torch.testing.assert_close(ratio, expected, rtol=0.03, atol=0)
+
+
+def test_a_module_with_unknowns_pickles_and_its_copy_keeps_its_own() -> None:
+    """The precision probe and the compiled step copy the module: the copy's problem reads the
+    copy's parameters, not the original's."""
+    import copy
+    import pickle
+
+    module = decay_module({"a": 0.25})
+    again = pickle.loads(pickle.dumps(module))
+    assert again.summary_facts()["unknowns"]["a"]["final"] == 0.25
+    twin = copy.deepcopy(module)
+    assert twin.unknowns is not None
+    with torch.no_grad():
+        twin.unknowns.values["a"].fill_(1.5)
+    assert float(twin.problem.coefficients("a", torch.zeros(1))) == 1.5
+    assert float(module.problem.coefficients("a", torch.zeros(1))) == 0.25

@@ -18,6 +18,7 @@ What a run reports: `train/unknown_<name>` on the steps the loggers write, and s
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
@@ -67,7 +68,9 @@ def attach_unknowns(module: Any, problem: Any) -> UnknownCoefficients | None:
     unknowns = UnknownCoefficients(coefficients.initial)
     coefficients.bind(unknowns.values)
     module.strategy_callbacks.append(LogUnknowns(unknowns))
-    module.summary_parts["unknowns"] = lambda: report(unknowns, coefficients)
+    # a partial of a module-level function, not a lambda: the module must pickle (the precision
+    # probe and the compiled step copy it)
+    module.summary_parts["unknowns"] = partial(report, unknowns, coefficients)
     return unknowns
 
 
