@@ -8,9 +8,10 @@ import math
 
 import pytest
 import torch
+from distributed_harness import one_step, run_ranks
 from omegaconf import OmegaConf
 
-from mpsciml.data.points import PointsPerStep
+from mpsciml.data.points import CollocationPoints, PointsPerStep
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.models.mlp import MLP
 from mpsciml.modules.pinn import PINNModule
@@ -181,3 +182,32 @@ def test_a_module_with_unknowns_pickles_and_its_copy_keeps_its_own() -> None:
         twin.unknowns.values["a"].fill_(1.5)
     assert twin.problem.coefficients.value("a") == 1.5
     assert module.problem.coefficients.value("a") == 0.25
+
+
+def decay_step() -> tuple[PINNModule, CollocationPoints]:
+    """A decay module with its unknown and an odd number of observations (uneven shares)."""
+    module = decay_module({"a": 0.5})
+    module.problem.data = observation_condition(
+        module.problem.data.points[:31], module.problem.data.values[:31], ("u",)
+    )
+    return module, CollocationPoints(module.problem, 0, max_steps=1)
+
+
+def two_rank_worker(rank: int, world_size: int) -> dict:
+    result = one_step(decay_step)
+    return result
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_loss_and_gradient_of_one_with_observations() -> None:
+    """Real processes (gloo): each rank's share of points and values; the global terms and
+    the averaged gradients equal one process's."""
+    single = one_step(decay_step)
+    ranks = run_ranks(two_rank_worker, 2, timeout=240)
+    sizes = [r["sizes"] for r in ranks]
+    assert [a + b for a, b in zip(*sizes, strict=True)] == single["sizes"]
+    for result in ranks:
+        for name, value in single["terms"].items():
+            torch.testing.assert_close(result["terms"][name], value, rtol=1e-5, atol=1e-7)
+        for got, want in zip(result["grads"], single["grads"], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
