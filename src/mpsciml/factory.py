@@ -35,8 +35,8 @@ from mpsciml.constraints import (
     report_constraints,
     with_output_transform,
 )
-from mpsciml.data.adaptive_settings import adaptive_settings
 from mpsciml.contract import AlignedTrainingData, ModelKind, SensorOperator, accepted_kinds
+from mpsciml.data.adaptive_settings import adaptive_settings
 from mpsciml.data.functions import FunctionBatches
 from mpsciml.data.grid_batches import GridBatches
 from mpsciml.data.parameter_batches import ParameterBatches
