@@ -53,10 +53,15 @@ def test_lr_annealing_lifts_a_term_to_the_pde_terms_largest_gradient() -> None:
     assert rule.multipliers["bc"] == pytest.approx(20.5)  # unusable: kept
 
 
-def test_ntk_weights_are_the_total_over_each_terms_squared_gradient_norm() -> None:
+def test_ntk_weights_equalise_the_terms_relative_convergence_rates() -> None:
+    """T_i = |grad L_i|^2 / L_i (each term's relative convergence rate): 25 and 2 here."""
     rule = NTKWeighting(["pde", "bc"])
-    assert rule.update({}, {"pde": torch.tensor([3.0, 4.0]), "bc": torch.tensor([0.0, 1.0])}, 1)
-    assert rule.multipliers == {"pde": pytest.approx(26 / 25), "bc": pytest.approx(26.0)}
+    grads = {"pde": torch.tensor([3.0, 4.0]), "bc": torch.tensor([0.0, 1.0])}
+    assert rule.update({"pde": 1.0, "bc": 0.5}, grads, 1)
+    assert rule.multipliers == {"pde": pytest.approx(27 / 25), "bc": pytest.approx(13.5)}
+    # the same term ten times smaller, with its gradient as small as a mean square's: the same
+    assert rule.update({"pde": 0.01, "bc": 0.5}, {**grads, "pde": grads["pde"] / 10}, 2)
+    assert rule.multipliers == {"pde": pytest.approx(27 / 25), "bc": pytest.approx(13.5)}
 
 
 def test_relobralo_follows_the_papers_update_with_a_seeded_lookback() -> None:
@@ -106,10 +111,12 @@ def burgers_at_small_loss() -> tuple[Any, Any]:
     return module, apply_to_collection(batch, torch.Tensor, lambda t: t.float())
 
 
-def rule_weights(gradients: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+def rule_weights(
+    values: dict[str, float], gradients: dict[str, torch.Tensor]
+) -> dict[str, dict[str, float]]:
     found = {}
     for rule in (LearningRateAnnealing(list(gradients), alpha=1.0), NTKWeighting(list(gradients))):
-        rule.update({}, gradients, 1)
+        rule.update(values, gradients, 1)
         found[rule.name] = rule.multipliers
     return found
 
@@ -120,13 +127,13 @@ def test_weights_under_mixed_are_the_full_precision_ones_where_naive_fp16_fails(
     (autograd of each term inside the autocast, as the step itself would) loses most small
     gradients: measured here, 99% of the pde and 97% of the bc gradient entries are exactly 0 in
     fp16 (none in fp32), lr_annealing's bc weight comes out 26.3 instead of 41.9 and ntk's pde
-    weight 5.2e8 instead of 4.9e7. (Reading `p.grad` instead would also carry
+    weight 22.3 instead of 3.04. (Reading `p.grad` instead would also carry
     the GradScaler's loss scale, 65536 at the start.)"""
     module, batch = burgers_at_small_loss()
     plugin = build_precision_plugin("mixed", "cpu")
     with plugin.forward_context():
         assert torch.is_autocast_cpu_enabled()
-        ours = rule_weights(term_gradients(module, batch))
+        ours = rule_weights(*term_gradients(module, batch))
         params = [p for p in module.parameters() if p.requires_grad]
         terms = module.loss_terms(batch)
         naive = {
@@ -137,13 +144,13 @@ def test_weights_under_mixed_are_the_full_precision_ones_where_naive_fp16_fails(
         }
     exact = copy.deepcopy(module).double()
     double_batch = apply_to_collection(batch, torch.Tensor, lambda t: t.double())
-    reference = rule_weights(term_gradients(exact, double_batch, torch.float64))
+    reference = rule_weights(*term_gradients(exact, double_batch, torch.float64))
     for rule, weights in reference.items():
         for term, weight in weights.items():
             assert ours[rule][term] == pytest.approx(weight, rel=1e-4), (rule, term)
     assert float((naive["pde"] == 0).float().mean()) > 0.9  # flushed to zero in fp16
     assert float((naive["bc"] == 0).float().mean()) > 0.9
-    failed = rule_weights(naive)
+    failed = rule_weights({n: float(t) for n, t in terms.items()}, naive)
     assert failed["lr_annealing"]["bc"] < 0.8 * reference["lr_annealing"]["bc"]
     assert failed["ntk"]["pde"] > 5 * reference["ntk"]["pde"]
 
@@ -258,7 +265,7 @@ def ddp_weights(rank: int, world_size: int) -> dict[str, dict[str, float]]:
     module, datamodule = pinn_case()
     datamodule.trainer = type("T", (), {"world_size": world_size, "global_rank": rank})()
     batch = next(iter(datamodule.train_dataloader()))
-    return rule_weights(term_gradients(module, batch))
+    return rule_weights(*term_gradients(module, batch))
 
 
 def test_two_ranks_compute_the_weights_of_one_process() -> None:

@@ -63,10 +63,11 @@ class LossWeighting(pl.Callback):
                 pl_module.log(f"train/weight_{term}", weight, batch_size=1)
 
     def _update(self, module: Any, batch: Any, steps_done: int) -> None:
-        losses = {t: float(v) for t, v in module.global_terms().items() if t != "total"}
         gradients = None
-        if self.method.uses_gradients:
-            gradients = term_gradients(module, batch)
+        if self.method.uses_gradients:  # the terms' values at the same weights, in fp32 too
+            losses, gradients = term_gradients(module, batch)
+        else:
+            losses = {t: float(v) for t, v in module.global_terms().items() if t != "total"}
         if self.method.update(losses, gradients, steps_done):
             self.updates += 1
         else:

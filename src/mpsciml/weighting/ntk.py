@@ -2,22 +2,26 @@
 tangent kernel perspective"), with the kernel traces ESTIMATED from per-term gradients.
 
 The paper sets lambda_i = Tr(K) / Tr(K_ii), Tr(K) = sum_j Tr(K_jj), where K_ii = J_i J_i^T is
-the NTK block of term i (J_i: the Jacobian of that term's residuals at its points w.r.t. the
-parameters), so that every term's block converges at the same rate. Its exact trace needs one
-gradient per collocation point; what a SciMLModule exposes is its loss terms (mean squared
-residuals), so this rule uses instead
+the NTK block of term i (J_i: the Jacobian of that term's residuals at its N_i points w.r.t.
+the parameters), so that every term converges at the same rate. The exact trace needs one
+gradient per collocation point; a SciMLModule exposes its loss terms (mean squared residuals
+L_i = |r_i|^2 / N_i), so this rule uses instead
 
-    T_i = |grad_theta L_i|^2,   L_i = mean_x r_i(x)^2,
+    T_i = |grad_theta L_i|^2 / L_i = (4 / N_i) * r_i^T K_ii r_i / |r_i|^2,
 
-which is exactly (4 / N_i^2) r_i^T K_ii r_i: the quadratic form of the NTK block in the
-direction of the current residual (the block's "trace along the residual"), not its trace.
-For a residual spread evenly over K_ii's eigenvectors (E[r r^T] = L_i I) its mean is
-Tr(K_ii) * 4 L_i / N_i^2; in general it weighs the block by where the residual actually is,
-which is what the gradient flow of the loss sees. Then
+the Rayleigh quotient of the term's NTK block along its current residual, times 4 / N_i. It is
+exactly the term's relative convergence rate under gradient flow on its own loss:
+dL_i/dt = -|grad L_i|^2, so -(dL_i/dt) / L_i = T_i; it does not depend on the residual's size
+(|grad L_i|^2 alone would: it falls with L_i, and its inverse, the weight, would run away as a
+term is met, which we measured on Burgers: pde weight 1e11, relative L2 0.99). For a residual
+spread evenly over the block's eigenvectors its mean is 4 Tr(K_ii) / N_i^2: the paper's trace,
+scaled by 4 / N_i^2 (terms with different point counts are weighed per point, as mean squares
+are). Then
 
     lambda_hat_i = sum_j T_j / T_i,   lambda_i <- (1 - alpha) lambda_i + alpha lambda_hat_i
 
-(alpha = 1: the paper's plain recomputation at each update). Every multiplier is >= 1.
+(alpha = 1: the paper's plain recomputation at each update), which makes lambda_i T_i, the
+weighted relative convergence rates, equal across the terms. Every multiplier is >= 1.
 """
 
 from __future__ import annotations
@@ -40,19 +44,23 @@ class NTKWeighting(WeightingMethod):
         self.alpha = check_fraction("alpha", alpha)
 
     def settings(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "trace_estimate": "|grad L_i|^2 = (4/N_i^2) r_i^T K_ii r_i"}
+        return {"alpha": self.alpha, "trace_estimate": "|grad L_i|^2 / L_i"}
 
     def update(
         self, losses: Mapping[str, float], gradients: Mapping[str, Tensor] | None, step: int
     ) -> bool:
         assert gradients is not None
-        traces = {t: float(gradients[t].double().square().sum()) for t in self.terms}
-        total = sum(traces.values())
+        rates = {
+            t: float(gradients[t].double().square().sum()) / losses[t]
+            for t in self.terms
+            if losses[t] > 0.0  # a term met exactly (or reached by nothing) keeps its multiplier
+        }
+        total = sum(rates.values())
         if not math.isfinite(total) or total == 0.0:
             return False
-        for term, trace in traces.items():
-            if trace > 0.0:  # a term no parameter reaches keeps its multiplier
-                estimate = total / trace
+        for term, rate in rates.items():
+            if rate > 0.0:
+                estimate = total / rate
                 self.multipliers[term] = (1.0 - self.alpha) * self.multipliers[
                     term
                 ] + self.alpha * estimate

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mpsciml.distributed.integrity import reduce_terms
 from mpsciml.precision.gradient_agreement import reference_gradients
 from mpsciml.precision.plugin import SciMLPrecision
 
@@ -30,10 +31,18 @@ def full_dtype(module: Any) -> torch.dtype:
     return torch.float32
 
 
-def term_gradients(module: Any, batch: Any, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
-    """{term: its gradient over every trainable parameter as one flat vector} on `batch`."""
+def term_gradients(
+    module: Any, batch: Any, dtype: torch.dtype | None = None
+) -> tuple[dict[str, float], dict[str, Tensor]]:
+    """({term: its value}, {term: its gradient over every trainable parameter as one flat
+    vector}) on `batch`, both from the same full-precision forward and global under DDP."""
     params = [p for p in module.parameters() if p.requires_grad]
-    gradients = reference_gradients(
-        module, batch, params, lambda terms: dict(terms), dtype or full_dtype(module)
-    )
-    return {name: torch.cat([g.reshape(-1) for g in grads]) for name, grads in gradients.items()}
+    values: dict[str, Tensor] = {}
+
+    def each_term(terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        values.update({name: term.detach() for name, term in terms.items()})
+        return dict(terms)
+
+    gradients = reference_gradients(module, batch, params, each_term, dtype or full_dtype(module))
+    flat = {name: torch.cat([g.reshape(-1) for g in grads]) for name, grads in gradients.items()}
+    return {name: float(v) for name, v in reduce_terms(values).items()}, flat
