@@ -186,3 +186,16 @@ def test_the_compiled_step_learns_the_unknowns_as_the_eager_one(tmp_path: Path) 
         finals.append([summary["unknowns"][name]["final"] for name in ("C1", "C2")])
         assert summary["unknowns"]["C1"]["final"] != 0.0
     assert finals[0] == pytest.approx(finals[1], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_run_trains_on_a_mat_file_and_measures_on_its_grid(tmp_path: Path) -> None:
+    path = tmp_path / "wake.mat"
+    write_snapshots(path, snapshots_of(NSInverse(n_observations=8), (6, 5, 4)))
+    overrides = [*TINY, "problem=ns_inverse", f"problem.data_path={path}", "model.hidden=[8]"]
+    overrides += ["problem.n_domain=32", "problem.n_observations=40", "problem.viscosity=null"]
+    summary = run(compose_config(overrides, tmp_path / "run"))
+    assert summary["status"] == "ok" and math.isfinite(summary["l2"]["u"])
+    assert summary["unknowns"]["C2"]["true"] is None
+    assert summary["unknowns"]["C2"]["relative_error"] is None
+    assert summary["unknowns"]["C1"]["relative_error"] is not None
