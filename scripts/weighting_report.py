@@ -21,6 +21,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+#: the methods' default settings, against which a run's settings are labelled
+CONF = Path(__file__).resolve().parents[1] / "conf" / "weighting"
+
 
 def collect(folders: list[Path]) -> list[dict[str, Any]]:
     """Every finished run's summary under the folders."""
@@ -34,14 +39,17 @@ def collect(folders: list[Path]) -> list[dict[str, Any]]:
 
 
 def label(run: dict[str, Any]) -> str:
-    """The method, with the settings the command line changed (`relobralo temperature=1.0`),
-    so that two settings of one method are two rows."""
+    """The method, with the settings that differ from its conf/weighting/<method>.yaml
+    (`relobralo temperature=0.1`), so that two settings of one method are two rows."""
+    record = run["weighting"]
+    defaults_file = CONF / f"{record['method']}.yaml"
+    defaults = yaml.safe_load(defaults_file.read_text()) if defaults_file.is_file() else {}
     changed = [
-        o.removeprefix("weighting.")
-        for o in run.get("overrides") or []
-        if o.startswith("weighting.") and not o.startswith("weighting.method")
+        f"{key}={value}"
+        for key, value in record.get("settings", {}).items()
+        if key in defaults and defaults[key] != value
     ]
-    return " ".join([run["weighting"]["method"], *changed])
+    return " ".join([record["method"], *changed])
 
 
 def rows_of(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -47,7 +47,7 @@ class ReLoBRaLo(WeightingMethod):
         terms: Sequence[str],
         alpha: float = 0.999,
         expected_rho: float = 0.999,
-        temperature: float = 0.1,
+        temperature: float = 1.0,
         seed: int = 0,
     ) -> None:
         super().__init__(terms)
