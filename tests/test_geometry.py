@@ -50,7 +50,7 @@ def test_interior_points_are_inside_exactly_n_and_the_seed_decides_them(method):
     assert all(abs(count - 333) < 60 for count in counts)
 
 
-def test_interior_avoids_holes_and_tops_up_a_small_domain():
+def test_interior_avoids_holes_and_fills_a_thin_domain():
     plate = plate_with_hole()
     points = plate.interior(500, "sobol", 3)
     assert points.shape == (500, 2)
@@ -79,7 +79,9 @@ def test_rejection_tops_up_with_fresh_rounds_when_a_round_falls_short(monkeypatc
         point = strip.interior(1, "uniform", seed)
         assert point.shape == (1, 2) and strip.contains(point).all()
         rounds_per_seed.append(len(rounds))
-    assert min(rounds_per_seed) == 1 and max(rounds_per_seed) > 1
+        if max(rounds_per_seed) > 1:
+            break
+    assert min(rounds_per_seed) == 1 and max(rounds_per_seed) > 1, rounds_per_seed
 
 
 def test_area_counts_holes():
