@@ -83,9 +83,9 @@ def rows_of(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| problem | steps | weighting | rel. L2 (per field) | mean L2 | vs fixed | train s "
-        "| time vs fixed | updates | final weights |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| problem | steps | weighting | seeds | rel. L2 (per field) | mean L2 | vs fixed "
+        "| train s | time vs fixed | updates | final weights (first seed) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         per_field = ", ".join(f"{f} {v:.3g}" for f, v in r["l2"].items())
@@ -93,7 +93,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         ratio = "" if r["l2_vs_fixed"] is None else f"{r['l2_vs_fixed']:.2f}x"
         time_ratio = "" if r["time_vs_fixed"] is None else f"{r['time_vs_fixed']:.2f}x"
         lines.append(
-            f"| {r['problem']} | {r['steps']} | {r['weighting']} | {per_field} | "
+            f"| {r['problem']} | {r['steps']} | {r['weighting']} | "
+            f"{','.join(map(str, r['seeds']))} | {per_field} | "
             f"{r['l2_mean']:.3g} | {ratio} | {r['train_seconds']:.0f} | {time_ratio} | "
             f"{r['updates']} | {weights} |"
         )
