@@ -69,17 +69,19 @@ class Heat(Problem):
         return d["u"] - self.exact(x, y, t)
 
     def output_transform(self) -> OutputTransform:
-        description = "u = u(x, y, 0) + t x (1 - x) y (1 - y) N(x, y, t)"
+        description = "u = u(x, y, 0) + 16 t x (1 - x) y (1 - y) N(x, y, t)"
         return OutputTransform(self.hard_constraint, ("bc", "ic"), description)
 
     def hard_constraint(self, inputs: Sequence[Column], raw: Sequence[Column]) -> list[Column]:
-        """u = u0(x, y) + t x (1 - x) y (1 - y) N: the initial value at t = 0, zero on the walls
-        (u0 vanishes there)."""
+        """u = u0(x, y) + 16 t x (1 - x) y (1 - y) N: the initial value at t = 0, zero on the
+        walls (u0 vanishes there). The 16 scales the wall factor to 1 at the centre: unscaled
+        (at most 1/16) the network must output ~16x the solution's change, which Adam reaches
+        slowly (relative L2 0.92 after 200 steps against 0.38 for soft constraints)."""
         x, y, t = inputs
         pi = math.pi
         initial = (pi * x).sin() * (pi * y).sin()
         initial = initial + self.amplitude * (2 * pi * x).sin() * (3 * pi * y).sin()
-        return [initial + t * x * (1 - x) * y * (1 - y) * raw[0]]
+        return [initial + 16 * t * x * (1 - x) * y * (1 - y) * raw[0]]
 
     def conditions(self, seed: Seed) -> dict[str, Condition]:
         return self.evolution_conditions(seed, self.pde, self.boundary, self.initial)
