@@ -2,7 +2,7 @@
 
     python scripts/ns_inverse_study.py                      # fp32 and mixed, 0% and 1% noise
     python scripts/ns_inverse_study.py --precisions fp32 --noise 0 0.01 --steps 2000
-    python scripts/ns_inverse_study.py --report-only outputs/ns_inverse_study
+    python scripts/ns_inverse_study.py --report-only outputs/ns_inverse_study [more folders]
 
 Each setting is one `train.py problem=ns_inverse` run (the recipe, conf/recipe/ns_inverse_mlp.yaml,
 with `precision=`, `problem.noise=` and optionally `trainer.max_steps=`) in its own folder under
@@ -104,12 +104,14 @@ def main() -> None:
     parser.add_argument("--noise", nargs="+", type=float, default=[0.0, 0.01])
     parser.add_argument("--steps", type=int, default=None, help="trainer.max_steps (recipe's)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "ns_inverse_study")
-    parser.add_argument("--report-only", type=Path, default=None, help="tabulate these runs")
+    parser.add_argument(
+        "--report-only", type=Path, nargs="+", default=None, help="tabulate the runs in these"
+    )
     parser.add_argument("extra", nargs="*", help="more train.py overrides, e.g. seed=1")
     args = parser.parse_args()
     if args.report_only is not None:
-        summaries = sorted(args.report_only.rglob("summary.json"))
-        out = args.report_only
+        summaries = [p for d in args.report_only for p in sorted(d.rglob("summary.json"))]
+        out = args.report_only[0]
     else:
         summaries = []
         for precision in args.precisions:
