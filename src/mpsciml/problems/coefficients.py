@@ -91,4 +91,3 @@ def relative_error(value: float, true: float | None) -> float | None:
     if true is None:
         return None
     return abs(value - true) / abs(true) if true != 0 else abs(value - true)
-

@@ -62,10 +62,8 @@ def read_snapshots(path: str | Path) -> Snapshots:
     xy, t = np.asarray(arrays["X_star"], float), np.asarray(arrays["t"], float).reshape(-1)
     velocity, pressure = np.asarray(arrays["U_star"], float), np.asarray(arrays["p_star"], float)
     n, nt = xy.shape[0], t.size
-    if xy.ndim != 2 or xy.shape[1] != 2 or velocity.shape != (n, 2, nt) or pressure.shape != (
-        n,
-        nt,
-    ):
+    fits = xy.ndim == 2 and xy.shape[1] == 2 and velocity.shape == (n, 2, nt)
+    if not fits or pressure.shape != (n, nt):
         shapes = f"X_star {xy.shape}, t {arrays['t'].shape}, U_star {velocity.shape}, "
         raise _refuse(path, f"shapes do not fit ({shapes}p_star {pressure.shape})")
     if n == 0 or nt == 0 or not all(np.isfinite(a).all() for a in (xy, t, velocity, pressure)):

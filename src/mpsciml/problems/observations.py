@@ -51,8 +51,7 @@ class ObservationResidual:
 
     def __call__(self, d: Derivatives, values: Tensor) -> dict[str, Tensor]:
         return {
-            field: d[field] - values[:, i].to(d[field].dtype)
-            for i, field in enumerate(self.fields)
+            field: d[field] - values[:, i].to(d[field].dtype) for i, field in enumerate(self.fields)
         }
 
 
