@@ -24,6 +24,8 @@ from mpsciml.models.mlp import MLP
 from mpsciml.problems.allen_cahn import AllenCahn
 from mpsciml.problems.burgers import Burgers
 from mpsciml.problems.heat import Heat
+from mpsciml.problems.navier_stokes import NavierStokes
+from mpsciml.problems.poisson import Poisson
 from mpsciml.problems.wave import Wave
 from mpsciml.train import run
 
@@ -86,6 +88,13 @@ def test_a_problem_without_a_transform_is_refused_naming_those_with_one():
     with pytest.raises(ValueError, match="problem allen_cahn declares no output transform") as e:
         AllenCahn(hard_constraints=True)
     assert "burgers, heat, wave" in str(e.value)
+
+
+@pytest.mark.parametrize("problem_class", [NavierStokes, Poisson])
+def test_every_pointwise_problem_takes_the_key_and_refuses_it_by_name(problem_class):
+    """Not Hydra's "unexpected keyword argument": the problems with a transform are named."""
+    with pytest.raises(ValueError, match="declares no output transform; problems that do"):
+        problem_class(hard_constraints=True)
 
 
 @pytest.mark.slow

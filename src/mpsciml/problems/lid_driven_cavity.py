@@ -57,8 +57,9 @@ class LidDrivenCavity(Problem):
         resolution: int = 128,
         sampling: str = "sobol",
         evaluation_grid: tuple[int, int] = (129, 129),
+        hard_constraints: bool = False,  # no output transform: true is refused by name
     ) -> None:
-        super().__init__(sampling=sampling, evaluation_grid=evaluation_grid)
+        super().__init__(sampling, evaluation_grid, hard_constraints)
         require_counts(n_domain=n_domain, n_boundary=n_boundary)
         if n_boundary < 4:
             raise ValueError(f"problem.n_boundary={n_boundary} is invalid: must be >= 4 (walls)")

@@ -48,8 +48,9 @@ class NavierStokes(Problem):
         n_outlet: int = 100,
         sampling: str = "sobol",
         evaluation_grid: tuple[int, int] = (151, 201),
+        hard_constraints: bool = False,  # no output transform: true is refused by name
     ) -> None:
-        super().__init__(sampling=sampling, evaluation_grid=evaluation_grid)
+        super().__init__(sampling, evaluation_grid, hard_constraints)
         require_counts(n_domain=n_domain, n_boundary=n_boundary, n_outlet=n_outlet)
         self.reynolds = reynolds
         self.lam = reynolds / 2 - math.sqrt(reynolds**2 / 4 + 4 * math.pi**2)

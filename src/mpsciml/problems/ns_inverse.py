@@ -77,8 +77,9 @@ class NSInverse(Problem):
         data_path: str | None = None,
         sampling: str = "sobol",
         evaluation_grid: tuple[int, int, int] = (21, 21, 11),
+        hard_constraints: bool = False,  # no output transform: true is refused by name
     ) -> None:
-        super().__init__(sampling=sampling, evaluation_grid=evaluation_grid)
+        super().__init__(sampling, evaluation_grid, hard_constraints)
         require_counts(n_observations=n_observations, n_domain=n_domain)
         if viscosity is not None and not (isinstance(viscosity, int | float) and viscosity > 0):
             raise ValueError(f"problem.viscosity={viscosity!r} is invalid: must be > 0 or null")

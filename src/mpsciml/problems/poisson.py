@@ -65,8 +65,9 @@ class Poisson(Problem):
         sampling: str = "sobol",
         evaluation_grid: tuple[int, int] = (101, 101),
         neumann: bool = False,
+        hard_constraints: bool = False,  # no output transform: true is refused by name
     ) -> None:
-        super().__init__(sampling=sampling, evaluation_grid=evaluation_grid)
+        super().__init__(sampling, evaluation_grid, hard_constraints)
         if domain not in DOMAINS:
             raise ValueError(
                 f"problem.domain={domain!r} is not a Poisson domain; allowed: {', '.join(DOMAINS)}"
