@@ -6,8 +6,8 @@
 
 One row per run (every summary.json below the folders): the points strategy (summary.json
 `sampling`), relative L2 error per field, training seconds, time per step, the final number of
-points of each adapted condition and the updates that ran. `scripts/report.py` keys its rows by
-precision and would average these runs together; this table keeps them apart. Writes
+points of each adapted condition and the updates that ran: what `scripts/report.py`'s rows
+(one per strategy, averaged over seeds) do not show. Writes
 sampling_report.md and sampling_report.json into the first folder (or --out); reads only the
 run folders and never trains anything.
 """

@@ -185,6 +185,35 @@ def test_ratios_against_fp32_of_the_same_problem_and_steps(sweep):
     assert rows[("Burgers", 50, "mixed")].cuda_ratio is None  # no GPU in these runs
 
 
+def test_a_strategy_sweep_gives_one_row_per_strategy_and_fixed_fp32_is_the_baseline(tmp_path):
+    """`-m weighting=fixed,softadapt sampling.adaptive=null,rar`: four settings, four rows, never
+    averaged together; ratios against fp32 with the default strategies."""
+    strategies = {
+        "fixed": {},
+        "softadapt": {"weighting": {"method": "softadapt"}},
+        "rar": {"weighting": {"method": "fixed"}, "sampling": {"method": "rar"}},
+        "both": {"weighting": {"method": "softadapt"}, "sampling": {"method": "rar"}},
+        "hard": {"constraints": {"hard_constraints": True, "periodic_inputs": {"x": 2.0}}},
+    }
+    for index, recorded in enumerate(strategies.values()):
+        folder = tmp_path / str(index)
+        write_run(folder, "Burgers", "fp32", 0, {"u": 0.1 * (index + 1)}, 10.0 + index, 400.0)
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps({**summary, **recorded}))
+    rows = {row.strategy: row for row in aggregate(load_runs([tmp_path]))}
+    assert list(rows) == [
+        None,
+        "hard constraints + periodic inputs",
+        "rar",
+        "softadapt",
+        "softadapt + rar",
+    ]
+    assert rows["softadapt"].l2["u"].mean == pytest.approx(0.2)
+    assert rows["softadapt + rar"].speedup == pytest.approx(10.0 / 13.0)
+    assert rows[None].speedup == pytest.approx(1.0)
+    assert "| fp32 | softadapt + rar |" in build_report([tmp_path], tmp_path / "out").table
+
+
 def test_report_files_tables_and_figures(sweep, tmp_path):
     out = tmp_path / "report"
     report = build_report([sweep], out)

@@ -44,6 +44,12 @@ IDENTITY_OVERRIDES = (
     "logger",
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
+    # strategies: in the row key through `Run.strategy`
+    "weighting",
+    "sampling.adaptive",
+    "resample_every",
+    "problem.hard_constraints",
+    "model.periodic",
 )
 
 
@@ -76,6 +82,7 @@ class Row:
     rss_ratio: float | None = None
     cuda_ratio: float | None = None
     spectral: str | None = None  # e.g. "half+tanh"; None for a model without spectral layers
+    strategy: str | None = None  # e.g. "softadapt + rar" (`collect.strategy_label`); None: defaults
 
     @property
     def panel(self) -> tuple[str, str, int | None]:
@@ -84,12 +91,14 @@ class Row:
 
     @property
     def setting(self) -> str:
-        return self.precision if self.spectral is None else f"{self.precision} | {self.spectral}"
+        return " | ".join(p for p in (self.precision, self.spectral, self.strategy) if p)
 
     @property
     def is_baseline(self) -> bool:
-        """fp32, and for a spectral model with its spectral layers in full precision too."""
-        return self.precision == BASELINE and self.spectral in (None, BASELINE_SPECTRAL)
+        """fp32 with the default training strategies, and for a spectral model with its spectral
+        layers in full precision too."""
+        full_spectral = self.spectral in (None, BASELINE_SPECTRAL)
+        return self.precision == BASELINE and full_spectral and self.strategy is None
 
 
 #: the spectral setting of the baseline row of a spectral model
@@ -100,10 +109,12 @@ def group_key(run: Run) -> tuple[str, str, int | None, str]:
     return (run.problem, run.model, run.steps, run.setting)
 
 
-def setting_rank(item: Run | Row) -> tuple[int, bool, str]:
-    """Table order: by precision (the registry's order), the baseline's spectral setting first."""
-    spectral = item.spectral
-    return (precision_rank(item.precision), spectral != BASELINE_SPECTRAL, spectral or "")
+def setting_rank(item: Run | Row) -> tuple[int, bool, str, bool, str]:
+    """Table order: by precision (the registry's order), the baseline's spectral setting first,
+    then the default strategies first."""
+    spectral, strategy = item.spectral, item.strategy
+    spectral_order = (spectral != BASELINE_SPECTRAL, spectral or "")
+    return (precision_rank(item.precision), *spectral_order, strategy is not None, strategy or "")
 
 
 def assign_missing_steps(runs: list[Run]) -> None:
@@ -161,6 +172,7 @@ def aggregate(runs: list[Run]) -> list[Row]:
                 steps=steps,
                 precision=members[0].precision,
                 spectral=members[0].spectral,
+                strategy=members[0].strategy,
                 runs=len(members),
                 ok=len(ok),
                 diverged=sum(r.status == "diverged" for r in members),

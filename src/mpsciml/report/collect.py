@@ -47,12 +47,14 @@ class Run:
     in_sweep: bool = False  # inside a Hydra multirun folder (jobs share one process)
     #: a spectral model's own precision as configured (`spectral_label`), None for other models
     spectral: str | None = None
+    #: the training strategies that differ from the defaults (`strategy_label`), None for none
+    strategy: str | None = None
 
     @property
     def setting(self) -> str:
-        """What the run was asked to run in: the precision, and for a spectral model its
-        spectral setting too ("mixed | spectral half+tanh")."""
-        return self.precision if self.spectral is None else f"{self.precision} | {self.spectral}"
+        """What the run was asked to run in: the precision, for a spectral model its spectral
+        setting too ("mixed | half+tanh"), and the training strategies ("fp32 | softadapt")."""
+        return " | ".join(p for p in (self.precision, self.spectral, self.strategy) if p)
 
 
 class NoRunsError(Exception):
@@ -122,7 +124,30 @@ def load_run(summary_path: Path) -> Run:
         overrides=tuple(str(o) for o in overrides) if isinstance(overrides, list) else None,
         in_sweep=any((p / "multirun.yaml").exists() for p in folder.parents[:2]),
         spectral=spectral_label(config, summary.get("spectral")),
+        strategy=strategy_label(summary),
     )
+
+
+def strategy_label(summary: dict[str, Any]) -> str | None:
+    """The training strategies a run used beyond the defaults, as its summary recorded them:
+    loss weighting other than fixed, adaptive or resampled points, hard constraints, periodic
+    inputs ("softadapt + rar"). A sweep over `weighting=` or `sampling.adaptive=` then gives
+    one row per strategy instead of averaging them into one. None: all defaults."""
+    parts = []
+    weighting = _mapping(summary.get("weighting"))
+    if (method := _text(weighting.get("method"))) not in (None, "fixed"):
+        parts.append(method)
+    sampling = _mapping(summary.get("sampling"))
+    if (adaptive := _text(sampling.get("method"))) is not None:
+        parts.append(adaptive)
+    if (every := _integer(sampling.get("resample_every"))) is not None:
+        parts.append(f"resample_every={every}")
+    constraints = _mapping(summary.get("constraints"))
+    if constraints.get("hard_constraints") is True:
+        parts.append("hard constraints")
+    if constraints.get("periodic_inputs"):
+        parts.append("periodic inputs")
+    return " + ".join(parts) or None
 
 
 def spectral_label(config: Any, recorded: Any) -> str | None:

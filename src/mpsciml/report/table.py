@@ -51,7 +51,9 @@ def markdown_table(rows: list[Row]) -> str:
     """One line per (problem, model, steps, precision); CUDA columns only when a run had CUDA."""
     fields = field_names(rows)
     cuda, spectral = _has_cuda(rows), _has_spectral(rows)
+    strategy = any(row.strategy is not None for row in rows)
     header = ["problem", "model", "steps", "precision"] + (["spectral"] if spectral else [])
+    header += ["strategy"] if strategy else []
     header += ["runs", "ok", "failed", "diverged"]
     header += [error_header(name) for name in fields]
     header += ["ms/step", f"speed-up vs {BASELINE}", "peak RSS MB", f"RSS ×{BASELINE}"]
@@ -61,6 +63,7 @@ def markdown_table(rows: list[Row]) -> str:
     for row in rows:
         cells = [row.problem, row.model, _fmt(row.steps, "d"), row.precision]
         cells += [row.spectral or "-"] if spectral else []
+        cells += [row.strategy or "defaults"] if strategy else []
         cells += [str(row.runs), str(row.ok), str(row.failed), str(row.diverged)]
         cells += [_l2_cell(row, name) for name in fields]
         cells += [_fmt(row.step_ms, ".2f"), _fmt(row.speedup, ".2f")]
@@ -97,7 +100,9 @@ def markdown_document(
         "Rows: problem, model, steps (the planned `trainer.max_steps`, so runs of different "
         "lengths are never averaged together) and requested precision (for an FNO also its "
         "spectral setting: `model.spectral_precision`, +tanh with the stabilizer, and the "
-        "schedule's spectral switches with their steps; its baseline is fp32 with full). "
+        "schedule's spectral switches with their steps; its baseline is fp32 with full), and "
+        "the training strategies beyond the defaults (loss weighting, adaptive or resampled "
+        "points, hard constraints, periodic inputs; the baseline is fp32 with the defaults). "
         "H1 and zero-shot columns: relative H1 error, and both errors at the finer zero-shot "
         "grid, where a grid operator is evaluated without having been trained. "
         f"Relative L2 error: mean ± sample std over the seeds of the ok runs (no ± with one run). "
@@ -132,6 +137,7 @@ def csv_records(rows: list[Row]) -> list[dict[str, Any]]:
             "steps": row.steps,
             "precision": row.precision,
             "spectral": row.spectral,
+            "strategy": row.strategy,
             "runs": row.runs,
             "ok": row.ok,
             "failed": row.failed,
@@ -185,6 +191,7 @@ def write_json(
                 "model": run.model,
                 "precision": run.precision,
                 "spectral": run.spectral,
+                "strategy": run.strategy,
                 "seed": run.seed,
                 "error": describe_problem(run),
             }
