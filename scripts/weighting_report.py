@@ -4,11 +4,12 @@
         hydra.sweep.dir=outputs/weighting_study/burgers
     python scripts/weighting_report.py outputs/weighting_study/burgers
 
-`scripts/report.py` keeps the methods apart too (its `strategy` column); this table adds what
-only a weighting run has, per changed setting as well. Columns: relative L2 per output field and their mean (mean over
-seeds where there are several), training time and its ratio to `fixed` of the same problem and
-steps, weight updates, and the final weights. Written next to the runs as weighting_report.md
-and weighting_report.json; printed too. Reads only summary.json files; trains nothing.
+`scripts/report.py` keeps the methods apart too (its `strategy` column); this table adds what only a
+weighting run has, per changed setting as well. Columns: relative L2 per output field and their mean
+(mean over seeds where there are several), training time and its ratio to `fixed` of the same
+problem and steps, weight updates, and the final weights. Written next to the runs as
+weighting_report.md and weighting_report.json; printed too. Reads only summary.json files; trains
+nothing.
 """
 
 from __future__ import annotations
