@@ -58,6 +58,28 @@ class WeightingMethod(ABC):
         self.multipliers = {term: float(state["multipliers"][term]) for term in self.terms}
 
 
+#: keeps a ratio or a normalisation finite when a loss is 0 or no term moved
+EPS = 1e-12
+
+
+def softmax_times_count(
+    scores: Mapping[str, float], prefactors: Mapping[str, float] | None = None
+) -> dict[str, float] | None:
+    """Multipliers m * p_i exp(s_i) / sum_j p_j exp(s_j) over the m terms (p = 1 without
+    prefactors), the form ReLoBRaLo and SoftAdapt share: they sum to m, so the total loss keeps
+    its scale. Shifted by the largest score, so exp never overflows. None when the sum is 0
+    (every prefactor 0): nothing to balance."""
+    top = max(scores.values())
+    weighted = {
+        term: (1.0 if prefactors is None else prefactors[term]) * math.exp(score - top)
+        for term, score in scores.items()
+    }
+    total = sum(weighted.values())
+    if not total > 0.0:
+        return None
+    return {term: len(scores) * value / total for term, value in weighted.items()}
+
+
 def finite(values: Mapping[str, float]) -> bool:
     """Every value a finite number (an overflowed step's losses are not an observation)."""
     return all(math.isfinite(value) for value in values.values())

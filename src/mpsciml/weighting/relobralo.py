@@ -17,25 +17,20 @@ every rank and after a resume, with no generator state to save.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from mpsciml.weighting.method import WeightingMethod, check_fraction, check_positive, finite
-
-#: keeps the ratio finite for a term that is exactly 0 at the lookback
-EPS = 1e-12
-
-
-def softmax_times_count(scores: Mapping[str, float]) -> dict[str, float]:
-    """m * softmax over the terms (shifted by the max: exp never overflows)."""
-    top = max(scores.values())
-    exps = {term: math.exp(score - top) for term, score in scores.items()}
-    total = sum(exps.values())
-    return {term: len(scores) * value / total for term, value in exps.items()}
+from mpsciml.weighting.method import (
+    EPS,
+    WeightingMethod,
+    check_fraction,
+    check_positive,
+    finite,
+    softmax_times_count,
+)
 
 
 class ReLoBRaLo(WeightingMethod):
@@ -66,9 +61,11 @@ class ReLoBRaLo(WeightingMethod):
         }
 
     def balance(self, now: Mapping[str, float], then: Mapping[str, float]) -> dict[str, float]:
-        return softmax_times_count(
+        balanced = softmax_times_count(
             {t: now[t] / (self.temperature * then[t] + EPS) for t in self.terms}
         )
+        assert balanced is not None  # without prefactors the sum is at least 1
+        return balanced
 
     def update(
         self, losses: Mapping[str, float], gradients: Mapping[str, Tensor] | None, step: int

@@ -16,16 +16,18 @@ weighting). The losses are the global unweighted terms of the step just taken.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor
 
-from mpsciml.weighting.method import WeightingMethod, check_positive, finite
-
-#: keeps the normalisation finite when no term moved
-EPS = 1e-12
+from mpsciml.weighting.method import (
+    EPS,
+    WeightingMethod,
+    check_positive,
+    finite,
+    softmax_times_count,
+)
 
 
 class SoftAdapt(WeightingMethod):
@@ -68,15 +70,12 @@ class SoftAdapt(WeightingMethod):
         if self.normalized:
             scale = sum(abs(r) for r in rates.values()) + EPS
             rates = {t: r / scale for t, r in rates.items()}
-        top = max(self.beta * r for r in rates.values())
-        scores = {
-            t: (now[t] if self.loss_weighted else 1.0) * math.exp(self.beta * rates[t] - top)
-            for t in self.terms
-        }
-        total = sum(scores.values())
-        if not total > 0.0:
+        multipliers = softmax_times_count(
+            {t: self.beta * rates[t] for t in self.terms}, now if self.loss_weighted else None
+        )
+        if multipliers is None:
             return False  # every loss exactly 0 under loss weighting: nothing to balance
-        self.multipliers = {t: len(self.terms) * s / total for t, s in scores.items()}
+        self.multipliers = multipliers
         return True
 
     def state_dict(self) -> dict[str, Any]:
