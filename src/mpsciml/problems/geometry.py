@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mpsciml.problems.sampling import unit_cube
+from mpsciml.problems.sampling import Box, unit_cube
 from mpsciml.seeding import Seed, seed_stream
 
 Point = tuple[float, float]
@@ -182,12 +182,7 @@ class Polygon:
     def grid(self, counts: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
         """A tensor-product grid over the bounding box, the last axis fastest (as `Box.grid`);
         `mask` says which of its points are in the domain."""
-        axes = [
-            torch.linspace(lo, hi, c, dtype=torch.float64)
-            for lo, hi, c in zip(self.low, self.high, counts, strict=True)
-        ]
-        mesh = torch.meshgrid(*axes, indexing="ij")
-        return torch.stack([m.reshape(-1) for m in mesh], dim=-1), axes
+        return Box(self.low, self.high).grid(counts)
 
     def _edge_distances(self, points: Tensor) -> Tensor:
         """(N, E): the distance of every point to every edge segment."""
