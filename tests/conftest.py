@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -72,3 +73,20 @@ def load_generate_data_script(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setitem(sys.modules, "generate_data", script)
     spec.loader.exec_module(script)
     return script
+
+
+def final_checkpoints(*summaries: dict[str, Any]) -> list[dict[str, Any]]:
+    """The last.ckpt of each run, by its summary (optimizer state and all)."""
+    return [
+        torch.load(Path(s["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
+        for s in summaries
+    ]
+
+
+def assert_same_final_weights(straight: dict[str, Any], resumed: dict[str, Any]) -> list[dict]:
+    """A resumed run ends with bitwise the weights of the run that never stopped; returns both
+    checkpoints for further checks."""
+    finals = final_checkpoints(straight, resumed)
+    for name, value in finals[0]["state_dict"].items():
+        torch.testing.assert_close(finals[1]["state_dict"][name], value, rtol=0, atol=0)
+    return finals

@@ -32,11 +32,14 @@ def tiny_problem_run(
 
 
 def precisions(*fast: str) -> list:
-    """Every precision of the registry as pytest params; those not in `fast` marked slow. The
-    default suite has ~30 s left of its 10-minute CI budget, a tiny run costs ~0.7 s, and
-    tests/test_configs.py already runs every problem in fp32: the fast ones are the half
-    precisions that a problem is about, the rest run with `-m slow`."""
+    """Every precision of the registry as pytest params; those not in `fast` marked slow: for
+    a feature's runs, where the precisions it is about are enough in the default suite."""
     return [
         precision if precision in fast else pytest.param(precision, marks=pytest.mark.slow)
         for precision in PRECISIONS
     ]
+
+
+#: a problem's acceptance: it trains a few steps in every precision, in the default suite
+#: (~1 s a run; the suite runs on one worker per core)
+EVERY_PRECISION = list(PRECISIONS)

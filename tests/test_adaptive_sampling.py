@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import assert_same_final_weights
 from distributed_harness import one_step, run_ranks
 from omegaconf import OmegaConf
 from torch import nn
@@ -289,12 +290,7 @@ def test_resume_continues_the_adaptive_points_exactly(tiny_config):
     assert straight["sampling"]["update_steps"] == [2, 4]
     assert straight["sampling"]["final_points"] == {"pde": 64 + 10}
     assert resumed["l2"] == straight["l2"]
-    finals = [
-        torch.load(Path(r["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
-        for r in (straight, resumed)
-    ]
-    for name, value in finals[0]["state_dict"].items():
-        torch.testing.assert_close(finals[1]["state_dict"][name], value, rtol=0, atol=0)
+    assert_same_final_weights(straight, resumed)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from problem_runs import precisions, tiny_problem_run
+from problem_runs import EVERY_PRECISION, tiny_problem_run
 
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.allen_cahn import AllenCahn
@@ -56,7 +56,7 @@ def test_bad_values_are_one_line_errors(key, value):
         AllenCahn(**{key: value})
 
 
-@pytest.mark.parametrize("precision", precisions("mixed"))
+@pytest.mark.parametrize("precision", EVERY_PRECISION)
 def test_allen_cahn_trains_in_every_precision(tmp_path, monkeypatch, precision):
     extra = ("problem.n_initial=8", "problem.resolution=16", "problem.dt=0.01",
              "problem.evaluation_grid=[9,5]")  # fmt: skip

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from problem_runs import precisions, tiny_problem_run
+from problem_runs import EVERY_PRECISION, tiny_problem_run
 from scipy.interpolate import CubicSpline
 
 from mpsciml.data.cavity_solver import (
@@ -170,7 +170,7 @@ def test_reference_is_the_solver_at_its_nodes(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("lid_driven_cavity-*.npz"))) == 1  # cached
 
 
-@pytest.mark.parametrize("precision", precisions("mixed", "fp16", "bf16_mixed"))
+@pytest.mark.parametrize("precision", EVERY_PRECISION)
 def test_the_cavity_trains_in_every_precision(tmp_path, monkeypatch, precision):
     extra = ("problem.resolution=8", "problem.evaluation_grid=[9,9]")
     summary = tiny_problem_run(tmp_path, monkeypatch, "lid_driven_cavity", precision, *extra)

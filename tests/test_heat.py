@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from problem_runs import precisions, tiny_problem_run
+from problem_runs import EVERY_PRECISION, tiny_problem_run
 
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.heat import Heat
@@ -61,7 +61,7 @@ def test_bad_values_are_one_line_errors(key, value):
         Heat(**{key: value})
 
 
-@pytest.mark.parametrize("precision", precisions("mixed"))
+@pytest.mark.parametrize("precision", EVERY_PRECISION)
 def test_heat_trains_in_every_precision(tmp_path, monkeypatch, precision):
     extra = ("problem.n_initial=8", "problem.evaluation_grid=[5,5,3]")
     summary = tiny_problem_run(tmp_path, monkeypatch, "heat", precision, *extra)

@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 import torch
 from conftest import TINY, compose_config
-from problem_runs import precisions
+from problem_runs import EVERY_PRECISION
 
 from mpsciml.config import ConfigError
 from mpsciml.derivatives.autograd import Derivatives
@@ -155,7 +155,7 @@ def test_a_bad_unknown_stops_the_run_with_one_line(tiny_config) -> None:  # type
         build(cfg)
 
 
-@pytest.mark.parametrize("precision", precisions("fp16", "bf16"))
+@pytest.mark.parametrize("precision", EVERY_PRECISION)
 def test_ns_inverse_trains_in_every_precision_with_fp32_unknowns(
     tmp_path: Path, precision: str
 ) -> None:

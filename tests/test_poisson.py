@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import TINY, compose_config
-from problem_runs import precisions, tiny_problem_run
+from problem_runs import EVERY_PRECISION, tiny_problem_run
 
 from mpsciml.compose import build
 from mpsciml.config import ConfigError
@@ -132,7 +132,7 @@ def test_neumann_needs_a_boundary_point_per_part():
 TINY_POISSON = ("problem.domain=l_shape", "problem.neumann=true", "problem.evaluation_grid=[9,9]")
 
 
-@pytest.mark.parametrize("precision", precisions("mixed", "bf16_mixed", "fp16", "bf16"))
+@pytest.mark.parametrize("precision", EVERY_PRECISION)
 def test_poisson_trains_in_every_precision(tmp_path, monkeypatch, precision):
     summary = tiny_problem_run(tmp_path, monkeypatch, "poisson", precision, *TINY_POISSON)
     assert summary["status"] == "ok" and math.isfinite(summary["l2"]["u"])

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import assert_same_final_weights, compose_config
 
 from mpsciml.callbacks.interruption import (
     SUBMITIT_SIGNAL,
@@ -113,12 +113,7 @@ def test_sigterm_checkpoints_the_step_and_resume_ends_like_an_uninterrupted_run(
     assert resumed["status"] == "ok" and resumed["steps"] == STEPS
     assert resumed["l2"] == straight["l2"]
     assert resumed["final_losses"] == straight["final_losses"]
-    finals = [
-        torch.load(Path(r["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
-        for r in (straight, resumed)
-    ]
-    for name, value in finals[0]["state_dict"].items():
-        torch.testing.assert_close(finals[1]["state_dict"][name], value, rtol=0, atol=0)
+    assert_same_final_weights(straight, resumed)
 
     # the same command into the same folder (a requeued SLURM job) continues it there
     again = run(compose_config(RUN, folder))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import assert_same_final_weights
 
 from mpsciml.config import ConfigError
 from mpsciml.train import run
@@ -258,12 +259,7 @@ def test_resume_continues_exactly_where_the_run_stopped(
     assert resumed["checkpoint_step"] == straight["checkpoint_step"] == 6
     for key in ("measurements", "skipped_steps", "skip_reasons"):
         assert resumed["precision"][key] == straight["precision"][key], key
-    finals = [
-        torch.load(Path(r["output_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
-        for r in (straight, resumed)
-    ]
-    for name, value in finals[0]["state_dict"].items():
-        torch.testing.assert_close(finals[1]["state_dict"][name], value, rtol=0, atol=0)
+    finals = assert_same_final_weights(straight, resumed)
     assert finals[0]["optimizer_states"][0]["state"][0]["exp_avg_sq"].equal(
         finals[1]["optimizer_states"][0]["state"][0]["exp_avg_sq"]
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from problem_runs import precisions, tiny_problem_run
+from problem_runs import EVERY_PRECISION, tiny_problem_run
 
 from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.problems.wave import Wave
@@ -55,7 +55,7 @@ def test_bad_values_are_one_line_errors(key, value):
         Wave(**{key: value})
 
 
-@pytest.mark.parametrize("precision", precisions("mixed"))
+@pytest.mark.parametrize("precision", EVERY_PRECISION)
 def test_wave_trains_in_every_precision(tmp_path, monkeypatch, precision):
     extra = ("problem.n_initial=8", "problem.evaluation_grid=[9,9]")
     summary = tiny_problem_run(tmp_path, monkeypatch, "wave", precision, *extra)
