@@ -33,6 +33,15 @@ from mpsciml.problems.base import Problem, values_key
 from mpsciml.problems.observations import first_values, is_values_key
 
 
+def squared_terms(condition: str, residual: Tensor | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A condition's squared residuals by loss-term name: the condition's name for one residual,
+    `<condition>_<equation>` for each equation of a mapping (Navier-Stokes' momentum and
+    continuity). One naming rule for the eager, the compiled and the term-discovery paths."""
+    if isinstance(residual, Mapping):
+        return {f"{condition}_{equation}": value**2 for equation, value in residual.items()}
+    return {condition: residual**2}
+
+
 class PINNModule(SciMLModule):
     def __init__(
         self,
@@ -120,11 +129,7 @@ class PINNModule(SciMLModule):
                 )
             derivative_sets.append(derivatives)
             residual = self.conditions[name].evaluate(derivatives, batch.get(values_key(name)))
-            if isinstance(residual, Mapping):
-                for equation, value in residual.items():
-                    squares[f"{name}_{equation}"] = value**2
-            else:
-                squares[name] = residual**2
+            squares.update(squared_terms(name, residual))
         if scaled:
             self.report_nonfinite(derivative_sets)
         return global_means(squares)
@@ -167,11 +172,7 @@ class PINNModule(SciMLModule):
                 fallback=False,
             )
             residual = condition.evaluate(derivatives, points.get(values_key(name)))
-            if isinstance(residual, Mapping):
-                for equation, value in residual.items():
-                    squares[f"{name}_{equation}"] = value**2
-            else:
-                squares[name] = residual**2
+            squares.update(squared_terms(name, residual))
             for order, count in derivatives.nonfinite.items():
                 nonfinite[order] = nonfinite[order] + count if order in nonfinite else count
         if means:
@@ -259,10 +260,7 @@ class PINNModule(SciMLModule):
                 inputs, self.model(inputs), self.problem.input_names, self.problem.output_names
             )
             residual = condition.evaluate(derivatives, first_values(condition))
-            if isinstance(residual, Mapping):
-                terms.update({f"{name}_{equation}": name for equation in residual})
-            else:
-                terms[name] = name
+            terms.update(dict.fromkeys(squared_terms(name, residual), name))
         return terms
 
     def _resolve_weights(self, weights: dict[str, float]) -> dict[str, float]:
