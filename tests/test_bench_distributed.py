@@ -11,16 +11,19 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 
 import pytest
 from conftest import ROOT
 
 from mpsciml.benchmark import distributed_report as rep
 from mpsciml.benchmark.ddp_case import StepTimes, batchnorm_sync_bytes
+from mpsciml.benchmark.ddp_processes import alone
 from mpsciml.benchmark.distributed_bench import (
     ScalingPlan,
     efficiencies,
     race_row,
+    scaling_case,
     scaling_keys,
 )
 from mpsciml.benchmark.loss_monitor import first_reached, race_monitor
@@ -45,8 +48,29 @@ def test_scaling_cases_cover_weak_strong_and_compressed_all_reduce():
         (g, 2, "none", False, False) for g in (128, 256)
     }  # 1 process: the weak batch b and the strong (global) batch b * max P; and without DDP
     two = [(k["grid"], k["batch"], k["comm"]) for k in keys[2]]
-    assert two == [(g, 4, c) for g in (128, 256) for c in ("fp32", "fp16", "bf16")]
-    assert all(k["weak"] and k["strong"] for k in keys[2])
+    assert two == [
+        (g, 4, c) for g in (128, 256) for c in ("fp32", "fp16", "bf16", "independent")
+    ]  # and 2 runs of 2 fields each without DDP at once: the machine's ceiling
+    assert all(k["weak"] and k["strong"] for k in keys[2] if k["comm"] != "independent")
+
+
+def test_independent_runs_train_alone_on_their_share_without_ddp():
+    plan = ScalingPlan([1, 2], [64], batch_per_process=3)
+    key = next(k for k in scaling_keys(plan)[2] if k["comm"] == "independent")
+    seen = []
+    case = scaling_case(plan, key, lambda overrides: seen.extend(overrides) or "cfg")
+    assert case["independent"] and "trainer=ddp" not in seen
+    assert {"trainer.devices=1", "problem.batch_size=3"} <= set(seen)
+    assert not any(o.startswith("trainer.comm_precision") for o in seen)
+
+
+def test_alone_hides_the_world_from_a_rank_and_gives_it_back(monkeypatch):
+    world = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_PORT": "12345"}
+    for name, value in world.items():
+        monkeypatch.setenv(name, value)
+    with alone():
+        assert not any(name in os.environ for name in world)
+    assert all(os.environ[name] == value for name, value in world.items())
 
 
 def _row(grid, p, batch, ms, rounds, comm="fp32"):
@@ -61,18 +85,20 @@ def test_efficiencies_weak_and_strong_from_medians_and_paired_by_round():
         _row(64, 1, 4, 200.0, [200.0, 240.0]),
         _row(64, 2, 4, 125.0, [125.0, 120.0]),
         _row(64, 1, 2, 90.0, [90.0, 100.0], comm="none"),
+        _row(64, 2, 4, 100.0, [100.0, 100.0], comm="independent"),
     ]
     one, two = efficiencies(rows, plan)
     assert one["weak_efficiency"] == one["strong_efficiency"] == 1.0
     assert two["weak_efficiency"] == pytest.approx(0.8)  # T(1, b) / T(2, 2b)
     assert two["weak_efficiency_paired"] == pytest.approx((0.8 + 1.0) / 2)
     assert two["weak_efficiency_vs_no_ddp"] == pytest.approx(90.0 / 125.0)
+    assert two["independent_efficiency"] == pytest.approx(90.0 / 100.0)  # the ceiling
+    assert two["weak_efficiency_vs_independent"] == pytest.approx(100.0 / 125.0)
     assert two["strong_speedup"] == pytest.approx(1.6)  # T(1, G) / T(2, G)
     assert two["strong_efficiency"] == pytest.approx(0.8)
     assert two["strong_efficiency_paired"] == pytest.approx((0.8 + 1.0) / 2)
-    assert "| 64x64 | 2 | 0.80 | 0.90 | 0.72 | 1.60 | 0.80 | 0.90 |" in rep.efficiency_table(
-        [one, two]
-    )
+    line = "| 64x64 | 2 | 0.80 | 0.90 | 0.72 | 0.90 | 0.80 | 1.60 | 0.80 | 0.90 |"
+    assert line in rep.efficiency_table([one, two])
 
 
 def _records(losses, dt, phases=None):
@@ -159,7 +185,7 @@ def test_the_smallest_configuration_on_one_and_two_processes(tmp_path):
     assert {r["processes"] for r in rows} == {1, 2}
     for row in rows:
         for key in ("median_ms", "samples_per_s", "allreduce_bytes_per_step", "parameters"):
-            if key == "allreduce_bytes_per_step" and row["comm"] == "none":
+            if key == "allreduce_bytes_per_step" and row["comm"] in ("none", "independent"):
                 assert row[key] is None  # no DDP: nothing all-reduced
                 continue
             assert math.isfinite(row[key]) and row[key] > 0, (key, row)
@@ -171,7 +197,8 @@ def test_the_smallest_configuration_on_one_and_two_processes(tmp_path):
     assert fp16["allreduce_bytes_per_step"] * 2 == fp32["allreduce_bytes_per_step"]
     assert fp32["batchnorm_sync_bytes_per_step"] > 0
     two = next(e for e in record["scaling"]["efficiency"] if e["processes"] == 2)
-    keys = ("weak_efficiency", "weak_efficiency_vs_no_ddp", "strong_efficiency", "strong_speedup")
+    keys = ("weak_efficiency", "weak_efficiency_vs_no_ddp", "strong_efficiency", "strong_speedup",
+            "independent_efficiency", "weak_efficiency_vs_independent")  # fmt: skip
     assert all(two[k] > 0 for k in keys)
     for race in record["optimizers"]["rows"]:
         assert math.isfinite(race["target_loss"]) and race["adam_seconds_to_target"] > 0

@@ -29,7 +29,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mpsciml.benchmark.ddp_processes import process_group
+from mpsciml.benchmark.ddp_processes import alone, process_group
 from mpsciml.distributed.comm_hooks import BytesCounter, comm_hook
 from mpsciml.precision.registry import resolve_device
 
@@ -141,8 +141,12 @@ def run_cases(rank: int, world_size: int, folder: str, cases: list[dict[str, Any
             case = {**case, "monitor": race_monitor(case["monitor"], results[-1]["monitor"])}
         device = resolve_device(case["cfg"].trainer.accelerator)
         started = time.perf_counter()
-        with process_group(folder, index, rank, world_size, device):
-            result = run_case(case, rank, world_size)
+        if case.get("independent"):  # no group, no exchange: P separate runs at once
+            with alone():
+                result = run_case(case, rank, world_size)
+        else:
+            with process_group(folder, index, rank, world_size, device):
+                result = run_case(case, rank, world_size)
         results.append(result)
         if rank == 0:
             steps = sorted(result["samples_s"][case.get("warmup", 0) :])

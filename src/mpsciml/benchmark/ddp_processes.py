@@ -57,6 +57,19 @@ def join_local_world(rank: int, world_size: int, port: int) -> None:
     )
 
 
+@contextmanager
+def alone() -> Iterator[None]:
+    """This rank as a run of its own: the world's variables hidden (Lightning and our rank
+    split then see a single process), restored after. For the benchmark's independent runs,
+    which measure what P processes cost each other on this machine with nothing exchanged."""
+    names = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def rank_results(context: Any, folder: str, timeout: float) -> list[Any]:
     """Wait for the ranks of `mp.start_processes(..., join=False)` and return what each saved
     as `<folder>/rank<r>.pt`, in rank order. A rank's exception re-raises here with its

@@ -5,7 +5,11 @@ Scaling. For each grid and process count P, real DDP runs (`ddp_case`) of
 - weak scaling: the same batch per process b, global batch b * P;
 - strong scaling: the same global batch G (default b * max P), split over the P processes;
 - at P > 1 and the weak batch, the gradient all-reduce also compressed to fp16 and bf16;
-- at P = 1 and the weak batch, also the run without DDP (trainer=default): DDP's own cost.
+- at P = 1 and the weak batch, also the run without DDP (trainer=default): DDP's own cost;
+- at P > 1, P independent runs without DDP at once, b fields each (nothing exchanged): what P
+  processes cost each other on this machine (shared memory bandwidth and caches, the host's
+  scheduling of its cores), the ceiling of any weak scaling here. Weak scaling against it,
+  T(P independent, b) / T(P, b P), is what DDP itself loses.
 Each launch of P processes runs all its cases one after another (warm-up steps, then timed
 ones); launches alternate over the rounds (1, 2, .., 2, 1, ..), so a slow minute of a shared
 machine falls on every process count alike. A step's time is the largest over the ranks (they
@@ -51,6 +55,7 @@ BASE_OVERRIDES = [
 ]
 COMMS = ("fp32", "fp16", "bf16")  # fp32: DDP's own all-reduce (trainer.comm_precision=null)
 NO_DDP = "none"  # the 1-process reference row without DDP (trainer=default)
+INDEPENDENT = "independent"  # P runs without DDP at once, nothing exchanged (the ceiling)
 
 
 @dataclass
@@ -89,32 +94,39 @@ def scaling_keys(plan: ScalingPlan) -> dict[int, list[dict[str, Any]]]:
                     key = {"grid": grid, "processes": p, "batch": batch, "comm": comm}
                     keys[p].append(key | {"weak": batch == weak, "strong": batch == strong})
             if p == 1:  # the same run without DDP: what one process costs without it
-                key = {"grid": grid, "processes": 1, "batch": weak, "comm": "none"}
+                key = {"grid": grid, "processes": 1, "batch": weak, "comm": NO_DDP}
+                keys[p].append(key | {"weak": False, "strong": False})
+            else:  # p such runs at once: what the processes cost each other, nothing exchanged
+                key = {"grid": grid, "processes": p, "batch": weak, "comm": INDEPENDENT}
                 keys[p].append(key | {"weak": False, "strong": False})
     return keys
 
 
 def label(key: dict[str, Any]) -> str:
     per = key["batch"] / key["processes"]
-    comm = "no DDP" if key["comm"] == NO_DDP else f"comm {key['comm']}"
+    comm = {NO_DDP: "no DDP", INDEPENDENT: "independent runs, no DDP"}.get(
+        key["comm"], f"comm {key['comm']}"
+    )
     return f"grid {key['grid']}x{key['grid']} batch {key['batch']} ({per:g}/process) {comm}"
 
 
 def scaling_case(plan: ScalingPlan, key: dict[str, Any], compose: Compose) -> dict[str, Any]:
-    ddp = key["comm"] != NO_DDP
+    independent = key["comm"] == INDEPENDENT
+    ddp = key["comm"] != NO_DDP and not independent
     overrides = [
         *(o for o in BASE_OVERRIDES if ddp or o != "trainer=ddp"),
         f"trainer.accelerator={plan.accelerator}",
-        f"trainer.devices={key['processes']}",
+        f"trainer.devices={1 if independent else key['processes']}",
         f"problem.grid={key['grid']}",
-        f"problem.batch_size={key['batch']}",
+        f"problem.batch_size={key['batch'] // key['processes'] if independent else key['batch']}",
         "problem.n_test=1",  # the module solves its test set at build; unused here
         "optimizer=adam",
         f"trainer.max_steps={plan.warmup + plan.steps}",
         *([comm_override(key["comm"])] if ddp else []),
         *plan.overrides,
     ]
-    return {"cfg": compose(overrides), "label": label(key), "warmup": plan.warmup}
+    case = {"cfg": compose(overrides), "label": label(key), "warmup": plan.warmup}
+    return case | ({"independent": True} if independent else {})
 
 
 def launch(processes: int, cases: list[dict[str, Any]], threads: int) -> list[list[Any]]:
@@ -188,6 +200,11 @@ def efficiencies(rows: list[dict[str, Any]], plan: ScalingPlan) -> list[dict[str
                 entry["weak_efficiency_paired"] = _paired(weak1, weak, 1.0)
             if single and weak:  # against one process without DDP at all
                 entry["weak_efficiency_vs_no_ddp"] = single["median_ms"] / weak["median_ms"]
+            apart = _find(rows, grid=grid, processes=p, batch=b * p, comm=INDEPENDENT)
+            if single and apart:  # the machine's own ceiling: nothing exchanged at all
+                entry["independent_efficiency"] = single["median_ms"] / apart["median_ms"]
+            if apart and weak:  # what DDP loses beyond that ceiling
+                entry["weak_efficiency_vs_independent"] = apart["median_ms"] / weak["median_ms"]
             if strong1 and strong:
                 entry["strong_speedup"] = strong1["median_ms"] / strong["median_ms"]
                 entry["strong_efficiency"] = entry["strong_speedup"] / p
