@@ -16,7 +16,9 @@ What it measures (problem=poisson_grid model=diffnet, the recipe's network unles
    process is DDP with a world of one), as REAL processes: the script spawns them on this node
    and each builds its run with `mpsciml.compose.build` from the config `python train.py
    <overrides>` composes (our DDP strategy, the CPU all-reduce BatchNorm, the comm hook), then
-   `trainer.fit` (plus, at 1 process, the same run without DDP: what DDP itself costs).
+   `trainer.fit` (plus, at 1 process, the same run without DDP: what DDP itself costs, and at
+   P > 1, P such runs at once with nothing exchanged: what P processes cost each other on this
+   machine, the ceiling of weak scaling here; "weak vs independent runs" is DDP's own loss).
    Weak scaling: --batch-per-process fields per process; strong scaling: the --global-batch
    (default batch-per-process x max processes) split over the processes. Bytes all-reduced per
    step and rank (the gradient buckets, counted by `comm_hooks.BytesCounter`) with fp32 and with
