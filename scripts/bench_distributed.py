@@ -3,6 +3,7 @@
     python scripts/bench_distributed.py                                  # all three parts, CPU
     python scripts/bench_distributed.py --parts scaling --grid 128 256 --processes 1,2
     python scripts/bench_distributed.py --parts optimizers --processes 1,2 --adam-steps 200
+    python scripts/bench_distributed.py --parts optimizers --race-fields fixed   # finite set
     python scripts/bench_distributed.py --parts precision --precision-grid 64
     python scripts/bench_distributed.py --tiny --out /tmp/tiny.json      # smallest config (tests)
     # a GPU node (one process per GPU, NCCL), DiffNet at 1024x1024:
@@ -35,6 +36,9 @@ What it measures (problem=poisson_grid model=diffnet, the recipe's network unles
    the clock, and after every L-BFGS step (one step = up to max_iter=20 evaluations, so its
    time to target is that of the end of the step that reaches it: an upper bound). Reported:
    the time of each to reach the target and the ratio (issue 14's target: <= 0.5).
+   `--race-fields fixed`: the race on a finite training set, as with a fixed dataset: both
+   routes train every step on the same --race-batch fields (`fixed_fields=true`) and are judged
+   on the training loss of those fields; the held-out relative L2 of both is reported beside.
 3. precision: fp32 vs bf16_mixed vs mixed DiffNet steps in one process (the interleaved runners
    of scripts/benchmark.py): time per step, bytes saved for backward, and the relative L2 of u
    against our finite-volume reference after the same --precision-steps in every precision.
@@ -124,6 +128,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--every", type=int, default=5, help="Adam steps between loss evaluations")
     g.add_argument("--fields", type=int, default=8, help="held-out fields of the judged loss")
     g.add_argument("--cap-factor", type=float, default=1.5, help="x Adam's time, then give up")
+    g.add_argument(
+        "--race-fields",
+        choices=("fresh", "fixed"),
+        default="fresh",
+        help="fresh: new fields every Adam step, loss on --fields held-out fields; fixed: both "
+        "on one set of --race-batch fields (fixed_fields=true), loss on that set",
+    )
     g = p.add_argument_group("precision")
     g.add_argument("--precisions", nargs="+", default=["fp32", "bf16_mixed", "mixed"])
     g.add_argument("--precision-grid", type=int, default=32)
@@ -232,12 +243,17 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         race = db.RacePlan(
             args.processes, args.race_grid, args.race_batch, args.adam_steps, args.switch,
             args.lbfgs_steps, args.every, args.fields, args.cap_factor, args.device,
-            args.threads, args.overrides,
+            args.threads, args.overrides, args.race_fields == "fixed",
         )  # fmt: skip
         result = db.run_race(race, compose)
         record["optimizers"] = {"plan": vars(race), **result}
+        judged = (
+            f"one fixed training set; loss on those {args.race_batch} fields"
+            if race.fixed_fields
+            else f"fresh fields every Adam step; loss on {args.fields} held-out fields"
+        )
         print(f"\noptimisers at {args.race_grid}x{args.race_grid}, global batch {args.race_batch}"
-              f" (loss on {args.fields} held-out fields, outside the clock):\n")  # fmt: skip
+              f" ({judged}, outside the clock):\n")  # fmt: skip
         print(rep.race_table(result["rows"]))
     if "precision" in args.parts:
         plan_p = PrecisionPlan(

@@ -12,21 +12,27 @@ import importlib.util
 import json
 import math
 import os
+from types import SimpleNamespace
 
 import pytest
+import torch
 from conftest import ROOT
+from data_free_stub import TinyPoisson
+from omegaconf import OmegaConf
 
 from mpsciml.benchmark import distributed_report as rep
 from mpsciml.benchmark.ddp_case import StepTimes, batchnorm_sync_bytes
 from mpsciml.benchmark.ddp_processes import alone
 from mpsciml.benchmark.distributed_bench import (
+    RacePlan,
     ScalingPlan,
     efficiencies,
+    race_cases,
     race_row,
     scaling_case,
     scaling_keys,
 )
-from mpsciml.benchmark.loss_monitor import first_reached, race_monitor
+from mpsciml.benchmark.loss_monitor import LossMonitor, first_reached, race_monitor
 from mpsciml.distributed.comm_hooks import BytesCounter
 from mpsciml.models.diffnet import DiffNet
 
@@ -122,6 +128,33 @@ def test_the_race_target_is_adams_final_loss_and_the_ratio_uses_first_crossings(
     assert row["route_reached"] and row["route_lbfgs_steps"] == 2
     assert row["time_ratio"] == pytest.approx(1.5 / 3.0)
     assert "| 2 | 2 | 5, 3.0 | 0.2 | yes | 1.5 | 2 | 0.1 | 0.50 |" in rep.race_table([row])
+
+
+def test_the_race_on_a_fixed_set_trains_both_routes_on_it_and_judges_its_training_loss():
+    seen = []
+
+    def compose(overrides):
+        seen.append(overrides)
+        return OmegaConf.create({"seed": 7})
+
+    plan = RacePlan([1], grid=16, batch=4, fields=2, fixed_fields=True)
+    adam, route = race_cases(plan, 1, compose)
+    assert all("fixed_fields=true" in overrides for overrides in seen)
+    for monitor in (adam["monitor"], route["monitor"]):  # the same set judges both routes
+        assert (monitor["judged_on"], monitor["fields"], monitor["seed"]) == ("training", 4, 7)
+    fresh = race_cases(RacePlan([1], grid=16, batch=4, fields=2), 1, compose)[0]["monitor"]
+    assert "judged_on" not in fresh and fresh["fields"] == 2  # held-out fields, as before
+
+
+def test_the_training_set_judged_is_the_runs_fields_of_step_0():
+    problem = TinyPoisson(grid=8, batch_size=3)
+    module = SimpleNamespace(problem=problem)
+    monitor = LossMonitor(every=1, fields=3, judged_on="training", seed=5)
+    expected = problem.parameter_fields(5, 0, torch.arange(3))
+    assert torch.equal(monitor.fields(module), expected)
+    assert not torch.equal(expected, problem.parameter_fields(5, 1, torch.arange(3)))
+    with pytest.raises(ValueError, match="judged_on='test'"):
+        LossMonitor(every=1, fields=3, judged_on="test")
 
 
 def test_synchronised_batchnorm_bytes_count_every_layer_forward_and_backward():

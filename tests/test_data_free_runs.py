@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,6 +19,8 @@ from conftest import ROOT, compose_config
 from data_free_stub import TinyPoisson
 from omegaconf import OmegaConf
 
+from mpsciml.config import ConfigError, validate
+from mpsciml.contract import ModelKind
 from mpsciml.data.parameter_batches import FieldsPerStep, ParameterBatches
 from mpsciml.data.steps import StepSampler
 from mpsciml.factory import build_datamodule, build_module
@@ -147,6 +150,28 @@ def test_the_factory_picks_the_data_free_solver_and_freezes_for_lbfgs(tmp_path: 
     no_adam = [o for o in TINY_POISSON if not o.startswith("optimizer.adam")]
     lbfgs_only = compose_config([*no_adam, "optimizer=lbfgs"], tmp_path / "run")
     assert build_datamodule(lbfgs_only, problem, module).freeze_at == 0
+
+
+def test_fixed_fields_train_every_step_on_the_fields_of_step_0(tmp_path: Path) -> None:
+    cfg = compose_config([*TINY_POISSON, "optimizer=adam", "fixed_fields=true"], tmp_path / "a")
+    problem = TinyPoisson(grid=8, batch_size=2)
+    module = build_module(cfg, problem, DiffNet(1, 1, problem.grid, width=2, depth=1))
+    datamodule = build_datamodule(cfg, problem, module)
+    assert datamodule.freeze_at == 0  # Adam too: one finite training set
+    fresh = compose_config([*TINY_POISSON, "optimizer=adam"], tmp_path / "b")
+    assert build_datamodule(fresh, problem, module).freeze_at is None
+    dataset = datamodule.step_dataset()
+    first, later = dataset[[0, 1]]["inputs"], dataset[[6, 7]]["inputs"]
+    assert torch.equal(first, later)
+
+
+def test_fixed_fields_on_a_problem_without_fields_is_one_line(tmp_path: Path) -> None:
+    cfg = OmegaConf.create({"sampling": {"adaptive": None}, "fixed_fields": True})
+    pinn = SimpleNamespace(model_kind=ModelKind.POINTWISE)
+    with pytest.raises(ConfigError, match=r"^fixed_fields=true fixes a data-free grid problem"):
+        build_datamodule(cfg, pinn, None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^fixed_fields='yes' is invalid: true"):
+        validate(compose_config(["fixed_fields=yes"], tmp_path / "run"))
 
 
 # ------------------------------------------------------------------- runs

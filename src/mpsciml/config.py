@@ -231,6 +231,13 @@ def validate(cfg: DictConfig) -> None:
         resample_every,
         "null (fixed points) or an integer > 0 (fresh points every that many steps)",
     )
+    fixed_fields = cfg.get("fixed_fields", False)
+    _require(
+        isinstance(fixed_fields, bool),
+        "fixed_fields",
+        fixed_fields,
+        "true (one fixed set of parameter fields) or false (fresh fields every step)",
+    )
     try:  # sampling.adaptive and its settings (`data.adaptive_settings`)
         adaptive_settings(cfg)
     except ValueError as exc:

@@ -123,9 +123,11 @@ def _grid_batches(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDat
 
 def _parameter_batches(cfg: DictConfig, problem: Any, module: SciMLModule) -> StepDataModule:
     """Fresh parameter fields every step; one fixed batch from where L-BFGS takes over (from the
-    start in an L-BFGS-only run), since its line searches need one objective."""
+    start in an L-BFGS-only run), since its line searches need one objective; with
+    `fixed_fields=true` the fields of step 0 throughout (a finite training set)."""
     lbfgs_only = cfg.optimizer.get("adam") is None and cfg.optimizer.get("lbfgs") is not None
-    freeze_at = 0 if lbfgs_only else module.first_phase_end()
+    fixed = lbfgs_only or cfg.get("fixed_fields", False)
+    freeze_at = 0 if fixed else module.first_phase_end()
     return ParameterBatches(problem, cfg.seed, cfg.trainer.max_steps, freeze_at=freeze_at)
 
 
@@ -221,6 +223,11 @@ def build_datamodule(cfg: DictConfig, problem: Any, module: SciMLModule) -> Step
         raise ConfigError(
             f"sampling.adaptive={cfg.sampling.adaptive} moves a PINN's collocation points; "
             f"problem={_choice(cfg, 'problem')} has none: use sampling.adaptive=null"
+        )
+    if solver.datamodule is not _parameter_batches and cfg.get("fixed_fields", False):
+        raise ConfigError(
+            f"fixed_fields=true fixes a data-free grid problem's parameter fields; "
+            f"problem={_choice(cfg, 'problem')} has none: use fixed_fields=false"
         )
     return solver.datamodule(cfg, problem, module)
 

@@ -10,6 +10,10 @@ restored afterwards, so the measurement changes nothing of the run. Under DDP ev
 evaluates the same fields (our synchronised BatchNorm then sees the same statistics as one
 process would), so every rank gets the same number and takes the same stop decision.
 
+With `judged_on="training"` (the race on one fixed training set, `fixed_fields=true`) the loss
+is instead the training objective on the run's own training fields, the fields of step 0 of
+`seed`: what both optimisers minimise, and the only loss a finite-data comparison can share.
+
 The clock starts at `on_train_start` and leaves out the evaluations themselves: `seconds` is the
 training's own wall time. With a `target`, training stops at the first evaluation at or below it
 (the race is over); with `time_cap_s`, once that much training time is spent.
@@ -24,6 +28,10 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
+#: the fields the judged loss is computed on: the problem's held-out test fields (fresh fields
+#: every training step) or the run's own fixed training fields (`fixed_fields=true`)
+JUDGED_ON = ("held_out", "training")
+
 
 class LossMonitor(pl.Callback):
     """Records (step, seconds, loss, phase) on the held-out fields; may stop the run."""
@@ -34,9 +42,15 @@ class LossMonitor(pl.Callback):
         fields: int,
         target: float | None = None,
         time_cap_s: float | None = None,
+        judged_on: str = "held_out",
+        seed: int = 0,
     ) -> None:
+        if judged_on not in JUDGED_ON:
+            raise ValueError(f"judged_on={judged_on!r}: one of {', '.join(JUDGED_ON)}")
         self.every, self.n_fields = max(1, int(every)), int(fields)
         self.target, self.time_cap_s = target, time_cap_s
+        self.judged_on, self.seed = judged_on, int(seed)
+        self._training_fields: torch.Tensor | None = None
         self.records: list[dict[str, Any]] = []
         self.stopped: str | None = None
         self._t0 = 0.0
@@ -45,15 +59,24 @@ class LossMonitor(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._t0 = time.perf_counter()
 
+    def fields(self, pl_module: Any) -> torch.Tensor:
+        """The judged fields: the first `fields` held-out ones, or the whole training set."""
+        if self.judged_on == "held_out":
+            return pl_module.test_set.inputs[: self.n_fields]
+        if self._training_fields is None:
+            slots = torch.arange(pl_module.problem.batch_size)
+            self._training_fields = pl_module.problem.parameter_fields(self.seed, 0, slots)
+        return self._training_fields
+
     @torch.no_grad()
     def evaluate(self, pl_module: Any) -> float:
-        """The weighted mean loss on the first `fields` held-out fields, in training mode."""
+        """The weighted mean loss on the judged fields, in training mode."""
         model = pl_module.model
         saved = {name: b.detach().clone() for name, b in model.named_buffers()}
         was_training = model.training
         model.train()
         try:
-            fields = pl_module.test_set.inputs[: self.n_fields].to(pl_module.device)
+            fields = self.fields(pl_module).to(pl_module.device)
             with pl_module.forward_context():
                 inputs = pl_module.batch_in_input_dtype({"inputs": fields})["inputs"]
                 terms = pl_module.problem.residual_terms(inputs, pl_module(inputs))
@@ -93,6 +116,7 @@ class LossMonitor(pl.Callback):
             "target": self.target,
             "eval_seconds": self._eval_s,
             "fields": self.n_fields,
+            "judged_on": self.judged_on,
         }
 
 
