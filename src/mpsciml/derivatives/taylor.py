@@ -341,13 +341,19 @@ def probe_derivatives(
     points: Tensor,
     input_names: tuple[str, ...] | list[str],
     output_names: tuple[str, ...] | list[str],
-) -> frozenset[tuple[str, ...]]:
+) -> tuple[tuple[str, ...], ...]:
     """The `wrt` tuples `residual` asks for, found once on two points through autograd: the
-    `carry` of a condition (Burgers' interior {x, t, xx}; boundaries usually none)."""
+    `carry` of a condition (Burgers' interior (x, t, xx); boundaries usually none). In a fixed
+    order (first derivatives before second, then by input position), never a set's: the order
+    is the order of the directions in the batched Taylor streams, and a set of strings iterates
+    in a different order in every Python process (hash randomisation), which moved the matmul
+    blocking and so the last bits of every derivative from one run to the next."""
     param = next(model.parameters(), None)
     inputs = points[:2].detach()
     if param is not None:
         inputs = inputs.to(param.device, param.dtype)
     d = TaylorDerivatives(model, inputs, input_names, output_names, carry=())
     residual(d)
-    return frozenset(key for key in d.requested if key)
+    position = {name: i for i, name in enumerate(input_names)}
+    asked = (key for key in d.requested if key)
+    return tuple(sorted(asked, key=lambda wrt: (len(wrt), [position[n] for n in wrt])))
