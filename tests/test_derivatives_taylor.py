@@ -183,7 +183,7 @@ def _train(model: nn.Module, problem: Burgers, taylor: bool, steps: int) -> list
     carry = {
         k: probe_derivatives(c.residual, model, c.points, *names) for k, c in conditions.items()
     }
-    assert carry == {"pde": {("x",), ("t",), ("x", "x")}, "bc": set(), "ic": set()}
+    assert carry == {"pde": (("x",), ("t",), ("x", "x")), "bc": (), "ic": ()}  # in this order
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(steps):
