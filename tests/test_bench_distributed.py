@@ -103,6 +103,7 @@ def test_efficiencies_weak_and_strong_from_medians_and_paired_by_round():
     assert two["strong_speedup"] == pytest.approx(1.6)  # T(1, G) / T(2, G)
     assert two["strong_efficiency"] == pytest.approx(0.8)
     assert two["strong_efficiency_paired"] == pytest.approx((0.8 + 1.0) / 2)
+    assert rep.comm_table(rows).count("\n") == 1  # no compressed all-reduce among the rows
     line = "| 64x64 | 2 | 0.80 | 0.90 | 0.72 | 0.90 | 0.80 | 1.60 | 0.80 | 0.90 |"
     assert line in rep.efficiency_table([one, two])
 
