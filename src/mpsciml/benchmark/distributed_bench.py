@@ -39,6 +39,7 @@ from omegaconf import DictConfig
 
 from mpsciml.benchmark.ddp_case import run_cases
 from mpsciml.benchmark.ddp_processes import spawn
+from mpsciml.benchmark.distributed_report import COMM_NAMES
 from mpsciml.benchmark.loss_monitor import first_reached
 from mpsciml.benchmark.timing import summarize
 
@@ -107,9 +108,7 @@ def scaling_keys(plan: ScalingPlan) -> dict[int, list[dict[str, Any]]]:
 
 def label(key: dict[str, Any]) -> str:
     per = key["batch"] / key["processes"]
-    comm = {NO_DDP: "no DDP", INDEPENDENT: "independent runs, no DDP"}.get(
-        key["comm"], f"comm {key['comm']}"
-    )
+    comm = COMM_NAMES.get(key["comm"], f"comm {key['comm']}")
     return f"grid {key['grid']}x{key['grid']} batch {key['batch']} ({per:g}/process) {comm}"
 
 

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 MB = 1e6
-#: the scaling rows' comm values that are not an all-reduce precision
+#: the scaling rows' comm values that are not an all-reduce precision (distributed_bench's
+#: NO_DDP and INDEPENDENT), as the case labels and tables name them
 COMM_NAMES = {"none": "no DDP", "independent": "no DDP, independent runs at once"}
 
 
