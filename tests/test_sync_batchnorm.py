@@ -26,19 +26,21 @@ TOLERANCE = {"atol": 1e-6, "rtol": 1e-6}
 
 
 class Net(nn.Module):
-    """Conv -> BatchNorm2d -> tanh -> a pixel's features -> BatchNorm1d (cumulative average)."""
+    """Conv -> BatchNorm2d -> tanh -> BatchNorm2d without affine parameters -> a pixel's
+    features -> BatchNorm1d (cumulative average)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 3, 3, padding=1)
         self.norm2d = nn.BatchNorm2d(3)
+        self.plain = nn.BatchNorm2d(3, affine=False)
         self.norm1d = nn.BatchNorm1d(3, momentum=None)
         with torch.no_grad():  # non-trivial affine parameters
             self.norm2d.weight.uniform_(0.5, 1.5)
             self.norm2d.bias.uniform_(-0.5, 0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.tanh(self.norm2d(self.conv(x)))
+        y = self.plain(torch.tanh(self.norm2d(self.conv(x))))
         return self.norm1d(y[:, :, 2, 2]) + y.mean(dim=(1, 2, 3))[:, None]
 
 
