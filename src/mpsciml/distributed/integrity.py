@@ -44,12 +44,32 @@ def rank() -> int:
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """The sum over ranks of `tensor` (a new, detached tensor; `tensor` itself without a group).
-    Gloo and NCCL hand every rank the same bits, so decisions taken on it agree."""
+    Every rank gets the same bits, so decisions taken on it agree."""
     if not is_distributed():
         return tensor
-    total = tensor.detach().clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total
+    return sum_over_ranks(tensor.detach())
+
+
+def sum_over_ranks(local: Tensor) -> Tensor:
+    """The sum over ranks of a small tensor (not differentiable; a new tensor).
+
+    On gloo (CPU) an all-gather summed here in rank order: a small all-reduce there costs 2.3 ms
+    against the all-gather's 0.9 ms on this project's 2-core VM (idle; each ~2x more while both
+    cores compute), and a synchronised BatchNorm exchanges twice per layer and step (36 times
+    for DiffNet at depth 4). Elsewhere (NCCL) the all-reduce, whose result is the same on every
+    rank too."""
+    if dist.get_backend() != "gloo":
+        total = local.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+    return gather_ranks(local).sum(0)
+
+
+def gather_ranks(local: Tensor) -> Tensor:
+    """Every rank's `local`, stacked (world, *shape) in rank order: one all-gather."""
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, local.contiguous())
+    return torch.stack(parts)
 
 
 def global_means(values: Mapping[str, Tensor]) -> dict[str, Tensor]:
