@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -82,10 +83,23 @@ def test_every_recipe_reaches_its_pair_with_all_its_values(tmp_path, recipe):
     cfg = compose_config([f"problem={problem}", f"model={model}"], tmp_path)
     assert HydraConfig.get().runtime.choices["recipe"] == recipe
     composed = dict(leaves(OmegaConf.to_container(cfg)))  # unresolved: ${...} as written
-    written = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "recipe" / f"{recipe}.yaml"))
-    written.pop("defaults", None)  # what the recipe includes; its own values win over it
-    for key, value in leaves(written):
+    written = recipe_values(recipe)
+    assert written, f"recipe/{recipe}.yaml sets nothing: this test would check nothing"
+    for key, value in written.items():
         assert composed[key] == value, key
+
+
+def recipe_values(recipe: str) -> dict[str, Any]:
+    """The leaves a recipe sets: those of the recipes it includes (its `defaults`, in order;
+    options of other groups such as /optimizer/... are not followed), then its own, which win
+    (a neuralop_fno recipe is the fno one by inclusion)."""
+    written = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "recipe" / f"{recipe}.yaml"))
+    values: dict[str, Any] = {}
+    for included in written.pop("defaults", []):
+        if isinstance(included, str) and included != "_self_" and "/" not in included:
+            values.update(recipe_values(included))  # another recipe (not a group's option)
+    values.update((key, value) for key, value in leaves(written) if key)
+    return values
 
 
 @pytest.mark.parametrize("model", options("model"))
