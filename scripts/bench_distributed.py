@@ -24,7 +24,9 @@ What it measures (problem=poisson_grid model=diffnet, the recipe's network unles
    (default batch-per-process x max processes) split over the processes. Bytes all-reduced per
    step and rank (the gradient buckets, counted by `comm_hooks.BytesCounter`) with fp32 and with
    the fp16/bf16 compression hooks (trainer.comm_precision); the synchronised BatchNorm's own
-   all-reduces (our CPU layer; on CUDA torch's, not counted) are listed apart. --warmup steps
+   exchanges (our CPU layer; on CUDA torch's, not counted) are listed apart: their bytes and
+   the wall time a step spends in them, waiting for the other ranks included (`model.norm=group`
+   exchanges nothing inside the network: the comparison that shows what they cost). --warmup steps
    per case are not timed; the median is over --steps steps x --repeats rounds, and the rounds
    alternate the process counts (1, 2, 2, 1, ...) so a shared machine's load falls on all
    alike. A step's time is the slowest rank's. Efficiency: weak T(1, b) / T(P, bP), strong

@@ -21,7 +21,7 @@ from data_free_stub import TinyPoisson
 from omegaconf import OmegaConf
 
 from mpsciml.benchmark import distributed_report as rep
-from mpsciml.benchmark.ddp_case import StepTimes, batchnorm_sync_bytes
+from mpsciml.benchmark.ddp_case import ExchangeClock, StepTimes, batchnorm_sync_bytes
 from mpsciml.benchmark.ddp_processes import alone
 from mpsciml.benchmark.distributed_bench import (
     RacePlan,
@@ -33,6 +33,7 @@ from mpsciml.benchmark.distributed_bench import (
     scaling_keys,
 )
 from mpsciml.benchmark.loss_monitor import LossMonitor, first_reached, race_monitor
+from mpsciml.distributed import sync_batchnorm
 from mpsciml.distributed.comm_hooks import BytesCounter
 from mpsciml.models.diffnet import DiffNet
 
@@ -174,6 +175,29 @@ def test_step_times_are_start_to_start_and_the_last_step_to_its_end():
     assert timer.samples_s() == [1.0, 2.0, 0.5]
 
 
+def test_the_exchange_clock_times_both_batchnorm_exchanges_per_step_and_lets_go(monkeypatch):
+    """Each step's time in the layer's two exchanges is summed apart from the next step's, and
+    the layer's own functions are back in place after the block (also after an error)."""
+    calls = []
+    monkeypatch.setattr(sync_batchnorm, "gather_ranks", lambda x: calls.append("g") or x)
+    monkeypatch.setattr(sync_batchnorm, "sum_over_ranks", lambda x: calls.append("s") or x)
+    originals = (sync_batchnorm.gather_ranks, sync_batchnorm.sum_over_ranks)
+    clock = ExchangeClock()
+    local = torch.ones(3)
+    with clock.attached():
+        assert sync_batchnorm.gather_ranks is not originals[0]
+        sync_batchnorm.gather_ranks(local)
+        sync_batchnorm.sum_over_ranks(local)
+        clock.end_step()
+        clock.end_step()  # a step without exchanges
+    assert calls == ["g", "s"]
+    assert len(clock.per_step) == 2 and clock.per_step[0] > 0 and clock.per_step[1] == 0
+    assert (sync_batchnorm.gather_ranks, sync_batchnorm.sum_over_ranks) == originals
+    with pytest.raises(RuntimeError), clock.attached():
+        raise RuntimeError("a failed fit")
+    assert (sync_batchnorm.gather_ranks, sync_batchnorm.sum_over_ranks) == originals
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -230,6 +254,9 @@ def test_the_smallest_configuration_on_one_and_two_processes(tmp_path):
     assert fp16["allreduce_bytes_per_step"] == bf16["allreduce_bytes_per_step"]
     assert fp16["allreduce_bytes_per_step"] * 2 == fp32["allreduce_bytes_per_step"]
     assert fp32["batchnorm_sync_bytes_per_step"] > 0
+    assert fp32["batchnorm_exchange_ms_per_step"] > 0  # 2 ranks wait in the exchanges
+    one = next(r for r in rows if r["processes"] == 1 and r["comm"] == "fp32")
+    assert one["batchnorm_exchange_ms_per_step"] is None  # a world of one exchanges nothing
     two = next(e for e in record["scaling"]["efficiency"] if e["processes"] == 2)
     keys = ("weak_efficiency", "weak_efficiency_vs_no_ddp", "strong_efficiency", "strong_speedup",
             "independent_efficiency", "weak_efficiency_vs_independent")  # fmt: skip

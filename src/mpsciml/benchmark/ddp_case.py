@@ -12,6 +12,10 @@ Added to it, and nothing else changed:
   gradient all-reduce, optimizer step, hooks), after `torch.cuda.synchronize()` on CUDA;
 - a `BytesCounter` on the gradient all-reduce: the strategy's hook is replaced by the same
   torch hook wrapped in `comm_hooks.counting_hook` (for fp32, DDP's all-reduce as a hook);
+- an `ExchangeClock` on our CPU synchronised BatchNorm: the wall time each step spends in its
+  exchanges (two per layer), waiting for the other ranks included. Each exchange is a point
+  where every rank waits for the slowest, so this is the part of the step that the layers'
+  synchronisation costs beyond their arithmetic;
 - for the optimiser race, `LossMonitor` (loss_monitor.py).
 """
 
@@ -20,25 +24,66 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.strategies import DDPStrategy
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mpsciml.benchmark.ddp_processes import alone, process_group
+from mpsciml.distributed import sync_batchnorm
 from mpsciml.distributed.comm_hooks import BytesCounter, comm_hook
 from mpsciml.precision.registry import resolve_device
 
 
+class ExchangeClock:
+    """Wall seconds spent in the synchronised BatchNorm's exchanges, per step."""
+
+    def __init__(self) -> None:
+        self.running = 0.0
+        self.per_step: list[float] = []
+
+    def timed(self, exchange: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        def run(local: Tensor) -> Tensor:
+            started = time.perf_counter()
+            try:
+                return exchange(local)
+            finally:
+                self.running += time.perf_counter() - started
+
+        return run
+
+    def end_step(self) -> None:
+        self.per_step.append(self.running)
+        self.running = 0.0
+
+    @contextmanager
+    def attached(self) -> Iterator[None]:
+        """Our CPU layer's two exchanges (`sync_batchnorm`: statistics forward, gradient sums
+        backward) timed while the block runs, restored after it."""
+        names = ("gather_ranks", "sum_over_ranks")
+        originals = {name: getattr(sync_batchnorm, name) for name in names}
+        for name, exchange in originals.items():
+            setattr(sync_batchnorm, name, self.timed(exchange))
+        try:
+            yield
+        finally:
+            for name, exchange in originals.items():
+                setattr(sync_batchnorm, name, exchange)
+
+
 class StepTimes(pl.Callback):
-    """Batch-start times of every step (and the last batch end), and the bytes per step."""
+    """Batch-start times of every step (and the last batch end), the bytes per step and the
+    seconds in BatchNorm exchanges per step."""
 
     def __init__(self, counter: BytesCounter, device: str) -> None:
         self.counter, self.device = counter, device
+        self.exchanges = ExchangeClock()
         self.starts: list[float] = []
         self.last_end: float | None = None
 
@@ -49,10 +94,12 @@ class StepTimes(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         self.starts.append(self._now())
+        self.exchanges.running = 0.0
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         self.last_end = self._now()
         self.counter.end_step()
+        self.exchanges.end_step()
 
     def samples_s(self) -> list[float]:
         """Step i: start(i+1) - start(i); the last step: its start to its batch end."""
@@ -108,7 +155,8 @@ def run_case(case: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]
     plan = parts["distributed"]  # our all-reduce BatchNorm (CPU) swaps the layers during fit only
     synced = plan.world_size > 1 and "CPUSyncBatchNorm" in str(plan.sync_batchnorm_layer)
     sync_bytes = batchnorm_sync_bytes(module.model) if synced else None
-    trainer.fit(module, datamodule=parts["datamodule"])
+    with timer.exchanges.attached():
+        trainer.fit(module, datamodule=parts["datamodule"])
     result: dict[str, Any] = {
         "rank": rank,
         "world_size": world_size,
@@ -116,6 +164,7 @@ def run_case(case: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]
         "bytes_per_step": counter.per_step if counted else [],
         "buckets": counter.buckets,
         "batchnorm_sync_bytes": sync_bytes,  # None: not synchronised, or torch's (CUDA)
+        "batchnorm_exchange_s": timer.exchanges.per_step if synced else None,
         "steps_run": trainer.global_step,
         "last_loss": float(module.last_terms["total"]),  # global after fit (on_train_end)
         "parameters": sum(p.numel() for p in module.model.parameters()),

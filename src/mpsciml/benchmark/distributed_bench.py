@@ -153,6 +153,18 @@ def run_scaling(plan: ScalingPlan, compose: Compose, log: Log = print) -> dict[s
     return {"rows": rows, "efficiency": efficiencies(rows, plan)}
 
 
+def exchange_ms(per_round: list[list[Any]], warmup: int) -> float | None:
+    """Median over the timed steps of every round of the ranks' mean time in the synchronised
+    BatchNorm's exchanges (ms); None where our CPU layer did not synchronise."""
+    steps = []
+    for ranks in per_round:
+        if any(r.get("batchnorm_exchange_s") is None for r in ranks):
+            return None
+        timed = [r["batchnorm_exchange_s"][warmup:] for r in ranks]
+        steps += [statistics.fmean(step) for step in zip(*timed, strict=True)]
+    return 1e3 * statistics.median(steps) if steps else None
+
+
 def scaling_row(key: dict[str, Any], per_round: list[list[Any]], warmup: int) -> dict[str, Any]:
     """One case over its rounds: step = the slowest rank's; median over every timed step."""
     steps_by_round = []
@@ -167,6 +179,7 @@ def scaling_row(key: dict[str, Any], per_round: list[list[Any]], warmup: int) ->
     timed_bytes = rank0["bytes_per_step"][warmup:]
     row["allreduce_bytes_per_step"] = statistics.median(timed_bytes) if timed_bytes else None
     row["batchnorm_sync_bytes_per_step"] = rank0["batchnorm_sync_bytes"]
+    row["batchnorm_exchange_ms_per_step"] = exchange_ms(per_round, warmup)
     row["parameters"] = rank0["parameters"]
     row["last_loss"] = rank0["last_loss"]
     row["samples_ms"] = [[round(1e3 * s, 3) for s in steps] for steps in steps_by_round]

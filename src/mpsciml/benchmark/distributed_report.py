@@ -22,8 +22,9 @@ def _kb(value: float | None) -> float | None:
 def scaling_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| grid | processes | global batch | per process | comm | ms/step (median) | IQR ms "
-        "| samples/s | all-reduced MB/step/rank | sync-BN kB/step | steps |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| samples/s | all-reduced MB/step/rank | sync-BN kB/step | sync-BN exchanges ms/step "
+        "| steps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         per = r["batch"] / r["processes"]
@@ -33,7 +34,8 @@ def scaling_table(rows: Sequence[dict[str, Any]]) -> str:
             f"| {COMM_NAMES.get(r['comm'], r['comm'])} "
             f"| {r['median_ms']:.0f} | {r['iqr_ms']:.0f} | {r['samples_per_s']:.2f} "
             f"| {_f(None if grad is None else grad / MB, '.3f')} "
-            f"| {_f(_kb(r['batchnorm_sync_bytes_per_step']), '.1f')} | {r['steps']} |"
+            f"| {_f(_kb(r['batchnorm_sync_bytes_per_step']), '.1f')} "
+            f"| {_f(r.get('batchnorm_exchange_ms_per_step'), '.1f')} | {r['steps']} |"
         )
     return "\n".join(lines)
 
