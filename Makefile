@@ -66,9 +66,10 @@ test: $(STAMP) ## Run the test suite (slow tests deselected; extra args via PYTE
 test-all: $(STAMP) ## Run every test, including those marked slow
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff check + hadolint Dockerfile
+lint: $(STAMP) ## ruff check + hadolint Dockerfile + shellcheck of the shell scripts
 	$(BIN)/ruff check .
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/shellcheck .ci/run scripts/*.sh
 
 clean: ## Remove caches and build debris (keeps .venv, outputs/, multirun/, wandb/)
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf
