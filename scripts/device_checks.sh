@@ -19,10 +19,12 @@
 # that fails or runs out of time is recorded in OUT_DIR/status.txt and the next one still runs.
 #
 # On the device machine (python3 there has torch, Lightning, scipy, matplotlib, opt-einsum; not
-# Hydra): carry Hydra's wheels and put them and src/ on the path. Here, once:
+# Hydra): carry Hydra's wheels and put them and src/ on the path (checked here in a venv holding
+# only torch, pytorch-lightning, scipy, matplotlib, opt-einsum, rich, pyyaml and these). Once:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
-#       hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3
+#       hydra-core==1.3.2 omegaconf==2.3.0
+#   python3 -m pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3  # PyPI has no wheel
 # and the device command (carry: [".whl"]; the tool returns at most 8 files, so one archive):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
 #   PYTHONPATH=/tmp/site:src bash scripts/device_checks.sh /tmp/dc; tar czf $OUT/dc.tgz -C /tmp/dc .
