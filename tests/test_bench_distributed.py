@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import os
+import statistics
 from types import SimpleNamespace
 
 import pytest
@@ -27,6 +28,7 @@ from mpsciml.benchmark.distributed_bench import (
     RacePlan,
     ScalingPlan,
     efficiencies,
+    exchange_ms,
     race_cases,
     race_row,
     scaling_case,
@@ -196,6 +198,23 @@ def test_the_exchange_clock_times_both_batchnorm_exchanges_per_step_and_lets_go(
     with pytest.raises(RuntimeError), clock.attached():
         raise RuntimeError("a failed fit")
     assert (sync_batchnorm.gather_ranks, sync_batchnorm.sum_over_ranks) == originals
+
+
+def test_exchange_time_is_the_ranks_mean_per_timed_step_and_none_without_synchronisation():
+    """Per step the ranks' mean (both wait, each for the other), median over the rounds' timed
+    steps (the warm-up left out); a case whose layer did not synchronise reports none."""
+
+    def rank(*seconds: float) -> dict[str, list[float]]:
+        return {"batchnorm_exchange_s": list(seconds)}
+
+    rounds = [
+        [rank(9.0, 0.010, 0.030), rank(9.0, 0.030, 0.050)],
+        [rank(9.0, 0.0, 0.2), rank(9.0, 0.0, 0.0)],
+    ]
+    assert exchange_ms(rounds, warmup=1) == pytest.approx(
+        1e3 * statistics.median([0.02, 0.04, 0.0, 0.1])
+    )
+    assert exchange_ms([[{"batchnorm_exchange_s": None}, rank(0.1)]], warmup=0) is None
 
 
 @pytest.mark.parametrize(
