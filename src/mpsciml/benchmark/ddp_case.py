@@ -58,6 +58,9 @@ class ExchangeClock:
 
         return run
 
+    def start_step(self) -> None:
+        self.running = 0.0  # an exchange before the first batch (sanity checks) is no step's
+
     def end_step(self) -> None:
         self.per_step.append(self.running)
         self.running = 0.0
@@ -94,7 +97,7 @@ class StepTimes(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         self.starts.append(self._now())
-        self.exchanges.running = 0.0
+        self.exchanges.start_step()
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         self.last_end = self._now()
