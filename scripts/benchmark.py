@@ -48,6 +48,11 @@ How it measures, and why:
   high-water mark through /proc/self/clear_refs; all rows' modules are resident), the CUDA
   allocator's peak (reset first), and the bytes autograd saved for backward (each storage once,
   `saved_tensors_hooks`): the activation memory mixed precision is meant to halve.
+- Where a bare row's step spends its time (`--matmul-share`, on by default; a few profiled steps
+  after the timed ones, `mpsciml.benchmark.matmul_share`): the matmuls' share of the step, their
+  GFLOP and the rate they ran at, beside this device's rate on one 1024 x 1024 matmul. A
+  compiled small-network step is mostly matmuls of shapes no BLAS is tuned for; then the rate,
+  not the framework, bounds how fast it can get.
 - Threads: `--threads` (default: OMP_NUM_THREADS, else what `python train.py` would choose for
   the case's network: `threads: auto`, one thread under 1M parameters) for every row alike.
 
@@ -161,6 +166,7 @@ def run_case(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from mpsciml.benchmark.comparison import reference_rows, second_rich_bar
+    from mpsciml.benchmark.matmul_share import profile_rows
     from mpsciml.benchmark.peers import loss_ours_end
     from mpsciml.benchmark.report import add_ratios, framework_overhead, runner_row, skipped_row
     from mpsciml.benchmark.runner import EXTRA_STEPS, device_of, lightning_runner, run_interleaved
@@ -205,6 +211,10 @@ def run_case(
             run_interleaved(runners, lambda done: progress.update(task, completed=done))
     if reference is not None:  # our loss at every row's final weights: equal-loss check
         loss_ours_end(reference, runners)
+    profiled = None
+    if args.matmul_share:  # after the losses: its steps train the bare rows' copies on
+        bare = {r.name: r.facts["_step"] for r in runners if "_step" in r.facts and not r.error}
+        profiled = profile_rows(bare, device)
     measured = {r.name: runner_row(r, args.warmup) for r in runners}
     ordered = [
         measured.get(s.name) or skipped_row(s.name, *skipped[s.name]) | {"label": s.label}
@@ -227,6 +237,7 @@ def run_case(
         "framework_overhead": framework_overhead(case_rows),
         "rows": case_rows,
         "failures": {r.name: r.facts.get("traceback") for r in runners if r.error},
+        "matmul_share": profiled,
     }
 
 
@@ -301,6 +312,7 @@ def benchmark_problem(
 
 
 def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> None:
+    from mpsciml.benchmark.matmul_share import notes as matmul_notes
     from mpsciml.benchmark.report import markdown_table, row_notes
 
     overhead = case["framework_overhead"]
@@ -318,6 +330,8 @@ def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> N
             f"\nframework overhead, Lightning fp32 / bare PyTorch fp32: "
             f"{overhead['of_medians']:.3f}x (medians), {overhead['paired']:.3f}x (paired by turn)"
         )
+    for line in matmul_notes(case.get("matmul_share")):
+        print(line)
     for name, failure in case["failures"].items():
         print(f"\n{name} failed:\n{failure}", file=sys.stderr)
 

@@ -193,7 +193,10 @@ def test_cli_on_a_tiny_config_writes_json_and_a_plot(tmp_path, capsys):
         assert bf16["saved_vs_fp32"] < 1 and bare["saved_vs_fp32"] == 1
         assert fp32["first_loss"] == pytest.approx(bare["first_loss"], rel=1e-6)
         assert case["framework_overhead"]["paired"] > 0
+        profiled = case["matmul_share"]["rows"]["bare_fp32"]  # after the timed steps
+        assert profiled["matmul_calls"] > 0 and 0 < profiled["matmul_share"] < 1
     assert (tmp_path / "bench_sizes.png").stat().st_size > 10_000
+    assert "where a bare step's time goes" in captured.out
     assert "| bf16_mixed |" in captured.out
 
 

@@ -75,6 +75,12 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     parser.add_argument("--turn", type=int, default=None, help="steps per turn of a row")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--bare", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--matmul-share",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after the timed steps, profile the bare rows: matmuls' share of a step and rate",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for train.py")
     args = parser.parse_intermixed_args(argv)

@@ -158,6 +158,7 @@ def loop_runner(name: str, loop: Any, steps: int, turn: int) -> Runner:
     """A row driven by a plain loop's `step()` (the bare rows), timed like the Lightning rows;
     its loss is read only on untimed steps (no host sync inside the timed ones)."""
     runner = Runner(name, "bare", StepClock(None, 0, steps, turn))
+    runner.facts["_step"] = loop.step  # for `matmul_share.profile_rows` after the timed steps
 
     def body() -> None:
         for step in range(runner.total_steps):

@@ -1,0 +1,159 @@
+"""Where a bare step's time goes: matrix multiplications against everything else.
+
+Why: compiling a small PINN's step removes most of the Python and small-operator work, and what
+is left is mostly matmuls; whether a step can get any faster then depends on how fast this
+machine multiplies matrices of the network's shapes (a width-20 MLP multiplies 2540 x 20 by
+20 x 20: a shape no BLAS library is tuned for), not on the framework. This module measures
+that, so the benchmark can say it with numbers instead of guessing:
+
+- `matmul_share(step)`: `torch.profiler` over a few steps; the matmul operators' time (the
+  leaf operators that do the arithmetic: mm, addmm, bmm, baddbmm, ...; their own time on the
+  CPU, their kernels' time on CUDA), their count and floating-point operations per step (the
+  profiler's own count from the shapes), the share of the step's wall time they take and the
+  rate they ran at. The profiler adds a little time to every operator, so the step runs slower
+  than unprofiled and the share is, if anything, too low for the eager step with its ~400
+  operators; it is read from the same kind of run for every row it is given.
+- `large_matmul_gflops()`: the rate of one large square matmul on this device and thread
+  count, what the same hardware reaches when the shape suits it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+#: the operators that do matrix arithmetic themselves (F.linear and matmul dispatch to these)
+MATMUL_OPS = frozenset(
+    {
+        "aten::mm",
+        "aten::addmm",
+        "aten::_addmm_activation",
+        "aten::bmm",
+        "aten::baddbmm",
+        "aten::mv",
+        "aten::addmv",
+        "aten::dot",
+    }
+)
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_share(
+    step: Callable[[], object], steps: int = 10, warmup: int = 2, device: str = "cpu"
+) -> dict[str, Any]:
+    """Run `step` `warmup` times, `steps` times unprofiled, then `steps` times under the
+    profiler; per step: both wall times, the matmul operators' time, calls and GFLOP, their
+    share of either wall time and their rate (GFLOP/s; None where no matmul ran)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    for _ in range(warmup):
+        step()
+    _synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _synchronize(device)
+    unprofiled = time.perf_counter() - started
+    activities = [ProfilerActivity.CPU]
+    on_cuda = device.startswith("cuda")
+    if on_cuda:
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities, with_flops=True) as profiler:
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _synchronize(device)
+        wall = time.perf_counter() - started
+    matmul_us, flops, calls = 0.0, 0, 0
+    for event in profiler.key_averages():
+        if event.key not in MATMUL_OPS:
+            continue
+        # CPU: the operator's own time (its copies and views excluded); CUDA: its kernels' time
+        matmul_us += event.self_device_time_total if on_cuda else event.self_cpu_time_total
+        flops += int(event.flops or 0)
+        calls += event.count
+    matmul_s = matmul_us * 1e-6
+    return {
+        "steps": steps,
+        "step_ms": unprofiled / steps * 1e3,
+        "profiled_step_ms": wall / steps * 1e3,
+        "matmul_ms": matmul_s / steps * 1e3,
+        # bracketed: the profiler slows the other operators more (too low a share of the
+        # profiled step) and adds a little to each matmul (too high a share of the unprofiled)
+        "matmul_share": matmul_s / wall if wall > 0 else None,
+        "matmul_share_of_unprofiled": min(matmul_s / unprofiled, 1.0) if unprofiled > 0 else None,
+        "matmul_calls": calls / steps,
+        "matmul_gflop": flops / steps / 1e9,
+        "matmul_gflops": flops / matmul_s / 1e9 if matmul_s > 0 and flops else None,
+    }
+
+
+def large_matmul_gflops(
+    device: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 1024, repeats: int = 5
+) -> float:
+    """GFLOP/s of the fastest of `repeats` size x size matmuls (after one untimed): the rate the
+    same device and threads reach on a shape that suits them."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device, dtype)
+    b = torch.randn(size, size, generator=generator).to(device, dtype)
+    torch.mm(a, b)
+    _synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        _synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def profile_rows(
+    steps_by_row: dict[str, Callable[[], object]], device: str, steps: int = 10
+) -> dict[str, Any] | None:
+    """`matmul_share` of each row's step (the bare rows: a step is one call, nothing else runs
+    meanwhile) and this device's large-matmul rate, for the benchmark's JSON and its notes;
+    None with no row. Run after the timed steps: the extra steps train the rows' copies on."""
+    if not steps_by_row:
+        return None
+    rows = {name: matmul_share(step, steps, device=device) for name, step in steps_by_row.items()}
+    return {
+        "steps": steps,
+        "rows": rows,
+        "large_matmul_gflops": large_matmul_gflops(device),
+        "large_matmul": "one 1024 x 1024 fp32 matmul on the same threads",
+    }
+
+
+def notes(profiled: dict[str, Any] | None) -> list[str]:
+    """One line per profiled row: what share of its step the matmuls take and at what rate,
+    against the large matmul's rate."""
+    if not profiled:
+        return []
+    peak = profiled["large_matmul_gflops"]
+    lines = [
+        f"where a bare step's time goes (torch.profiler, {profiled['steps']} steps each; "
+        f"{profiled['large_matmul']}: {peak:.0f} GFLOP/s)"
+    ]
+    for name, row in profiled["rows"].items():
+        rate = row["matmul_gflops"]
+        low, high = row["matmul_share"] or 0.0, row["matmul_share_of_unprofiled"] or 0.0
+        lines.append(
+            f"  {name}: matmuls {row['matmul_ms']:.2f} ms per step, {100 * low:.0f}% of the "
+            f"profiled step ({row['profiled_step_ms']:.2f} ms) to {100 * high:.0f}% of the "
+            f"unprofiled one ({row['step_ms']:.2f} ms); "
+            f"{row['matmul_calls']:.0f} calls, {row['matmul_gflop'] * 1e3:.1f} MFLOP"
+            + (
+                f", at {rate:.1f} GFLOP/s = {rate / peak:.2f}x the large matmul's rate"
+                if rate
+                else ""
+            )
+        )
+    return lines
