@@ -58,7 +58,14 @@ def test_require_online_stops_before_training_with_one_line(tiny_config, unreach
 def test_the_probe_gives_up_in_seconds_when_the_network_hangs(monkeypatch):
     """A name lookup or connect that hangs (no route, dropped packets) is not waited for."""
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
-    monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: time.sleep(30))
+
+    def hanging_connect(*args: object, **kwargs: object) -> socket.socket:
+        """Hangs, then times out as a real connect would (the probe's thread outlives the
+        test; returning None would make it raise in that thread, a traceback in the log)."""
+        time.sleep(30)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", hanging_connect)
     started = time.perf_counter()
     assert "cannot be reached within 1 s" in online_problem(timeout=1.0)
     assert time.perf_counter() - started < 3
