@@ -1,18 +1,18 @@
 """Where a bare step's time goes: matrix multiplications against everything else.
 
-Why: compiling a small PINN's step removes most of the Python and small-operator work, and what
-is left is mostly matmuls; whether a step can get any faster then depends on how fast this
-machine multiplies matrices of the network's shapes (a width-20 MLP multiplies 2540 x 20 by
-20 x 20: a shape no BLAS library is tuned for), not on the framework. This module measures
-that, so the benchmark can say it with numbers instead of guessing:
+Why: compiling a small PINN's step removes most of the Python and small-operator work; what is
+left is matmuls and the compiled elementwise kernels. Where matmuls dominate (Navier-Stokes'
+100-wide network), the step can only get faster with faster matmuls, and how fast this machine
+multiplies matrices of the network's shapes (a width-20 MLP multiplies 2540 x 20 by 20 x 20: a
+shape no BLAS library is tuned for) bounds it, not the framework. This module measures that, so
+the benchmark can say it with numbers instead of guessing:
 
-- `matmul_share(step)`: `torch.profiler` over a few steps; the matmul operators' time (the
-  leaf operators that do the arithmetic: mm, addmm, bmm, baddbmm, ...; their own time on the
-  CPU, their kernels' time on CUDA), their count and floating-point operations per step (the
-  profiler's own count from the shapes), the share of the step's wall time they take and the
-  rate they ran at. The profiler adds a little time to every operator, so the step runs slower
-  than unprofiled and the share is, if anything, too low for the eager step with its ~400
-  operators; it is read from the same kind of run for every row it is given.
+- `matmul_share(step)`: the step unprofiled, then under `torch.profiler`; the matmul operators'
+  time (the leaf operators that do the arithmetic: mm, addmm, bmm, baddbmm, ...; their own time
+  on the CPU, their kernels' time on CUDA), their count and floating-point operations per step
+  (the profiler's own count from the shapes), their share of the step and their rate. The
+  profiler slows every operator, the many small ones of an eager step most, so the share is a
+  bracket: of the profiled step (too low) to the unprofiled step (too high).
 - `large_matmul_gflops()`: the rate of one large square matmul on this device and thread
   count, what the same hardware reaches when the shape suits it.
 """
