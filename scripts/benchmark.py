@@ -50,9 +50,9 @@ How it measures, and why:
   `saved_tensors_hooks`): the activation memory mixed precision is meant to halve.
 - Where a bare row's step spends its time (`--matmul-share`, on by default; a few profiled steps
   after the timed ones, `mpsciml.benchmark.matmul_share`): the matmuls' share of the step, their
-  GFLOP and the rate they ran at, beside this device's rate on one 1024 x 1024 matmul. A
-  compiled small-network step is mostly matmuls of shapes no BLAS is tuned for; then the rate,
-  not the framework, bounds how fast it can get.
+  GFLOP and the rate they ran at, beside this device's rate on one 1024 x 1024 matmul. Where a
+  compiled step is mostly matmuls (Navier-Stokes' 100-wide network), their rate, not the
+  framework, bounds how fast it can get; a 20-wide step is mostly other work.
 - Threads: `--threads` (default: OMP_NUM_THREADS, else what `python train.py` would choose for
   the case's network: `threads: auto`, one thread under 1M parameters) for every row alike.
 

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from mpsciml.benchmark.timing import cuda_synchronize
+
 #: the operators that do matrix arithmetic themselves (F.linear and matmul dispatch to these)
 MATMUL_OPS = frozenset(
     {
@@ -41,9 +43,8 @@ MATMUL_OPS = frozenset(
 )
 
 
-def _synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+#: the side of the square matmul whose rate the rows are compared with
+LARGE_MATMUL_SIZE = 1024
 
 
 def matmul_share(
@@ -56,11 +57,11 @@ def matmul_share(
         raise ValueError(f"steps must be >= 1, got {steps}")
     for _ in range(warmup):
         step()
-    _synchronize(device)
+    cuda_synchronize()
     started = time.perf_counter()
     for _ in range(steps):
         step()
-    _synchronize(device)
+    cuda_synchronize()
     unprofiled = time.perf_counter() - started
     activities = [ProfilerActivity.CPU]
     on_cuda = device.startswith("cuda")
@@ -70,7 +71,7 @@ def matmul_share(
         started = time.perf_counter()
         for _ in range(steps):
             step()
-        _synchronize(device)
+        cuda_synchronize()
         wall = time.perf_counter() - started
     matmul_us, flops, calls = 0.0, 0, 0
     for event in profiler.key_averages():
@@ -97,7 +98,10 @@ def matmul_share(
 
 
 def large_matmul_gflops(
-    device: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 1024, repeats: int = 5
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    size: int = LARGE_MATMUL_SIZE,
+    repeats: int = 5,
 ) -> float:
     """GFLOP/s of the fastest of `repeats` size x size matmuls (after one untimed): the rate the
     same device and threads reach on a shape that suits them."""
@@ -105,12 +109,12 @@ def large_matmul_gflops(
     a = torch.randn(size, size, generator=generator).to(device, dtype)
     b = torch.randn(size, size, generator=generator).to(device, dtype)
     torch.mm(a, b)
-    _synchronize(device)
+    cuda_synchronize()
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         torch.mm(a, b)
-        _synchronize(device)
+        cuda_synchronize()
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best / 1e9
 
@@ -128,7 +132,9 @@ def profile_rows(
         "steps": steps,
         "rows": rows,
         "large_matmul_gflops": large_matmul_gflops(device),
-        "large_matmul": "one 1024 x 1024 fp32 matmul on the same threads",
+        "large_matmul": (
+            f"one {LARGE_MATMUL_SIZE} x {LARGE_MATMUL_SIZE} fp32 matmul on the same threads"
+        ),
     }
 
 
