@@ -152,11 +152,17 @@ class SciMLModule(pl.LightningModule):
                 return self.global_terms()["total"]
             return loss
 
-        optimizer.step(closure=closure)
+        fused = None if lbfgs or ranks > 1 else self.fused_closure(optimizer.optimizer, batch)
+        optimizer.step(closure=fused or closure)
         if self._has_scheduler and self._in_first_phase():
             self.lr_schedulers().step()  # type: ignore[union-attr]
         self._log_losses()
         return self.last_terms["total"]
+
+    def fused_closure(self, optimizer: torch.optim.Optimizer, batch: Any) -> Any:
+        """A closure that runs the whole step, update included (`modules.fused_adam_step`), where
+        the module has one and this step allows it; None: the closure above."""
+        return None
 
     def _log_losses(self) -> None:
         """The loss terms, only on the steps Lightning writes to the loggers

@@ -119,3 +119,17 @@ class CompiledLoss:
         state["_compiled"] = None
         state["_started"] = None
         return state
+
+
+def merged_facts(loss: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
+    """One `compile` record for a run whose steps ran two compiled functions (the loss terms,
+    the fused Adam step): compile seconds, graph breaks and recompiles added, compile steps
+    merged; backend and mode are the run's, the same for both."""
+    seconds = [s for s in (loss["compile_seconds"], step["compile_seconds"]) if s is not None]
+    return {
+        **loss,
+        "compile_seconds": sum(seconds) if seconds else None,
+        "graph_breaks": loss["graph_breaks"] + step["graph_breaks"],
+        "recompiles": loss["recompiles"] + step["recompiles"],
+        "compile_steps": sorted({*loss["compile_steps"], *step["compile_steps"]}),
+    }

@@ -26,7 +26,8 @@ from mpsciml.derivatives.taylor import TaylorDerivatives, probe_derivatives, sup
 from mpsciml.distributed.integrity import global_means, world_size
 from mpsciml.metrics import relative_l2
 from mpsciml.modules.base import SciMLModule
-from mpsciml.modules.compiled_loss import CompiledLoss
+from mpsciml.modules.compiled_loss import CompiledLoss, merged_facts
+from mpsciml.modules.fused_adam_step import FusedAdamStep
 from mpsciml.modules.unknowns import attach_unknowns
 from mpsciml.plots import plot_fields
 from mpsciml.problems.base import Problem, values_key
@@ -89,12 +90,17 @@ class PINNModule(SciMLModule):
         self.term_names = list(self.term_conditions)
         self.loss_weights = self._resolve_weights(dict(loss_weights or {}))
         self.compiled: CompiledLoss | None = None
+        #: the whole Adam step as one compiled call, where a step allows it (`fused_adam_step`)
+        self.fused: FusedAdamStep | None = None
+        #: why the last step was not fused ("" if it was): summary.json `compile.fused_refusal`
+        self.fused_refusal = ""
         #: the step's points as trained on: adaptive collocation replaces or extends the batch's
         #: drawn points (`data.adaptive_points`); None: the batch as drawn
         self.adapt_points: Callable[[PointsBatch], PointsBatch] | None = None
         if compile:
             self._check_compilable()
             self.compiled = CompiledLoss(self._taylor_terms, compile_backend, compile_mode)
+            self.fused = FusedAdamStep(self, compile_backend, compile_mode)
 
     # ----------------------------------------------------------------- losses
     def loss_terms(self, batch: PointsBatch) -> dict[str, Tensor]:
@@ -151,6 +157,20 @@ class PINNModule(SciMLModule):
             self.report_nonfinite([SimpleNamespace(nonfinite=nonfinite)])
         return global_means(values) if distributed else values
 
+    def fused_closure(self, optimizer: torch.optim.Optimizer, batch: PointsBatch) -> Any:
+        """The fused step's closure where it can run (`FusedAdamStep.refusal`), on the step's
+        points (adapted where adaptive sampling is on); one process, Adam phase (the caller)."""
+        if self.fused is None or self.derivatives != "taylor" or not supports_taylor(self.model):
+            return None
+        self.fused_refusal = self.fused.refusal(optimizer, self.trainer, self._precision_plugin())
+        if self.fused_refusal:
+            return None
+        if self.adapt_points is not None:
+            batch = self.adapt_points(batch)
+        points = {name: batch[name] for name in self.conditions}
+        points |= {key: batch[key] for key in map(values_key, self.conditions) if key in batch}
+        return self.fused.closure(optimizer, points)
+
     def _taylor_terms(
         self, points: dict[str, Tensor], seeds: Tensor | None, means: bool
     ) -> tuple[dict[str, Tensor], dict[int, Tensor]]:
@@ -196,16 +216,25 @@ class PINNModule(SciMLModule):
         recompiles, compile_steps}; {enabled: False} for an eager run."""
         if self.compiled is None:
             return {"enabled": False}
-        return self.compiled.facts()
+        facts = self.compiled.facts()
+        if self.fused is not None:
+            facts = merged_facts(facts, self.fused.compiled.facts())
+            facts["fused_steps"] = self.fused.steps
+            facts["fused_refusal"] = self.fused_refusal or None
+        return facts
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_start(batch, batch_idx)
         if self.compiled is not None:
             self.compiled.begin_step(self.global_step)
+        if self.fused is not None:
+            self.fused.compiled.begin_step(self.global_step)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.compiled is not None:
             self.compiled.end_step()
+        if self.fused is not None:
+            self.fused.compiled.end_step()
         super().on_train_batch_end(outputs, batch, batch_idx)
 
     # ------------------------------------------------------------- evaluation

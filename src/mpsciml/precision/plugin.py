@@ -171,6 +171,8 @@ class SciMLPrecision(Precision):
                     "a full precision before its L-BFGS phase"
                 )
             return optimizer.step(closure=partial(self._wrap_closure, model, optimizer, closure))
+        if getattr(closure, "updates_weights", False):
+            return self._fused_step(optimizer, closure)
         closure_result = closure()
         self._after_closure(model, optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -197,6 +199,27 @@ class SciMLPrecision(Precision):
         self._update_scaler(found_nonfinite=False)
         self.consecutive_skips = 0
         if measuring:
+            self.last_measurement["lost_update_fraction"] = lost_update_fraction(
+                before, params, grads
+            )
+        return closure_result
+
+    def _fused_step(self, optimizer: Any, closure: Any) -> Any:
+        """A closure that updated the weights itself (`modules.fused_adam_step`, full precision
+        only: nothing to unscale); its finite check decided whether it applied the update. A
+        skip is counted and a measured step measured here as the step above does it, from the
+        gradients the closure leaves in `p.grad` and the weights from before it ran."""
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        measuring, self.measure_next_step = self.measure_next_step, False
+        before = [p.detach().clone() for p in params] if measuring else []
+        closure_result = closure()
+        if measuring:
+            self.last_measurement = self.measure_gradients(params)
+        if not closure.applied:
+            return self._skip(optimizer, "gradient_overflow", closure_result)
+        self.consecutive_skips = 0
+        if measuring:
+            grads = [p.grad for p in params]
             self.last_measurement["lost_update_fraction"] = lost_update_fraction(
                 before, params, grads
             )
