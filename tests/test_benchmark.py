@@ -258,6 +258,48 @@ def test_bare_compiled_equals_bare_eager_over_ten_steps(tiny_config):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # ~10 s of dynamo tracing (the gradient transform and Adam in one graph)
+def test_bare_fused_equals_bare_eager_over_ten_steps(tiny_config):
+    """The bare step as one compiled call (forward, gradient, Adam; aot_eager) gives the eager
+    Taylor-mode loop's losses (1e-6) and weights from the same start: its compile ran a step,
+    which was undone, so the row starts from the initial network like every other row."""
+    from mpsciml.benchmark.bare_compiled import fused_bare_loop
+
+    cfg = tiny_config("problem=burgers", "model.hidden=[8,8]", "logger=none", "~callbacks")
+    module, _, _ = build(cfg)
+    eager = BareLoop.like(module, derivatives="taylor")
+    fused, facts = fused_bare_loop(module, "cpu", backend="aot_eager")
+    assert facts["compile_seconds"] > 0 and fused.steps_done == 0
+    for a, b in zip(fused.model.parameters(), eager.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for _ in range(10):
+        assert float(fused.step()) == pytest.approx(float(eager.step()), rel=1e-6, abs=1e-7)
+    for a, b in zip(fused.model.parameters(), eager.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_fused_row_shows_no_saved_bytes_and_says_why():
+    """A step that is one compiled call saves nothing for autograd outside its graph: the
+    meter's 0 would read as "no activation memory", so the row has no figure and a note."""
+    from mpsciml.benchmark.report import row_notes, runner_row
+    from mpsciml.benchmark.runner import Runner
+
+    rows = []
+    for name, facts in (
+        ("fp32_compiled", {"compile": {"fused_steps": 6, "compile_seconds": 1.0}}),
+        ("bare_fused", {"optimizer_impl": "fused into the step"}),
+        ("bare_compiled", {"optimizer_impl": "fused"}),
+    ):
+        runner = Runner(name, "bare", StepClock(None, 0, steps=2, turn=1))
+        runner.clock.samples, runner.saved_bytes = [0.01, 0.01], 0 if "fused" in name else 5
+        runner.facts.update(facts)
+        rows.append(runner_row(runner, warmup=0))
+    assert [r["saved_bytes"] for r in rows] == [None, None, 5]
+    notes = row_notes(rows)
+    assert sum("no saved-bytes figure" in note for note in notes) == 2
+    assert not any(note.startswith("bare_compiled") for note in notes)
+
+
 def test_compiling_steps_after_the_warmup_are_not_timed():
     from mpsciml.benchmark.report import runner_row
     from mpsciml.benchmark.runner import Runner

@@ -8,6 +8,8 @@
     fp32_compiled_shipped  the same with compile=true (--compile with --peers); not run while
                            the bar is Rich's (one live display at a time: the other row has it)
     bare_compiled          the bare loop in Taylor mode with its loss under torch.compile
+    bare_fused             the bare loop's whole step (forward, gradient, Adam) as one compiled
+                           call: the reference for compile=true's fused step
     deepxde_fp32, pina_fp32  the peers (`peers.py`; --peers)
 
 `settings.DEEPXDE_SETTING` is DeepXDE's Burgers example setting (`--deepxde-setting`).
@@ -20,8 +22,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from mpsciml.benchmark.bare_compiled import FUSED_NAME as BARE_FUSED
 from mpsciml.benchmark.bare_compiled import NAME as BARE_COMPILED
-from mpsciml.benchmark.bare_compiled import compile_now, compiled_bare_loop
+from mpsciml.benchmark.bare_compiled import compile_now, compiled_bare_loop, fused_bare_loop
 from mpsciml.benchmark.bare_loop import BareLoop
 from mpsciml.benchmark.runner import Runner, bare_runner, linear_layers, loop_runner
 from mpsciml.benchmark.settings import Setting
@@ -67,22 +70,27 @@ def inductor_refusal(backend: str, device: str) -> str | None:
 
 
 def bare_compiled_runner(
-    module: Any, cfg: DictConfig, device: str, steps: int, turn: int
+    module: Any, cfg: DictConfig, device: str, steps: int, turn: int, fused: bool = False
 ) -> tuple[Runner | None, tuple[str, str] | None]:
-    """The `bare_compiled` runner, compiled now (before the rows take turns), or why not."""
+    """The `bare_compiled` runner (`fused`: `bare_fused`), compiled now (before the rows take
+    turns), or why not."""
     backend = str(cfg.get("compile_backend") or "inductor")
     mode = cfg.get("compile_mode")
     why = inductor_refusal(backend, device)
     if why is not None:
         return None, (why, why)
     try:
-        loop, facts = compiled_bare_loop(module, device, backend, mode)
-        compile_now(loop, facts)
+        if fused:
+            loop, facts = fused_bare_loop(module, device, backend, mode)
+        else:
+            loop, facts = compiled_bare_loop(module, device, backend, mode)
+            compile_now(loop, facts)
     except Exception as exc:  # a model without Taylor mode, a backend that fails here
         return None, (f"not compiled: {type(exc).__name__}", str(exc))
-    runner = loop_runner(BARE_COMPILED, loop, steps, turn)
+    runner = loop_runner(BARE_FUSED if fused else BARE_COMPILED, loop, steps, turn)
     runner.facts.update(facts)
-    runner.facts["label"] = f"bare, Taylor mode, torch.compile ({backend})"
+    what = "one compiled call per step" if fused else "loss under torch.compile"
+    runner.facts["label"] = f"bare, Taylor mode, {what} ({backend})"
     runner.facts["_linears"] = lambda: linear_layers(loop.model)
     return runner, None
 
@@ -100,19 +108,21 @@ def reference_rows(
     module: Any, cfg: DictConfig, device: str, steps: int, args: Any
 ) -> tuple[list[Runner], dict[str, tuple[str, str, str]], BareLoop]:
     """The rows built from a PINN's fp32 module before it trains (same weights and points):
-    `bare_fp32`; with `args.peers` or `args.compile` also `bare_compiled`; with `args.peers` the
-    peers. Returns them, the rows not run (name -> (reason, detail, kind)), and the reference loop
-    that evaluates our loss at every row's final weights (`peers.loss_ours_end`)."""
+    `bare_fp32`; with `args.peers` or `args.compile` also `bare_compiled` and `bare_fused`; with
+    `args.peers` the peers. Returns them, the rows not run (name -> (reason, detail, kind)), and
+    the reference loop that evaluates our loss at every row's final weights
+    (`peers.loss_ours_end`)."""
     from mpsciml.benchmark.peers import peer_rows
 
     runners = [bare_runner(module, device, steps, args.turn)]
     not_run: dict[str, tuple[str, str, str]] = {}
     if args.peers or args.compile:
-        compiled, why = bare_compiled_runner(module, cfg, device, steps, args.turn)
-        if compiled is not None:
-            runners.append(compiled)
-        elif why is not None:
-            not_run[BARE_COMPILED] = (*why, "bare")
+        for name, fused in ((BARE_COMPILED, False), (BARE_FUSED, True)):
+            compiled, why = bare_compiled_runner(module, cfg, device, steps, args.turn, fused)
+            if compiled is not None:
+                runners.append(compiled)
+            elif why is not None:
+                not_run[name] = (*why, "bare")
     if args.peers:
         peers, missing = peer_rows(module, device, steps, args.turn)
         runners += peers

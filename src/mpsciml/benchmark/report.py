@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mpsciml.benchmark.bare_compiled import FUSED_IMPL
 from mpsciml.benchmark.timing import paired_ratio, summarize
 
 if TYPE_CHECKING:
@@ -66,9 +67,18 @@ def runner_row(runner: Runner, warmup: int) -> dict[str, Any]:
             if k not in ("module", "traceback") and not k.startswith("_")
         }
     )
+    if fused_step(row):  # its backward runs inside the graph: the meter sees no saved tensor
+        row["saved_bytes"], row["saved_by_dtype"] = None, {}
     if row.get("batch_size") and row.get("median_ms"):
         row["samples_per_s"] = row["batch_size"] / (row["median_ms"] / 1e3)
     return row
+
+
+def fused_step(row: dict[str, Any]) -> bool:
+    """Whether the row's steps were whole compiled calls (forward, gradient and Adam): the
+    `bare_fused` row, or a compile=true row whose steps the fused step ran."""
+    compiled = row.get("compile") if isinstance(row.get("compile"), dict) else {}
+    return bool(compiled.get("fused_steps")) or row.get("optimizer_impl") == FUSED_IMPL
 
 
 def skipped_row(name: str, reason: str, why: str, kind: str = "lightning") -> dict[str, Any]:
@@ -90,6 +100,11 @@ def row_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
         if compiled.get("compile_seconds") is not None:
             backend = compiled.get("compile_backend") or compiled.get("backend")
             parts.append(f"compiled ({backend}) in {compiled['compile_seconds']:.1f} s, not timed")
+        if fused_step(r):
+            parts.append(
+                "forward, gradient and Adam in one compiled call per step: nothing is saved for "
+                "autograd outside it, so no saved-bytes figure"
+            )
         if parts:
             notes.append(f"{r['name']}: " + "; ".join(parts))
     return notes
