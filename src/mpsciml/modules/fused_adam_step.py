@@ -120,6 +120,10 @@ class FusedAdamStep:
         self._static: weakref.WeakKeyDictionary[torch.optim.Optimizer, str] = (
             weakref.WeakKeyDictionary()
         )
+        #: optimizer -> its parameters' names in the module, in its order (found with the above)
+        self._names: weakref.WeakKeyDictionary[torch.optim.Optimizer, list[str]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._weights: tuple[tuple[float, ...], Tensor] | None = None
 
     # ---------------------------------------------------------------- deciding
@@ -166,6 +170,7 @@ class FusedAdamStep:
         names = {id(p): name for name, p in self.terms.named_parameters()}
         if any(id(p) not in names for p in params):
             return "Adam trains a tensor that is not the module's parameter"
+        self._names[optimizer] = [names[id(p)] for p in params]
         return ""
 
     # ----------------------------------------------------------------- running
@@ -176,11 +181,10 @@ class FusedAdamStep:
         self, optimizer: torch.optim.Optimizer, points: dict[str, Tensor]
     ) -> tuple[dict[str, Tensor], Tensor, bool, list[Tensor]]:
         """Terms, total, whether the update was applied, and the gradients; weights and Adam's
-        state updated in place."""
+        state updated in place. For an optimizer `refusal` accepted."""
         group = optimizer.param_groups[0]
         params: list[Tensor] = group["params"]
         state = [self._state(optimizer, p) for p in params]
-        names = {id(p): name for name, p in self.terms.named_parameters()}
         kernel = bool(group.get("fused"))
         steps_done = float(state[0][0])  # one count for all (a read of a CPU tensor, or a sync)
         values = adam_scalars(
@@ -194,7 +198,7 @@ class FusedAdamStep:
         weights = self._weight_tensor(params[0])
         with torch.no_grad():  # the grad transform inside needs no outer graph
             terms, total, applied, grads = self.compiled(
-                params, [names[id(p)] for p in params], state, scalars, weights, points, kernel
+                params, self._names[optimizer], state, scalars, weights, points, kernel
             )
         self.steps += 1
         return terms, total, bool(applied), grads
@@ -258,12 +262,12 @@ class FusedAdamStep:
         """Caches dropped (a weak dictionary cannot be pickled); the compiled function is
         dropped by `CompiledLoss`."""
         state = self.__dict__.copy()
-        state["_static"], state["_weights"] = None, None
+        state["_static"], state["_names"], state["_weights"] = None, None, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._static = weakref.WeakKeyDictionary()
+        self._static, self._names = weakref.WeakKeyDictionary(), weakref.WeakKeyDictionary()
 
 
 class FusedClosure:
