@@ -10,12 +10,17 @@ from __future__ import annotations
 import copy
 import math
 import pickle
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
 import torch
-from test_compiled_step import AOT, TINY_BURGERS, assert_same_training, train
+from test_compiled_step import (
+    AOT,
+    TINY_BURGERS,
+    _one_thread,  # noqa: F401 (autouse there and here: one thread)
+    assert_same_training,
+    train,
+)
 
 from mpsciml.compose import build
 from mpsciml.modules.fused_adam_step import adam_scalars, adam_update_
@@ -24,14 +29,6 @@ SCHEDULER = (
     "optimizer.scheduler={_target_: torch.optim.lr_scheduler.ExponentialLR, _partial_: true,"
     " gamma: 0.8}"
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("implementation", ["for-loop", "fused"])
