@@ -23,6 +23,7 @@ from test_compiled_step import (
 )
 
 from mpsciml.compose import build
+from mpsciml.modules import fused_adam_step
 from mpsciml.modules.fused_adam_step import adam_scalars, adam_update_
 
 SCHEDULER = (
@@ -158,9 +159,9 @@ def test_a_step_that_needs_the_gradient_is_not_fused(tiny_config, overrides, ref
     assert fused["module"].compiled.compiles >= 1
 
 
-def test_what_the_formula_does_not_implement_is_refused(tiny_config) -> None:
-    """Adam options the fused update does not implement, another optimizer, clipping: refused
-    in one phrase each, before anything compiles."""
+def test_what_the_formula_does_not_implement_is_refused(tiny_config, monkeypatch) -> None:
+    """Adam options the fused update does not implement, another optimizer (L-BFGS's phase),
+    clipping, several processes: refused in one phrase each, before anything compiles."""
     module, _, _ = build(tiny_config(*TINY_BURGERS, *AOT))
     assert module.fused is not None
     params = list(module.parameters())
@@ -178,6 +179,7 @@ def test_what_the_formula_does_not_implement_is_refused(tiny_config) -> None:
         "Adam's amsgrad=True": torch.optim.Adam(params, amsgrad=True),
         "Adam's maximize=True": torch.optim.Adam(params, maximize=True),
         "AdamW is not torch.optim.Adam": torch.optim.AdamW(params),
+        "LBFGS is not torch.optim.Adam": torch.optim.LBFGS(params),
         "Adam trains a tensor that is not the module's parameter": torch.optim.Adam(
             [torch.zeros(2, requires_grad=True)]
         ),
@@ -186,3 +188,6 @@ def test_what_the_formula_does_not_implement_is_refused(tiny_config) -> None:
         assert module.fused.refusal(optimizer, trainer, plugin) == reason
     clipping = SimpleNamespace(gradient_clip_val=1.0, callbacks=[])
     assert module.fused.refusal(torch.optim.Adam(params), clipping, plugin) == "gradient clipping"
+    monkeypatch.setattr(fused_adam_step, "world_size", lambda: 2)
+    refusal = module.fused.refusal(torch.optim.Adam(params), trainer, plugin)
+    assert refusal.startswith("several processes")

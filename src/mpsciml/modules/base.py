@@ -152,8 +152,7 @@ class SciMLModule(pl.LightningModule):
                 return self.global_terms()["total"]
             return loss
 
-        fused = None if lbfgs or ranks > 1 else self.fused_closure(optimizer.optimizer, batch)
-        optimizer.step(closure=fused or closure)
+        optimizer.step(closure=self.fused_closure(optimizer.optimizer, batch) or closure)
         if self._has_scheduler and self._in_first_phase():
             self.lr_schedulers().step()  # type: ignore[union-attr]
         self._log_losses()

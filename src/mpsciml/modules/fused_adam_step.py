@@ -40,6 +40,7 @@ import torch
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
+from mpsciml.distributed.integrity import world_size
 from mpsciml.modules.compiled_loss import CompiledLoss
 
 #: hooks that would see the gradient before the update (or change it); fused, they cannot
@@ -161,6 +162,8 @@ class FusedAdamStep:
             return f"device {params[0].device.type}"
         if trainer.gradient_clip_val:
             return "gradient clipping"
+        if world_size() > 1:
+            return "several processes (DDP averages the gradients in backward hooks)"
         for hook in GRADIENT_HOOKS:
             for callback in trainer.callbacks:  # type: ignore[attr-defined]
                 if is_overridden(hook, callback, pl.Callback):

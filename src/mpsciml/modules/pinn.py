@@ -158,8 +158,8 @@ class PINNModule(SciMLModule):
         return global_means(values) if distributed else values
 
     def fused_closure(self, optimizer: torch.optim.Optimizer, batch: PointsBatch) -> Any:
-        """The fused step's closure where it can run (`FusedAdamStep.refusal`), on the step's
-        points (adapted where adaptive sampling is on); one process, Adam phase (the caller)."""
+        """The fused step's closure where it can run (`FusedAdamStep.refusal`: an Adam phase,
+        one process, ...), on the step's points (adapted where adaptive sampling is on)."""
         if self.fused is None or self.derivatives != "taylor" or not supports_taylor(self.model):
             return None
         self.fused_refusal = self.fused.refusal(optimizer, self.trainer, self._precision_plugin())
