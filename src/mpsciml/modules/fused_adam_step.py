@@ -11,9 +11,11 @@ benchmark table has the measured times).
 What it keeps of the step it replaces, so that both may alternate within one run:
 - the loss: the compiled Taylor terms (`PINNModule._taylor_terms`) and their weighted sum in the
   same order as `total_loss` (a weight of 1 multiplies exactly);
-- torch's Adam: its update formula (the non-capturable one, bias corrections in float64) on the
-  optimizer's own state tensors (`step`, `exp_avg`, `exp_avg_sq`), so a checkpoint, a resume, an
-  unfused step or the L-BFGS hand-off find what `torch.optim.Adam` would have left;
+- torch's Adam: its update in the operation order of the optimizer's own implementation (fused
+  kernel, or for-loop/foreach), step size and bias corrections in Python floats as torch computes
+  them (`adam_scalars`), on the optimizer's own state tensors (`step`, `exp_avg`,
+  `exp_avg_sq`), so a checkpoint, a resume, an unfused step or the L-BFGS hand-off find what
+  `torch.optim.Adam` would have left;
 - the plugin's skip: a non-finite loss or gradient leaves weights and state as they were (chosen
   inside the graph); the plugin counts the skip from one host read per step, as the unfused step
   does with its finite check;
