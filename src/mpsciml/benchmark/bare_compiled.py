@@ -40,6 +40,15 @@ def adam_impl(model: nn.Module) -> dict[str, bool]:
         return {"foreach": True}
 
 
+def adam_settings(module: Any) -> dict[str, Any]:
+    """The module's Adam keyword arguments (lr, betas, ...), without Hydra's keys and without the
+    implementation choice, which each bare row makes for itself."""
+    settings = dict(module.optimizer_cfg.adam)
+    for key in ("_target_", "_partial_", "fused", "foreach"):
+        settings.pop(key, None)
+    return settings
+
+
 def compiled_bare_loop(
     module: Any, device: str, backend: str = "inductor", mode: str | None = None
 ) -> tuple[BareLoop, dict[str, Any]]:
@@ -48,9 +57,7 @@ def compiled_bare_loop(
     first call, filled in by `compile_now`). Raises ValueError where the model has no Taylor
     mode (torch.compile cannot do the nested autograd it would need)."""
     loop = BareLoop.like(module, device, derivatives="taylor", fallback=False)
-    settings = dict(module.optimizer_cfg.adam)
-    for key in ("_target_", "_partial_", "fused", "foreach"):
-        settings.pop(key, None)
+    settings = adam_settings(module)
     impl = adam_impl(loop.model)
     loop.optimizer = torch.optim.Adam(loop.model.parameters(), **settings, **impl)
     loop.loss = torch.compile(loop.loss, backend=backend, mode=mode, fullgraph=True)  # type: ignore[method-assign]
@@ -150,11 +157,7 @@ def fused_bare_loop(
     compiled now: its first call is a whole step, so the weights and Adam's state are put back
     afterwards and the row starts from the initial network like every other row. ValueError
     where the model has no Taylor mode or Adam has options the fused update does not have."""
-    settings = {
-        k: v
-        for k, v in dict(module.optimizer_cfg.adam).items()
-        if k not in ("_target_", "_partial_", "fused", "foreach")
-    }
+    settings = adam_settings(module)
     bare = BareLoop.like(module, device, derivatives="taylor", fallback=False)
     loop = FusedBareLoop(bare, settings, backend, mode)
     initial = [p.detach().clone() for p in loop.params]
