@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ def wandb_records(run_file: Path) -> list[Any]:
             position += 32768 - position % 32768
             continue
         length, kind = struct.unpack("<HB", data[position + 4 : position + 7])
+        if position + 7 + length > len(data):  # a record still being written
+            break
         pending += data[position + 7 : position + 7 + length]
         position += 7 + length
         if kind in (1, 4):  # FULL or LAST: a whole record
@@ -77,11 +80,23 @@ def wandb_records(run_file: Path) -> list[Any]:
     return records
 
 
-def wandb_run(job_dir: Path) -> dict[str, Any]:
-    """What the job's one offline W&B run holds: id, group, tags, exit code, artifacts."""
+def wandb_run(job_dir: Path, wait_seconds: float = 60.0) -> dict[str, Any]:
+    """What the job's one offline W&B run holds: id, group, tags, exit code, artifacts.
+
+    `finish()` returns once wandb's service has the exit record, but the service writes the
+    run file through a buffer that it flushes when it closes the run's stream, a moment later
+    (CI caught a file with no record in it yet). A finished run ends with its exit record, so
+    this waits for that record, up to `wait_seconds`, before reading the run."""
     (run_file,) = job_dir.glob("wandb/offline-run-*/run-*.wandb")
+    deadline = time.monotonic() + wait_seconds
+    records = wandb_records(run_file)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        if time.monotonic() > deadline:
+            break  # the assertions on the run's facts say what is missing
+        time.sleep(0.2)
+        records = wandb_records(run_file)
     facts: dict[str, Any] = {"artifacts": []}
-    for record in wandb_records(run_file):
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             facts.update(id=record.run.run_id, group=record.run.run_group, tags=record.run.tags)
