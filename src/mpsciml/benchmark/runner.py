@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from mpsciml.benchmark.bare_loop import BareLoop
+from mpsciml.benchmark.malloc_arena import share_one_malloc_arena
 from mpsciml.benchmark.memory import PeakMemory
 from mpsciml.benchmark.saved_bytes import SavedTensorMeter
 from mpsciml.benchmark.timing import Baton, StepClock
@@ -174,7 +175,9 @@ def loop_runner(name: str, loop: Any, steps: int, turn: int) -> Runner:
 
 def run_interleaved(runners: list[Runner], progress: Callable[[int], None] | None = None) -> None:
     """Pass one baton among the runners, start their threads and wait for all;
-    `progress(steps_done)` is called ~5 times a second."""
+    `progress(steps_done)` is called ~5 times a second. The threads allocate from the main
+    thread's malloc arena, as a training process does (`malloc_arena`)."""
+    share_one_malloc_arena()
     baton = Baton(len(runners))
     for index, runner in enumerate(runners):
         runner.clock.baton, runner.clock.index = baton, index
