@@ -44,6 +44,8 @@ How it measures, and why:
   hooks and logging that `python train.py` pays for; fitting in chunks would reset Adam.
   A step's time is the wall time between two batch starts of its row (one whole loop cycle),
   after `torch.cuda.synchronize()` on CUDA; the table gives median and IQR after `--warmup`.
+  The threads allocate from the main thread's malloc arena, as a training process does (glibc's
+  per-thread arenas made a large step page-fault anew each time: `benchmark/malloc_arena.py`).
 - Memory, from two extra steps per row taken alone: the peak RSS of that step (Linux resets the
   high-water mark through /proc/self/clear_refs; all rows' modules are resident), the CUDA
   allocator's peak (reset first), and the bytes autograd saved for backward (each storage once,
