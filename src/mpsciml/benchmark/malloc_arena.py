@@ -5,8 +5,8 @@ Why: every benchmark row runs in its own thread (`runner.run_interleaved`), and 
 new thread its own malloc arena. A thread arena grows in heaps of at most 64 MiB and hands
 blocks that do not fit back to the kernel, so a step that allocates tens of MiB of activations
 (the Navier-Stokes network in Taylor mode) page-faults its memory anew on every step, in that
-thread only. Measured on the Navier-Stokes comparison (2-core AMD EPYC Zen 5, one thread): the fused
-compiled row 69.5 ms per step in its thread against 49 ms in the main thread, and peak RSS
+thread only. Measured on the Navier-Stokes comparison (2-core AMD EPYC Zen 5, one thread): the
+fused compiled row 69.5 ms per step in its thread against 49 ms in the main thread, peak RSS
 1035 MiB; with one arena 50.7 ms and 707 MiB. The main thread's arena grows without that limit:
 with every thread sharing it (glibc's `M_ARENA_MAX` = 1, as `MALLOC_ARENA_MAX=1` in the
 environment would set it), every row allocates as a training run does. The rows never allocate
