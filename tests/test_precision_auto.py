@@ -8,6 +8,7 @@ import copy
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,8 +21,12 @@ from mpsciml.compose import build
 from mpsciml.config import ConfigError, validate
 from mpsciml.factory import build_model, build_module
 from mpsciml.precision.auto_probe import (
+    HOPELESS_RATIO,
+    MIN_SEEN,
+    STOP_RATIO,
     AutoSettings,
     ProbeRow,
+    _StepClock,
     choose,
     close_call,
     continue_auto_choice,
@@ -190,3 +195,36 @@ def test_a_close_call_between_agreeing_measured_candidates_is_timed_again():
     given = row("mixed", 2.1)
     given.timing = "given"  # a test's timing is never re-measured
     assert close_call([fp32, given]) == []
+
+
+class _MeasuredFirstStep:
+    """The gradient agreement as a probe sees it: usable, measured at the first step."""
+
+    def __init__(self) -> None:
+        self.measured_steps = {0}
+
+    def first_usable(self) -> int:
+        return 0
+
+
+def steps_until_stopped(step_ms: float, best_ms: float | None, planned: int = 12) -> int:
+    """How many steps of `step_ms` each a candidate trains before the probe's clock stops it,
+    against the fastest agreeing median `best_ms`."""
+    clock = _StepClock(_MeasuredFirstStep(), best_ms)  # type: ignore[arg-type]
+    trainer = SimpleNamespace(should_stop=False, precision_plugin=None)
+    readings = iter([0.0, step_ms / 1000] * planned)  # each step's start and end
+    clock._now = lambda _module: next(readings)  # type: ignore[method-assign]
+    for step in range(planned):
+        clock.on_train_batch_start(trainer, None, None, step)
+        clock.on_train_batch_end(trainer, None, None, None, step)
+        if trainer.should_stop:
+            return step + 1
+    return planned
+
+
+def test_a_slower_candidate_stops_after_a_few_steps_and_a_hopeless_one_after_one():
+    assert steps_until_stopped(12.0, best_ms=10.0) == 12  # within 1.5x: probed to the end
+    assert steps_until_stopped(20.0, best_ms=10.0) == 1 + MIN_SEEN  # 2x: MIN_SEEN timed steps
+    assert steps_until_stopped(60.0, best_ms=10.0) == 2  # 6x: its first timed step decides
+    assert steps_until_stopped(60.0, best_ms=None) == 12  # nothing to compare with yet
+    assert HOPELESS_RATIO / STOP_RATIO > 2  # between the two rules lies a real margin

@@ -169,6 +169,11 @@ class AutoChoice:
 #: at 5-7x fp32 on a CPU without bf16: on a width-256 network 24 s per step under load)
 STOP_RATIO = 1.5
 MIN_SEEN = 3
+#: ... and one whose first such step alone is this many times that median stops after it: no
+#: burst of load makes a step 5x slower, and waiting for MIN_SEEN such steps was most of the
+#: probe (fp16 autocast on a width-256 Burgers network on a CPU without fp16 arithmetic: 6.5 s
+#: per step, 47x bf16_mixed's, 26 of the probe's 47 s in its 4 steps)
+HOPELESS_RATIO = 5.0
 WARMUP = 5
 
 
@@ -179,13 +184,14 @@ def warmup_steps(steps: int) -> int:
 
 class _StepClock(pl.Callback):
     """Start-to-end wall time of each probe step, and the plugin's skip count after it; stops
-    the candidate once it is clearly slower than `stop_above_ms` (see STOP_RATIO)."""
+    the candidate once it is clearly slower than `best_ms`, the fastest agreeing candidate's
+    median so far (see STOP_RATIO, HOPELESS_RATIO)."""
 
-    def __init__(self, agreement: GradientAgreement, stop_above_ms: float | None) -> None:
+    def __init__(self, agreement: GradientAgreement, best_ms: float | None) -> None:
         self.seconds: list[float] = []
         self.skipped_after: list[int] = []
         self.agreement = agreement
-        self.stop_above_ms = stop_above_ms
+        self.best_ms = best_ms
         self.stopped_early = False
         self._start = 0.0
 
@@ -213,11 +219,12 @@ class _StepClock(pl.Callback):
         self.seconds.append(self._now(pl_module) - self._start)
         plugin = trainer.precision_plugin
         self.skipped_after.append(plugin.skipped_steps if isinstance(plugin, SciMLPrecision) else 0)
-        if self.stop_above_ms is None or self.agreement.first_usable() is None:
+        if self.best_ms is None or self.agreement.first_usable() is None:
             return
         measured = self.agreement.measured_steps
-        seen = [s for i, s in enumerate(self.seconds) if i >= 1 and i not in measured]
-        if len(seen) >= MIN_SEEN and 1000 * min(seen) > self.stop_above_ms:
+        seen = [1000 * s for i, s in enumerate(self.seconds) if i >= 1 and i not in measured]
+        slower = seen and min(seen) > STOP_RATIO * self.best_ms
+        if slower and (len(seen) >= MIN_SEEN or min(seen) > HOPELESS_RATIO * self.best_ms):
             self.stopped_early = True
             trainer.should_stop = True
 
@@ -237,10 +244,10 @@ def probe_one(
     module: pl.LightningModule,
     device: str,
     steps: int,
-    stop_above_ms: float | None = None,
+    best_ms: float | None = None,
 ) -> ProbeRow:
     """Train a copy of `module` for `steps` steps in precision `name` and measure it (fewer
-    steps once its median step is above `stop_above_ms`)."""
+    steps once it is clearly slower than `best_ms`, the fastest agreeing median so far)."""
     from mpsciml.factory import build_datamodule  # factory imports modules, which import us
 
     candidate = copy.deepcopy(module, memo={id(problem): problem})
@@ -255,7 +262,7 @@ def probe_one(
         derivative_scaling=precision.derivative_scaling,
     )
     agreement = GradientAgreement(once=True, log=False)
-    clock = _StepClock(agreement, stop_above_ms)
+    clock = _StepClock(agreement, best_ms)
     trainer = pl.Trainer(
         accelerator=device,
         devices=1,
@@ -331,8 +338,8 @@ def run_probe(
     with _isolated(threads):
         for name in settings.candidates:
             fastest = [r.step_ms for r in rows if r.agrees and r.step_ms is not None]
-            stop_above = STOP_RATIO * min(fastest) if fastest else None
-            row = probe_one(name, cfg, problem, module, device, steps, stop_above)
+            best_ms = min(fastest) if fastest else None
+            row = probe_one(name, cfg, problem, module, device, steps, best_ms)
             if timings and row.precision in timings:
                 row.step_ms, row.timing = float(timings[row.precision]), "given"
             rows.append(judge(row, settings))
