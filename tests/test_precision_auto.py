@@ -227,4 +227,6 @@ def test_a_slower_candidate_stops_after_a_few_steps_and_a_hopeless_one_after_one
     assert steps_until_stopped(20.0, best_ms=10.0) == 1 + MIN_SEEN  # 2x: MIN_SEEN timed steps
     assert steps_until_stopped(60.0, best_ms=10.0) == 2  # 6x: its first timed step decides
     assert steps_until_stopped(60.0, best_ms=None) == 12  # nothing to compare with yet
-    assert HOPELESS_RATIO / STOP_RATIO > 2  # between the two rules lies a real margin
+    # just under the hopeless ratio the MIN_SEEN rule decides; just under the stop ratio, none
+    assert steps_until_stopped(0.99 * HOPELESS_RATIO * 10.0, best_ms=10.0) == 1 + MIN_SEEN
+    assert steps_until_stopped(0.99 * STOP_RATIO * 10.0, best_ms=10.0) == 12

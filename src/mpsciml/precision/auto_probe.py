@@ -223,8 +223,9 @@ class _StepClock(pl.Callback):
             return
         measured = self.agreement.measured_steps
         seen = [1000 * s for i, s in enumerate(self.seconds) if i >= 1 and i not in measured]
-        slower = seen and min(seen) > STOP_RATIO * self.best_ms
-        if slower and (len(seen) >= MIN_SEEN or min(seen) > HOPELESS_RATIO * self.best_ms):
+        if not seen or min(seen) <= STOP_RATIO * self.best_ms:
+            return
+        if len(seen) >= MIN_SEEN or min(seen) > HOPELESS_RATIO * self.best_ms:
             self.stopped_early = True
             trainer.should_stop = True
 
