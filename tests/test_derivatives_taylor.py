@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from mpsciml.benchmark.saved_bytes import SavedTensorMeter
 from mpsciml.derivatives import rules as taylor_rules
 from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.carry import LAPLACIAN
 from mpsciml.derivatives.taylor import (
     TaylorDerivatives,
     UnsupportedModelError,
@@ -362,8 +363,8 @@ def test_probe_derivatives_for_navier_stokes() -> None:
     residuals: dict[str, Callable] = {k: c.residual for k, c in problem.conditions(0).items()}
     points = problem.conditions(0)["pde"].points
     carry = {k: probe_derivatives(r, model, points, *names) for k, r in residuals.items()}
-    first, second = (("x",), ("y",)), (("x", "x"), ("y", "y"))
-    assert carry == {"pde": (*first, *second), "bc": (), "outlet": ()}  # in this order
+    laplacian = (LAPLACIAN, "x", "y")  # asked for as d.laplacian: one summed stream
+    assert carry == {"pde": (("x",), ("y",), laplacian), "bc": (), "outlet": ()}  # this order
 
 
 _PROBE_IN_A_FRESH_PROCESS = """
@@ -413,8 +414,8 @@ STEP_ACTIVATIONS = [*ACTIVATIONS, "gelu_tanh", "sigmoid", "softplus_beta"]
 def test_low_precision_step_is_twice_differentiable_in_fp64(activation: str) -> None:
     """gradcheck and gradgradcheck of the recomputing Function (sigma''' included), with
     point-independent and per-point first streams, with and without incoming second streams
-    and with a seed ratio != 1; twice, because the mixed-partial fallback differentiates its
-    backward again."""
+    and with a seed ratio != 1, per direction and summed (a Laplacian); twice, because the
+    mixed-partial fallback differentiates its backward again."""
     layer = _activation_module(activation)
     generator = torch.Generator().manual_seed(4)
 
@@ -422,10 +423,19 @@ def test_low_precision_step_is_twice_differentiable_in_fp64(activation: str) -> 
         return torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_(True)
 
     z, first, first_shared, second = randn(3, 2), randn(3, 3, 2), randn(3, 1, 2), randn(2, 3, 2)
-    for streams in [(z, first, second), (z, first_shared, second), (z, first_shared, None)]:
+    summed = randn(1, 3, 2)
+    for streams, is_sum in [
+        ((z, first, second), False),
+        ((z, first_shared, second), False),
+        ((z, first_shared, None), False),
+        ((z, first, summed), True),
+        ((z, first_shared, None), True),
+    ]:
 
-        def step(z: Tensor, first: Tensor, second: Tensor | None = None) -> tuple[Tensor, ...]:
-            outputs = taylor_rules._LowPrecisionStep.apply(layer, 2, 0.7, z, first, second)
+        def step(
+            z: Tensor, first: Tensor, second: Tensor | None = None, is_sum: bool = is_sum
+        ) -> tuple[Tensor, ...]:
+            outputs = taylor_rules._LowPrecisionStep.apply(layer, 2, 0.7, is_sum, z, first, second)
             return tuple(output for output in outputs if output is not None)
 
         inputs = tuple(tensor for tensor in streams if tensor is not None)

@@ -72,6 +72,7 @@ def _pointwise_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLM
         compile=compile_step,
         compile_backend=cfg.get("compile_backend", "inductor"),
         compile_mode=cfg.get("compile_mode"),
+        taylor_laplacian=cfg.get("taylor_laplacian", "summed"),
     )
     report_constraints(module, problem, cfg.model, cfg.loss_weights)
     return module

@@ -322,7 +322,12 @@ def derivative_facts(module: SciMLModule) -> dict[str, Any] | None:
     """The derivative engine asked for and the one that runs, with the reason if they differ
     (None for a module that takes no input derivatives)."""
     engine = getattr(module, "derivative_engine", None)
-    return None if engine is None else engine.as_dict()
+    if engine is None:
+        return None
+    facts: dict[str, Any] = engine.as_dict()
+    if engine.used == "taylor" and getattr(module, "laplacian_streams", None):
+        facts["laplacian"] = module.laplacian_streams  # summed | apart (`derivatives.carry`)
+    return facts
 
 
 def last_checkpoint(out_dir: Path) -> dict[str, Any]:

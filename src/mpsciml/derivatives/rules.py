@@ -194,11 +194,14 @@ def apply_rule(
     second: Tensor | None,
     k: int,
     ratio: float | Tensor,
+    summed: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """The activation's chain rule on the streams, in the rule dtype, outputs in z's dtype.
 
     `first` (k', N or 1, H) holds the first streams, the leading `k` of which have second
     streams (`second`, (k, N, H) or None if identically zero); `ratio` = seed(2) / seed(1)^2.
+    `summed`: `second` is one stream (1, N, H), the sum of those k (a Laplacian), whose rule is
+    the sum of theirs: sigma''(z) sum_i z_i^2 + sigma'(z) sum_i z_ii.
     """
     dtype, wide = z.dtype, rule_dtype(z.dtype)
     s, d1, d2 = ACTIVATION_RULES[type(layer)](layer, z.to(wide))
@@ -210,10 +213,21 @@ def apply_rule(
             second_out = d1 * second.to(wide)
         if k and d2 is not None:
             fk = f[:k]
-            curvature = d2 * fk if is_one(ratio) else (ratio * d2) * fk
-            second_out = (
-                curvature * fk if second_out is None else torch.addcmul(second_out, curvature, fk)
-            )
+            curvature = d2 if is_one(ratio) else ratio * d2
+            if summed:
+                squares = (fk * fk).sum(0, keepdim=True)
+                second_out = (
+                    curvature * squares
+                    if second_out is None
+                    else torch.addcmul(second_out, curvature, squares)
+                )
+            else:
+                curvature = curvature * fk
+                second_out = (
+                    curvature * fk
+                    if second_out is None
+                    else torch.addcmul(second_out, curvature, fk)
+                )
         second_out = None if second_out is None else second_out.to(dtype)
     return s.to(dtype), first_out, second_out
 
@@ -225,7 +239,9 @@ class _LowPrecisionStep(torch.autograd.Function):
         dz = g_v sigma' + sigma'' sum g_i z_i + sigma'' sum g_ii z_ii + r sigma''' sum g_ii z_i^2,
         dz_i = sigma' g_i (+ 2 r sigma'' z_i g_ii for i < k),   dz_ii = sigma' g_ii.
     Computed in the rule dtype and rounded to the inputs' dtypes, as autograd of `apply_rule`'s
-    casts would. Plain torch ops, so a ``create_graph`` backward can be differentiated again.
+    casts would. A summed second stream (a Laplacian, g_ii one stream) needs no formula of its
+    own: broadcasting g over i gives exactly the derivatives of sigma'' sum_i z_i^2. Plain torch
+    ops, so a ``create_graph`` backward can be differentiated again.
     """
 
     @staticmethod
@@ -234,6 +250,7 @@ class _LowPrecisionStep(torch.autograd.Function):
         layer: nn.Module,
         k: int,
         ratio: float | Tensor,
+        summed: bool,
         z: Tensor,
         first: Tensor | None,
         second: Tensor | None,
@@ -241,7 +258,7 @@ class _LowPrecisionStep(torch.autograd.Function):
         ctx.save_for_backward(z, first, second)
         ctx.layer, ctx.k, ctx.ratio = layer, k, ratio
         ctx.set_materialize_grads(False)
-        return apply_rule(layer, z, first, second, k, ratio)
+        return apply_rule(layer, z, first, second, k, ratio, summed)
 
     @staticmethod
     def backward(  # type: ignore[override]
@@ -249,7 +266,7 @@ class _LowPrecisionStep(torch.autograd.Function):
         g_value: Tensor | None,
         g_first: Tensor | None,
         g_second: Tensor | None,
-    ) -> tuple[None, None, None, Tensor | None, Tensor | None, Tensor | None]:
+    ) -> tuple[None, None, None, None, Tensor | None, Tensor | None, Tensor | None]:
         z, first, second = ctx.saved_tensors
         k, ratio, wide = ctx.k, ctx.ratio, rule_dtype(z.dtype)
         d1, d2, d3 = DERIVATIVE_RULES[type(ctx.layer)](ctx.layer, z.to(wide))
@@ -278,14 +295,14 @@ class _LowPrecisionStep(torch.autograd.Function):
                     grad_first = gf.new_zeros((f.shape[0], *gf.shape[1:]))
                 grad_first[:k] += (2 * ratio) * d2 * gf
         grad_z = None
-        if terms and ctx.needs_input_grad[3]:
+        if terms and ctx.needs_input_grad[4]:
             grad_z = terms[0]
             for term in terms[1:]:
                 grad_z = grad_z + term
             grad_z = grad_z.to(z.dtype)
         if grad_first is not None:
             grad_first = grad_first.sum_to_size(first.shape).to(first.dtype)
-        return None, None, None, grad_z, grad_first, grad_second
+        return None, None, None, None, grad_z, grad_first, grad_second
 
 
 def activation_step(
@@ -295,6 +312,7 @@ def activation_step(
     second: Tensor | None,
     k: int,
     ratio: float | Tensor,
+    summed: bool = False,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """`apply_rule`, saving for backward only the low-precision inputs where that halves memory
     (z in `RECOMPUTE_DTYPES`, a derivative rule known, grads wanted), else plain autograd."""
@@ -304,5 +322,5 @@ def activation_step(
         and torch.is_grad_enabled()
         and first is not None
     ):
-        return _LowPrecisionStep.apply(layer, k, ratio, z, first, second)
-    return apply_rule(layer, z, first, second, k, ratio)
+        return _LowPrecisionStep.apply(layer, k, ratio, summed, z, first, second)
+    return apply_rule(layer, z, first, second, k, ratio, summed)

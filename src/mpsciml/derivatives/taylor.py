@@ -9,6 +9,12 @@ stream with the same weight, the bias on the value only; an activation s = sigma
 
     z_i  -> sigma'(z) z_i,         z_ii -> sigma''(z) z_i^2 + sigma'(z) z_ii.
 
+A residual that needs only the Laplacian sum_i u_ii (Navier-Stokes, Poisson, heat) carries one
+summed second stream instead of one per direction ("forward Laplacian"): the rules are linear in
+the second streams, so the sum obeys z_L -> sigma''(z) sum_i z_i^2 + sigma'(z) z_L. On Kovasznay
+flow that is 4 streams instead of 5 through every matmul. `TaylorDerivatives` uses it when the
+residual asks for the Laplacian (`Derivatives.laplacian`) and for no single u_ii.
+
 All of it is plain differentiable torch, so ``loss.backward()`` gives the weight gradients, and
 the streams are functions of the inputs, so mixed or third-order partials (which the streams do
 not carry) fall back to `torch.autograd.grad` of a stream, exactly as `Derivatives` would do.
@@ -40,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.carry import LAPLACIAN, carry_order, plan_carry
 from mpsciml.derivatives.jets import coordinate_jets, seeded_streams, unseeded_jets
 from mpsciml.derivatives.rules import (
     ACTIVATION_RULES,
@@ -54,6 +61,7 @@ from mpsciml.models.periodic import PeriodicEmbedding
 
 __all__ = [
     "ACTIVATION_RULES",
+    "LAPLACIAN",
     "ActivationRule",
     "TaylorDerivatives",
     "TaylorStreams",
@@ -129,13 +137,15 @@ class TaylorStreams:
     """Output and input derivatives, in the last layer's compute dtype. value (N, O); first
     (k, N, O) (or (k, 1, O) while point-independent) = seed(1) * d value / d x_i, i in first_dirs;
     second (K, N, O) = seed(2) * d2 value / d x_i^2 for second_dirs = first_dirs[:K], so first[:K]
-    is the matching view; None if not carried or (second) identically zero."""
+    is the matching view; None if not carried or (second) identically zero. `summed`: second is
+    (1, N, O), the sum over second_dirs (seed(2) times the Laplacian)."""
 
     value: Tensor
     first: Tensor | None
     second: Tensor | None
     first_dirs: tuple[int, ...] = ()
     second_dirs: tuple[int, ...] = ()
+    summed: bool = False
 
 
 def _linear(layer: nn.Linear, state: TaylorStreams) -> TaylorStreams:
@@ -147,14 +157,17 @@ def _linear(layer: nn.Linear, state: TaylorStreams) -> TaylorStreams:
         None if second is None else F.linear(second, layer.weight),
         state.first_dirs,
         state.second_dirs,
+        state.summed,
     )
 
 
 def _activation(layer: nn.Module, state: TaylorStreams, ratio: float | Tensor) -> TaylorStreams:
     """Chain rule for an elementwise sigma; `ratio` = seed(2) / seed(1)^2 (see module doc)."""
     k = len(state.second_dirs)
-    value, first, second = activation_step(layer, state.value, state.first, state.second, k, ratio)
-    return TaylorStreams(value, first, second, state.first_dirs, state.second_dirs)
+    value, first, second = activation_step(
+        layer, state.value, state.first, state.second, k, ratio, state.summed
+    )
+    return TaylorStreams(value, first, second, state.first_dirs, state.second_dirs, state.summed)
 
 
 def _full_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -202,16 +215,28 @@ def taylor_forward(
     first: Sequence[int] | None = None,
     second: Sequence[int] | None = None,
     seeds: tuple[float | Tensor, float | Tensor] = (1.0, 1.0),
+    laplacian: bool = False,
 ) -> TaylorStreams:
     """Push the value and chosen input derivatives through an MLP-like model.
 
     `inputs` (N, D). `first` lists the inputs whose first derivatives are carried, `second` those
     whose unmixed second derivatives are (each needs its first: added if missing); None means all
     D. `seeds` (s1, s2) scale the order-1 and order-2 streams, which are returned scaled.
+    `laplacian`: return the `second` directions summed, carried as one stream where the layers
+    allow it; a periodic embedding or output transform (whose jet rules are per direction)
+    carries them apart and sums at the end: the same result, without the saving.
     """
+    layers = [] if type(model) is ConstrainedModel else _flatten(model)
+    if laplacian and (
+        type(model) is ConstrainedModel or any(type(x) is PeriodicEmbedding for x in layers)
+    ):
+        apart = taylor_forward(model, inputs, first, second, seeds)
+        total = None if apart.second is None else apart.second.sum(0, keepdim=True)
+        return TaylorStreams(
+            apart.value, apart.first, total, apart.first_dirs, apart.second_dirs, summed=True
+        )
     if type(model) is ConstrainedModel:
         return _constrained(model, inputs, first, second, seeds)
-    layers = _flatten(model)
     every = range(inputs.shape[-1])
     second_dirs = tuple(every if second is None else dict.fromkeys(second))
     rest = [i for i in (every if first is None else first) if i not in second_dirs]
@@ -221,7 +246,7 @@ def taylor_forward(
     if first_dirs:  # d x / d x_i = e_i, the same at every point: (k, 1, D)
         eye = torch.eye(inputs.shape[-1], dtype=inputs.dtype, device=inputs.device)
         tangents = (s1 * eye[list(first_dirs)]).unsqueeze(1)
-    state = TaylorStreams(inputs, tangents, None, first_dirs, second_dirs)
+    state = TaylorStreams(inputs, tangents, None, first_dirs, second_dirs, laplacian)
     for layer in layers:
         if type(layer) is nn.Linear:
             state = _linear(layer, state)
@@ -261,14 +286,14 @@ class TaylorDerivatives(Derivatives):
         self.fallback = fallback
         if fallback and not inputs.requires_grad:  # the fallback differentiates w.r.t. inputs
             inputs = inputs.detach().requires_grad_(True)
-        index = {name: i for i, name in enumerate(input_names)}
         if carry is None:
             carry = [(n,) for n in input_names] + [(n, n) for n in input_names]
-        if unknown := {n for key in carry for n in key if n not in index}:
-            raise KeyError(f"carry: unknown input(s) {sorted(unknown)}; inputs are {list(index)}")
-        first = [index[key[0]] for key in carry if key]
-        second = [index[key[0]] for key in carry if len(key) > 1 and key[1] == key[0]]
+        plan = plan_carry(carry, input_names)
+        first, second = plan.first, plan.second
         self.requested: set[tuple[str, ...]] = set()
+        self._quiet = 0  # > 0 inside `laplacian`: its terms are not requests of their own
+        self._laplacian: Tensor | None = None
+        self._laplacian_dirs: frozenset[int] = frozenset()
         self._first_pos: dict[int, int] = {}
         self._second_pos: dict[int, int] = {}
         names = (input_names, output_names)
@@ -277,7 +302,7 @@ class TaylorDerivatives(Derivatives):
             return
         s1 = seed(1) if seed is not None else 1.0
         s2 = seed(2) if seed is not None and second else 1.0
-        streams = taylor_forward(model, inputs, first, second, (s1, s2))
+        streams = taylor_forward(model, inputs, first, second, (s1, s2), laplacian=plan.summed)
         self._start(inputs, streams.value, *names, seed, track_nonfinite)
         dtype, n = self.outputs.dtype, inputs.shape[0]
         assert streams.first is not None
@@ -286,13 +311,18 @@ class TaylorDerivatives(Derivatives):
         self._first_pos = {i: k for k, i in enumerate(streams.first_dirs)}
         counts = {1: self._first}
         if streams.second_dirs:
+            size = 1 if streams.summed else len(streams.second_dirs)
             if streams.second is None:  # identically zero: a linear model, ReLU
-                self._second = torch.zeros_like(self._first[: len(streams.second_dirs)])
+                stream2 = torch.zeros_like(self._first[:size])
             else:
                 stream2 = streams.second.to(dtype)
-                self._second = stream2 if is_one(s2) else stream2 / s2
-            self._second_pos = {i: k for k, i in enumerate(streams.second_dirs)}
-            counts[2] = self._second
+                stream2 = stream2 if is_one(s2) else stream2 / s2
+            if streams.summed:
+                self._laplacian, self._laplacian_dirs = stream2, frozenset(streams.second_dirs)
+            else:
+                self._second = stream2
+                self._second_pos = {i: k for k, i in enumerate(streams.second_dirs)}
+            counts[2] = stream2
         if track_nonfinite:
             for order, tensor in counts.items():
                 self.nonfinite[order] = torch.count_nonzero(~torch.isfinite(tensor))
@@ -319,8 +349,24 @@ class TaylorDerivatives(Derivatives):
         """The constructor, for call sites that read better with a named one."""
         return cls(*args, **kwargs)
 
+    def laplacian(self, output_name: str, *over: str) -> Tensor:
+        """The summed stream where it was carried for exactly these inputs, else the sum of the
+        second derivatives (streamed apart, or by autograd), recorded as one request."""
+        names = over or tuple(self._input_index)
+        self.requested.add((LAPLACIAN, *names))
+        column = self._output_index.get(output_name)
+        dirs = frozenset(self._input_index.get(name, -1) for name in names)
+        if self._laplacian is not None and column is not None and dirs == self._laplacian_dirs:
+            return self._laplacian[0, :, column]
+        self._quiet += 1
+        try:
+            return super().laplacian(output_name, *names)
+        finally:
+            self._quiet -= 1
+
     def __call__(self, output_name: str, *wrt: str) -> Tensor:
-        self.requested.add(wrt)
+        if not self._quiet:
+            self.requested.add(wrt)
         column = self._output_index.get(output_name)
         i = self._input_index.get(wrt[0], -1) if wrt else -1
         if column is not None and len(wrt) == 1 and i in self._first_pos:
@@ -343,17 +389,12 @@ def probe_derivatives(
     output_names: tuple[str, ...] | list[str],
 ) -> tuple[tuple[str, ...], ...]:
     """The `wrt` tuples `residual` asks for, found once on two points through autograd: the
-    `carry` of a condition (Burgers' interior (x, t, xx); boundaries usually none). In a fixed
-    order (first derivatives before second, then by input position), never a set's: the order
-    is the order of the directions in the batched Taylor streams, and a set of strings iterates
-    in a different order in every Python process (hash randomisation), which moved the matmul
-    blocking and so the last bits of every derivative from one run to the next."""
+    `carry` of a condition (Burgers' interior (x, t, xx); Kovasznay's (x, y, (LAPLACIAN, x,
+    y)); boundaries usually none), in `carry_order`."""
     param = next(model.parameters(), None)
     inputs = points[:2].detach()
     if param is not None:
         inputs = inputs.to(param.device, param.dtype)
     d = TaylorDerivatives(model, inputs, input_names, output_names, carry=())
     residual(d)
-    position = {name: i for i, name in enumerate(input_names)}
-    asked = (key for key in d.requested if key)
-    return tuple(sorted(asked, key=lambda wrt: (len(wrt), [position[n] for n in wrt])))
+    return carry_order([key for key in d.requested if key], input_names)

@@ -21,6 +21,12 @@ from torch import Tensor, nn
 
 from mpsciml.data.points import PointsBatch, draw_conditions
 from mpsciml.derivatives.autograd import Derivatives
+from mpsciml.derivatives.carry import (
+    LAPLACIAN_MODES,
+    is_laplacian,
+    laplacian_streams,
+    laplacians_apart,
+)
 from mpsciml.derivatives.engine import choose_pointwise_engine
 from mpsciml.derivatives.taylor import TaylorDerivatives, probe_derivatives, supports_taylor
 from mpsciml.distributed.integrity import global_means, world_size
@@ -57,6 +63,7 @@ class PINNModule(SciMLModule):
         compile: bool = False,
         compile_backend: str = "inductor",
         compile_mode: str | None = None,
+        taylor_laplacian: str = "summed",
     ) -> None:
         super().__init__(optimizer, max_consecutive_skips)
         self.problem = problem
@@ -75,7 +82,13 @@ class PINNModule(SciMLModule):
         self.derivative_engine = choose_pointwise_engine(derivatives, model, compiled=compile)
         self.derivatives = self.derivative_engine.used
         self.term_conditions = self._discover_terms()
-        # Which derivatives each condition's residual asks for, carried forward by Taylor mode.
+        # Which derivatives each condition's residual asks for, carried forward by Taylor mode;
+        # a Laplacian as one summed stream unless taylor_laplacian=apart (`derivatives.carry`).
+        if taylor_laplacian not in LAPLACIAN_MODES:
+            raise ValueError(
+                f"taylor_laplacian={taylor_laplacian!r} is unknown; allowed: "
+                + ", ".join(LAPLACIAN_MODES)
+            )
         self._carry = {
             name: probe_derivatives(
                 partial(c.evaluate, values=first_values(c)),
@@ -87,6 +100,12 @@ class PINNModule(SciMLModule):
             for name, c in self.conditions.items()
             if self.derivatives == "taylor"
         }
+        #: summary.json `derivatives.laplacian`: how the residuals' Laplacians travel
+        self.laplacian_streams = laplacian_streams(self._carry.values(), problem.input_names)
+        if taylor_laplacian == "apart":
+            names = problem.input_names
+            self._carry = {name: laplacians_apart(k, names) for name, k in self._carry.items()}
+            self.laplacian_streams = self.laplacian_streams and "apart"
         self.term_names = list(self.term_conditions)
         self.loss_weights = self._resolve_weights(dict(loss_weights or {}))
         self.compiled: CompiledLoss | None = None
@@ -204,6 +223,8 @@ class PINNModule(SciMLModule):
         unmixed second derivatives): the autograd fallback for the rest cannot be compiled."""
         for name, wanted in self._carry.items():
             for wrt in sorted(wanted):
+                if is_laplacian(wrt):  # a sum of unmixed second derivatives: streamed
+                    continue
                 if len(wrt) > 2 or (len(wrt) == 2 and wrt[0] != wrt[1]):
                     raise ValueError(
                         f"compile=true: condition {name} asks for d/d{'d'.join(wrt)}, which "

@@ -59,7 +59,7 @@ class Heat(Problem):
         return slow + self.amplitude * fast
 
     def pde(self, d: Derivatives) -> Tensor:
-        return d("u", "t") - self.alpha * (d("u", "x", "x") + d("u", "y", "y"))
+        return d("u", "t") - self.alpha * d.laplacian("u", "x", "y")
 
     def boundary(self, d: Derivatives) -> Tensor:
         return d["u"]

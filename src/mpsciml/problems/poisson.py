@@ -124,7 +124,7 @@ class Poisson(Problem):
     # --------------------------------------------------------------- residuals
     def pde(self, d: Derivatives) -> Tensor:
         x, y = self._coordinates(d)
-        return -(d("u", "x", "x") + d("u", "y", "y")) - self.source(x, y)
+        return -d.laplacian("u", "x", "y") - self.source(x, y)
 
     def boundary(self, d: Derivatives) -> Tensor:
         return d["u"] - self.exact(*self._coordinates(d))
