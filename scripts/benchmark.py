@@ -10,7 +10,9 @@
 `--peers` adds DeepXDE and PINA on the same problem, points and network (`pip install -e
 '.[peers]'`; not installed: listed as not run), our fp32 row as `python train.py` ships it
 (progress bar, default callbacks) and `bare_compiled`, the bare loop in Taylor mode under
-torch.compile; `--compile` adds our row with compile=true (and as shipped, with --peers).
+torch.compile; `--compile` adds our row with compile=true (and as shipped, with --peers);
+`--laplacian-apart` our row with each term of a Laplacian its own Taylor stream (the step before
+the summed stream: `python scripts/benchmark.py problem=navier_stokes --compile --laplacian-apart`).
 `--deepxde-setting` is DeepXDE's Burgers example setting: problem=burgers problem.n_domain=2540
 problem.n_boundary=80 problem.n_initial=160 model.hidden=[20,20,20] (tanh, Glorot normal); an
 override you give wins. With either flag the default precisions are fp32 only. The table adds
@@ -278,7 +280,7 @@ def benchmark_problem(
                 problem, overrides, args, out, base, work, run_case, machine(), command
             )
         settings = precision_settings(args.precisions)
-        settings += comparison_settings(base, args.peers, args.compile)
+        settings += comparison_settings(base, args.peers, args.compile, args.laplacian_apart)
         args.missing = compile_missing(base, args.compile)
         points = args.sizes.get("points", [None])
         widths = args.sizes.get("width", [None])

@@ -310,3 +310,25 @@ def test_compiling_steps_after_the_warmup_are_not_timed():
     row = runner_row(runner, warmup=1)
     assert row["steps"] == 3 and row["median_ms"] == pytest.approx(10.0)
     assert row["compile_steps_not_timed"] == [2]
+
+
+def test_the_laplacian_apart_row_trains_the_same_step(tmp_path, capsys):
+    """`--laplacian-apart`: Poisson in Taylor mode with its Laplacian's terms as streams of
+    their own beside the summed stream; the same loss to rounding, and both rows ran."""
+    out = tmp_path / "poisson.json"
+    code = load_script().main(
+        [
+            "problem=poisson", "model.hidden=[8,8]", "problem.n_domain=64", "derivatives=taylor",
+            "--precisions", "fp32", "--laplacian-apart", "--no-matmul-share",
+            "--steps", "3", "--warmup", "1", "--turn", "2", "--out", str(out),
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    (case,) = json.loads(out.read_text())["cases"]
+    rows = {row["name"]: row for row in case["rows"]}
+    assert list(rows) == ["fp32", "fp32_laplacian_apart", "bare_fp32"]
+    assert all(row["error"] is None and row["steps"] == 3 for row in rows.values())
+    summed, apart = rows["fp32"]["first_loss"], rows["fp32_laplacian_apart"]["first_loss"]
+    assert summed == pytest.approx(apart, rel=1e-6)
+    assert "| fp32_laplacian_apart |" in captured.out

@@ -3,6 +3,8 @@
 `scripts/benchmark.py --peers` and `--compile` add, to the fp32 row and the bare eager loop:
 
     fp32_compiled          our row with compile=true (--compile)
+    fp32_laplacian_apart   our row with taylor_laplacian=apart (--laplacian-apart): each term
+                           of a Laplacian its own Taylor stream, as before the summed stream
     fp32_shipped           what `python train.py` runs (progress bar on, default callbacks:
                            checkpoint every 1000 steps, stop-on-signal), logger off (--peers)
     fp32_compiled_shipped  the same with compile=true (--compile with --peers); not run while
@@ -33,11 +35,16 @@ SHIPPED = ("trainer.enable_progress_bar=true", "callbacks=default")
 COMPILE_MISSING = "this checkout has no `compile` option"
 
 
-def comparison_settings(base: DictConfig, peers: bool, compile_: bool) -> list[Setting]:
+def comparison_settings(
+    base: DictConfig, peers: bool, compile_: bool, laplacian_apart: bool = False
+) -> list[Setting]:
     """The Lightning rows these flags add (after the precisions); compile rows only where the
     config has the `compile` key (see `compile_missing`)."""
     compiled = compile_ and "compile" in base
     rows = []
+    if laplacian_apart:
+        apart = ("precision=fp32", "taylor_laplacian=apart")
+        rows.append(Setting("fp32_laplacian_apart", "fp32, Laplacian terms apart", apart))
     if compiled:
         rows.append(
             Setting("fp32_compiled", "fp32, compile=true", ("precision=fp32", "compile=true"))

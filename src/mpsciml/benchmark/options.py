@@ -39,6 +39,12 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     )
     parser.add_argument("--compile", action="store_true", help="add our fp32 row with compile=true")
     parser.add_argument(
+        "--laplacian-apart",
+        action="store_true",
+        help="add our fp32 row with taylor_laplacian=apart: a Laplacian's terms as streams of "
+        "their own (the Taylor step before the summed stream)",
+    )
+    parser.add_argument(
         "--deepxde-setting",
         action="store_true",
         help="DeepXDE's Burgers example: 2540/80/160 points, MLP 2-[20]x3-1 tanh",
