@@ -172,7 +172,13 @@ def run_case(
     from mpsciml.benchmark.comparison import reference_rows, second_rich_bar
     from mpsciml.benchmark.matmul_share import profile_rows
     from mpsciml.benchmark.peers import loss_ours_end
-    from mpsciml.benchmark.report import add_ratios, framework_overhead, runner_row, skipped_row
+    from mpsciml.benchmark.report import (
+        add_ratios,
+        framework_overhead,
+        runner_row,
+        skipped_row,
+        versus_laplacian_apart,
+    )
     from mpsciml.benchmark.runner import EXTRA_STEPS, device_of, lightning_runner, run_interleaved
 
     timed, runners, skipped = args.warmup + steps, [], {}
@@ -239,6 +245,7 @@ def run_case(
         "overrides": overrides,
         "seconds": round(time.perf_counter() - started, 1),
         "framework_overhead": framework_overhead(case_rows),
+        "vs_laplacian_apart": versus_laplacian_apart(case_rows),
         "rows": case_rows,
         "failures": {r.name: r.facts.get("traceback") for r in runners if r.error},
         "matmul_share": profiled,
@@ -334,6 +341,11 @@ def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> N
             f"\nframework overhead, Lightning fp32 / bare PyTorch fp32: "
             f"{overhead['of_medians']:.3f}x (medians), {overhead['paired']:.3f}x (paired by turn)"
         )
+    if apart := case.get("vs_laplacian_apart"):
+        ratios = ", ".join(
+            f"{name} {r['of_medians']:.3f}x ({r['paired']:.3f}x)" for name, r in apart.items()
+        )
+        print(f"over our Taylor step with the Laplacian apart, medians (paired by turn): {ratios}")
     for line in matmul_notes(case.get("matmul_share")):
         print(line)
     for name, failure in case["failures"].items():

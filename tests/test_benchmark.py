@@ -332,3 +332,8 @@ def test_the_laplacian_apart_row_trains_the_same_step(tmp_path, capsys):
     summed, apart = rows["fp32"]["first_loss"], rows["fp32_laplacian_apart"]["first_loss"]
     assert summed == pytest.approx(apart, rel=1e-6)
     assert "| fp32_laplacian_apart |" in captured.out
+    versus = case["vs_laplacian_apart"]
+    assert list(versus) == ["fp32"] and versus["fp32"]["of_medians"] == pytest.approx(
+        rows["fp32"]["median_ms"] / rows["fp32_laplacian_apart"]["median_ms"]
+    )
+    assert "over our Taylor step with the Laplacian apart" in captured.out

@@ -152,6 +152,32 @@ def framework_overhead(rows: Sequence[dict[str, Any]]) -> dict[str, float] | Non
     }
 
 
+#: the row of our Taylor step with a Laplacian's terms as streams of their own (--laplacian-apart)
+LAPLACIAN_APART = "fp32_laplacian_apart"
+
+
+def versus_laplacian_apart(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]] | None:
+    """Each other fp32 Lightning row's step over the Laplacian-apart row's (medians, and paired
+    by turn): how much the summed Laplacian stream, and compiling on top of it, save against
+    the Taylor step before it. None without that row."""
+    apart = next((r for r in rows if r["name"] == LAPLACIAN_APART and r.get("median_ms")), None)
+    if apart is None:
+        return None
+    base = [s / 1e3 for s in apart["samples_ms"]]
+    ratios = {}
+    for row in rows:
+        if row is apart or row["kind"] != "lightning" or not row.get("median_ms"):
+            continue
+        if not row["name"].startswith("fp32"):
+            continue
+        samples = [s / 1e3 for s in row["samples_ms"]]
+        ratios[row["name"]] = {
+            "of_medians": row["median_ms"] / apart["median_ms"],
+            "paired": paired_ratio(samples, base, row["turn"], row["warmup"]),
+        }
+    return ratios
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
