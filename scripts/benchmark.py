@@ -346,6 +346,12 @@ def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> N
             f"{name} {r['of_medians']:.3f}x ({r['paired']:.3f}x)" for name, r in apart.items()
         )
         print(f"over our Taylor step with the Laplacian apart, medians (paired by turn): {ratios}")
+        apart_row = next(r for r in case["rows"] if r["name"] == "fp32_laplacian_apart")
+        if apart_row.get("laplacian") is None:
+            print(
+                "  (no residual here asks for a Laplacian in Taylor mode: those rows run the "
+                "same step)"
+            )
     for line in matmul_notes(case.get("matmul_share")):
         print(line)
     for name, failure in case["failures"].items():

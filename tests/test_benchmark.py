@@ -337,3 +337,8 @@ def test_the_laplacian_apart_row_trains_the_same_step(tmp_path, capsys):
         rows["fp32"]["median_ms"] / rows["fp32_laplacian_apart"]["median_ms"]
     )
     assert "over our Taylor step with the Laplacian apart" in captured.out
+    assert (rows["fp32"]["laplacian"], rows["fp32_laplacian_apart"]["laplacian"]) == (
+        "summed",
+        "apart",
+    )
+    assert "run the same step" not in captured.out

@@ -141,6 +141,8 @@ def lightning_runner(cfg: DictConfig, steps: int, turn: int, name: str | None = 
     bar = trainer.progress_bar_callback
     runner.facts["progress_bar"] = None if bar is None else type(bar).__name__
     runner.facts["parameters"] = sum(p.numel() for p in module.model.parameters())
+    if getattr(module, "derivatives", None) == "taylor":  # summed | apart | None (no Laplacian)
+        runner.facts["laplacian"] = getattr(module, "laplacian_streams", None)
     batch_size = getattr(getattr(module, "problem", None), "batch_size", None)
     if isinstance(batch_size, int):  # samples per step: a throughput for grid operators
         runner.facts["batch_size"] = batch_size
