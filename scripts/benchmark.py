@@ -324,7 +324,7 @@ def benchmark_problem(
 
 def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> None:
     from mpsciml.benchmark.matmul_share import notes as matmul_notes
-    from mpsciml.benchmark.report import markdown_table, row_notes
+    from mpsciml.benchmark.report import LAPLACIAN_APART, markdown_table, row_notes
 
     overhead = case["framework_overhead"]
     print(
@@ -346,7 +346,7 @@ def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> N
             f"{name} {r['of_medians']:.3f}x ({r['paired']:.3f}x)" for name, r in apart.items()
         )
         print(f"over our Taylor step with the Laplacian apart, medians (paired by turn): {ratios}")
-        apart_row = next(r for r in case["rows"] if r["name"] == "fp32_laplacian_apart")
+        apart_row = next(r for r in case["rows"] if r["name"] == LAPLACIAN_APART)
         if apart_row.get("laplacian") is None:
             print(
                 "  (no residual here asks for a Laplacian in Taylor mode: those rows run the "

@@ -166,9 +166,8 @@ def versus_laplacian_apart(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str
     base = [s / 1e3 for s in apart["samples_ms"]]
     ratios = {}
     for row in rows:
-        if row is apart or row["kind"] != "lightning" or not row.get("median_ms"):
-            continue
-        if not row["name"].startswith("fp32"):
+        ours = row["kind"] == "lightning" and row["name"].startswith("fp32")
+        if row is apart or not ours or not row.get("median_ms"):
             continue
         samples = [s / 1e3 for s in row["samples_ms"]]
         ratios[row["name"]] = {

@@ -214,20 +214,13 @@ def apply_rule(
         if k and d2 is not None:
             fk = f[:k]
             curvature = d2 if is_one(ratio) else ratio * d2
-            if summed:
-                squares = (fk * fk).sum(0, keepdim=True)
-                second_out = (
-                    curvature * squares
-                    if second_out is None
-                    else torch.addcmul(second_out, curvature, squares)
-                )
-            else:
-                curvature = curvature * fk
-                second_out = (
-                    curvature * fk
-                    if second_out is None
-                    else torch.addcmul(second_out, curvature, fk)
-                )
+            # sigma'' z_i^2 per stream, or sigma'' sum_i z_i^2 as one (summed)
+            factor, other = (
+                (curvature, (fk * fk).sum(0, keepdim=True)) if summed else (curvature * fk, fk)
+            )
+            second_out = (
+                factor * other if second_out is None else torch.addcmul(second_out, factor, other)
+            )
         second_out = None if second_out is None else second_out.to(dtype)
     return s.to(dtype), first_out, second_out
 

@@ -100,12 +100,13 @@ class PINNModule(SciMLModule):
             for name, c in self.conditions.items()
             if self.derivatives == "taylor"
         }
-        #: summary.json `derivatives.laplacian`: how the residuals' Laplacians travel
+        #: summary.json `derivatives.laplacian`: how the residuals' Laplacians travel (None:
+        #: no residual asks for one)
         self.laplacian_streams = laplacian_streams(self._carry.values(), problem.input_names)
-        if taylor_laplacian == "apart":
+        if taylor_laplacian == "apart" and self.laplacian_streams is not None:
             names = problem.input_names
             self._carry = {name: laplacians_apart(k, names) for name, k in self._carry.items()}
-            self.laplacian_streams = self.laplacian_streams and "apart"
+            self.laplacian_streams = "apart"
         self.term_names = list(self.term_conditions)
         self.loss_weights = self._resolve_weights(dict(loss_weights or {}))
         self.compiled: CompiledLoss | None = None
