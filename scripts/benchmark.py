@@ -169,7 +169,7 @@ def run_case(
     interleaved. A setting whose model refuses the device (`check_device`) is listed, not run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from mpsciml.benchmark.comparison import reference_rows, second_rich_bar
+    from mpsciml.benchmark.comparison import loop_floor, reference_rows, second_rich_bar
     from mpsciml.benchmark.matmul_share import profile_rows
     from mpsciml.benchmark.peers import loss_ours_end
     from mpsciml.benchmark.report import (
@@ -188,7 +188,7 @@ def run_case(
             work / setting.name,
         )
         try:
-            runner = lightning_runner(cfg, timed, args.turn, name=setting.name)
+            runner = lightning_runner(cfg, timed, args.turn, setting.name, setting.idle)
         except ConfigError as exc:
             if setting.name == "fp32":
                 raise
@@ -246,6 +246,7 @@ def run_case(
         "seconds": round(time.perf_counter() - started, 1),
         "framework_overhead": framework_overhead(case_rows),
         "vs_laplacian_apart": versus_laplacian_apart(case_rows),
+        "lightning_loop": loop_floor(case_rows),
         "rows": case_rows,
         "failures": {r.name: r.facts.get("traceback") for r in runners if r.error},
         "matmul_share": profiled,
@@ -323,6 +324,7 @@ def benchmark_problem(
 
 
 def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> None:
+    from mpsciml.benchmark.comparison import loop_floor_lines
     from mpsciml.benchmark.matmul_share import notes as matmul_notes
     from mpsciml.benchmark.report import LAPLACIAN_APART, markdown_table, row_notes
 
@@ -352,6 +354,8 @@ def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> N
                 "  (no residual here asks for a Laplacian in Taylor mode: those rows run the "
                 "same step)"
             )
+    for line in loop_floor_lines(case.get("lightning_loop")):
+        print(line)
     for line in matmul_notes(case.get("matmul_share")):
         print(line)
     for name, failure in case["failures"].items():

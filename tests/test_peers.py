@@ -87,6 +87,10 @@ def test_cli_with_peers_absent_lists_them_not_run(tmp_path, capsys, monkeypatch)
         assert f"| {name} | not run: {INSTALL_HINT} |" in captured.out
     assert rows["fp32"]["x_bare_eager"] > 0 and rows["bare_fp32"]["x_bare_eager"] == 1.0
     assert rows["fp32_shipped"]["first_loss"] == pytest.approx(rows["fp32"]["first_loss"])
+    loop = rows["lightning_loop"]  # the loop alone: run, not ours, no loss
+    assert loop["kind"] == "loop" and loop["error"] is None and loop["first_loss"] is None
+    assert min(rows[n]["x_fastest_mpsciml"] for n in ("fp32", "fp32_shipped")) == 1.0
+    assert json.loads(out.read_text())["cases"][0]["lightning_loop"] is None  # no bare compiled
 
 
 def test_deepxde_setting_is_a_shortcut_the_user_can_override():

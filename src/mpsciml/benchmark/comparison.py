@@ -9,6 +9,9 @@
                            checkpoint every 1000 steps, stop-on-signal), logger off (--peers)
     fp32_compiled_shipped  the same with compile=true (--compile with --peers); not run while
                            the bar is Rich's (one live display at a time: the other row has it)
+    lightning_loop         the run as shipped with a training step that does nothing but count
+                           the step (--peers): Lightning's loop, hooks and our callbacks alone,
+                           the least any row run by `trainer.fit` adds to its step
     bare_compiled          the bare loop in Taylor mode with its loss under torch.compile
     bare_fused             the bare loop's whole step (forward, gradient, Adam) as one compiled
                            call: the reference for compile=true's fused step
@@ -30,8 +33,11 @@ from mpsciml.benchmark.bare_compiled import compile_now, compiled_bare_loop, fus
 from mpsciml.benchmark.bare_loop import BareLoop
 from mpsciml.benchmark.runner import Runner, bare_runner, linear_layers, loop_runner
 from mpsciml.benchmark.settings import Setting
+from mpsciml.benchmark.timing import paired_ratio
 
 SHIPPED = ("trainer.enable_progress_bar=true", "callbacks=default")
+#: the row of the loop alone (`runner.idle_training_step`)
+LIGHTNING_LOOP = "lightning_loop"
 COMPILE_MISSING = "this checkout has no `compile` option"
 
 
@@ -54,6 +60,9 @@ def comparison_settings(
     if peers and compiled:
         shipped = ("precision=fp32", "compile=true", *SHIPPED)
         rows.append(Setting("fp32_compiled_shipped", "fp32, compile=true, as shipped", shipped))
+    if peers:
+        loop = ("precision=fp32", *SHIPPED)
+        rows.append(Setting(LIGHTNING_LOOP, "Lightning's loop alone, as shipped", loop, idle=True))
     return rows
 
 
@@ -135,3 +144,68 @@ def reference_rows(
         runners += peers
         not_run |= {name: (*why, "peer") for name, why in missing.items()}
     return runners, not_run, BareLoop.like(module, device, derivatives="autograd")
+
+
+def loop_floor(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where the framework's overhead comes from: the `lightning_loop` row's step (the loop
+    alone) added to the fastest bare step (`bare_fused`, else `bare_compiled`) is the least a
+    step run by `trainer.fit` can cost; our fastest row as shipped against that floor says how
+    much of its overhead is our own step's work around the compiled call. Medians; None without
+    the rows."""
+    timed = {r["name"]: r["median_ms"] for r in rows if r.get("median_ms") and not r.get("error")}
+    loop = timed.get(LIGHTNING_LOOP)
+    reference = next((n for n in (BARE_FUSED, BARE_COMPILED) if n in timed), None)
+    shipped = next((n for n in ("fp32_compiled_shipped", "fp32_shipped") if n in timed), None)
+    if loop is None or reference is None:
+        return None
+    floor = timed[reference] + loop
+    record: dict[str, Any] = {
+        "loop_ms": loop,
+        "reference": reference,
+        "reference_ms": timed[reference],
+        "floor_ms": floor,
+        "floor_x_reference": floor / timed[reference],
+    }
+    if shipped is not None:
+        by_name = {r["name"]: r for r in rows}
+        record |= {
+            "shipped": shipped,
+            "shipped_ms": timed[shipped],
+            "shipped_x_reference": timed[shipped] / timed[reference],
+            "shipped_x_reference_paired": _paired(by_name[shipped], by_name[reference]),
+            "shipped_beyond_floor_ms": timed[shipped] - floor,
+        }
+    return record
+
+
+def _paired(row: dict[str, Any], base: dict[str, Any]) -> float | None:
+    """`row` over `base` turn by turn (`timing.paired_ratio`); None without their samples."""
+    a, b = row.get("samples_ms"), base.get("samples_ms")
+    if not a or not b or not row.get("turn") or row.get("turn") != base.get("turn"):
+        return None
+    try:
+        return paired_ratio(a, b, row["turn"], row.get("warmup", 0))
+    except ValueError:
+        return None
+
+
+def loop_floor_lines(floor: dict[str, Any] | None) -> list[str]:
+    """`loop_floor` in words, for the printed report."""
+    if floor is None:
+        return []
+    lines = [
+        f"Lightning's loop alone (as shipped, a step that does nothing): {floor['loop_ms']:.2f} "
+        f"ms/step; with {floor['reference']} ({floor['reference_ms']:.2f} ms) that is "
+        f"{floor['floor_ms']:.2f} ms = {floor['floor_x_reference']:.2f}x {floor['reference']}: "
+        "the least a step run by trainer.fit costs here"
+    ]
+    if "shipped" in floor:
+        ratio = floor.get("shipped_x_reference_paired")
+        paired = "" if ratio is None else f" (paired by turn {ratio:.2f}x)"
+        lines.append(
+            f"  {floor['shipped']} {floor['shipped_ms']:.2f} ms = "
+            f"{floor['shipped_x_reference']:.2f}x {floor['reference']}{paired}, "
+            f"{floor['shipped_beyond_floor_ms']:+.2f} ms beyond that floor (our step's own work "
+            "around the step it runs)"
+        )
+    return lines

@@ -67,7 +67,7 @@ def runner_row(runner: Runner, warmup: int) -> dict[str, Any]:
             if k not in ("module", "traceback") and not k.startswith("_")
         }
     )
-    if fused_step(row):  # its backward runs inside the graph: the meter sees no saved tensor
+    if fused_step(row) or row["kind"] == "loop":  # a graph's backward, or none: nothing seen
         row["saved_bytes"], row["saved_by_dtype"] = None, {}
     if row.get("batch_size") and row.get("median_ms"):
         row["samples_per_s"] = row["batch_size"] / (row["median_ms"] / 1e3)
@@ -90,7 +90,7 @@ def skipped_row(name: str, reason: str, why: str, kind: str = "lightning") -> di
 
 def row_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
     """One line per row that has something the table cannot show: a peer's version and loss
-    definition, a compiled row's compile time (never part of its step time)."""
+    definition, a compiled row's compile time (never part of its step time), an idle row."""
     notes = []
     for r in rows:
         if r.get("skipped") or r.get("error"):
@@ -105,6 +105,8 @@ def row_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
                 "forward, gradient and Adam in one compiled call per step: nothing is saved for "
                 "autograd outside it, so no saved-bytes figure"
             )
+        if r.get("kind") == "loop":
+            parts.append("its training step does nothing: the loop's own cost, no loss")
         if parts:
             notes.append(f"{r['name']}: " + "; ".join(parts))
     return notes

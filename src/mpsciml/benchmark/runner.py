@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from torch import nn
 
@@ -104,16 +105,24 @@ class _Ticker(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
         self.runner.step_ended()
         step = self.runner.clock.ticks - 1
+        if self.runner.kind == "loop":  # an idle step has no loss
+            return
         if step == 0 or step >= self.runner.clock.steps:  # no host sync inside the timed steps
             # the global loss under DDP (a collective: every rank's ticker asks on these steps)
             self.runner.losses.append(float(pl_module.global_terms()["total"]))
 
 
-def lightning_runner(cfg: DictConfig, steps: int, turn: int, name: str | None = None) -> Runner:
+def lightning_runner(
+    cfg: DictConfig, steps: int, turn: int, name: str | None = None, idle: bool = False
+) -> Runner:
     """A runner for `cfg` (its `trainer.max_steps` must be `steps + EXTRA_STEPS`), named `name`
-    (default: the precision)."""
+    (default: the precision). `idle`: its training step does nothing (`idle_training_step`);
+    kind "loop", so no ratio takes it for one of our training rows."""
     module, trainer, parts = build(cfg)
-    runner = Runner(name or cfg.precision.name, "lightning", StepClock(None, 0, steps, turn))
+    kind = "loop" if idle else "lightning"
+    runner = Runner(name or cfg.precision.name, kind, StepClock(None, 0, steps, turn))
+    if idle:
+        idle_training_step(module, trainer)
     trainer.callbacks.insert(0, _Ticker(runner))
     datamodule = parts["datamodule"]
 
@@ -137,7 +146,8 @@ def lightning_runner(cfg: DictConfig, steps: int, turn: int, name: str | None = 
 
     runner.body = body
     runner.facts["module"] = module  # for the bare loop and tests; dropped from the JSON
-    runner.facts["_linears"] = lambda: linear_layers(module.model)  # final weights, for losses
+    if not idle:  # an idle row's weights never move: no loss at its end to compare
+        runner.facts["_linears"] = lambda: linear_layers(module.model)
     bar = trainer.progress_bar_callback
     runner.facts["progress_bar"] = None if bar is None else type(bar).__name__
     runner.facts["parameters"] = sum(p.numel() for p in module.model.parameters())
@@ -147,6 +157,26 @@ def lightning_runner(cfg: DictConfig, steps: int, turn: int, name: str | None = 
     if isinstance(batch_size, int):  # samples per step: a throughput for grid operators
         runner.facts["batch_size"] = batch_size
     return runner
+
+
+def idle_training_step(module: Any, trainer: pl.Trainer) -> None:
+    """Replace `module`'s training step by one that only counts an optimizer step (as
+    `LightningOptimizer.step` counts it under manual optimisation: `global_step`, `max_steps`,
+    the log and checkpoint intervals follow it) and hands back a constant loss. Everything else
+    of `trainer.fit` runs as in a real run: the data, the batch transfer, the module's and the
+    callbacks' hooks, the progress bar, the checkpoint checks. So this row's step is the loop's
+    own cost, which no step run by `trainer.fit` can go below."""
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    zero = torch.zeros(())
+    module.last_terms = {"total": zero}  # what the progress bar and the runner read
+    module._terms_are_global = True
+
+    def training_step(batch: Any, batch_idx: int) -> torch.Tensor:
+        progress.increment_ready()
+        progress.increment_completed()
+        return zero
+
+    module.training_step = training_step
 
 
 def bare_runner(module: Any, device: str, steps: int, turn: int) -> Runner:

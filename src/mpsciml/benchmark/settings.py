@@ -54,6 +54,9 @@ class Setting:
     name: str
     label: str
     overrides: tuple[str, ...]
+    #: the Lightning run with a training step that does nothing but count the step: what the
+    #: loop around a step costs by itself (`runner.idle_training_step`)
+    idle: bool = False
 
 
 FNO_SETTINGS = (

@@ -1,0 +1,73 @@
+"""The benchmark's `lightning_loop` row: Lightning's loop around a step that does nothing, and the
+floor it sets for every row run by `trainer.fit` (`comparison.loop_floor`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mpsciml.benchmark.comparison import LIGHTNING_LOOP, loop_floor, loop_floor_lines
+from mpsciml.benchmark.report import add_ratios, runner_row
+from mpsciml.benchmark.runner import EXTRA_STEPS, lightning_runner, run_interleaved
+
+
+def test_the_idle_row_runs_the_whole_loop_without_training(tiny_config):
+    """Every step is counted (max_steps ends the fit, the clock ticks each one) and nothing
+    trains: the weights and the optimizer's state stay as built; the row has no loss and no
+    saved-bytes figure, and no ratio takes it for one of our training rows."""
+    steps = 4
+    cfg = tiny_config(f"trainer.max_steps={steps + EXTRA_STEPS}", "callbacks=default")
+    idle = lightning_runner(cfg, steps, turn=2, name=LIGHTNING_LOOP, idle=True)
+    real = lightning_runner(
+        tiny_config(f"trainer.max_steps={steps + EXTRA_STEPS}"), steps, turn=2, name="fp32"
+    )
+    module = idle.facts["module"]
+    before = [p.detach().clone() for p in module.parameters()]
+    run_interleaved([real, idle])
+    assert idle.error is None, idle.facts.get("traceback")
+    assert idle.kind == "loop" and len(idle.clock.samples) == steps
+    assert module.trainer.global_step == steps + EXTRA_STEPS
+    for was, now in zip(before, module.parameters(), strict=True):
+        assert torch.equal(was, now)
+    assert not any(module.optimizers().optimizer.state.values())
+    rows = add_ratios([runner_row(real, 0), runner_row(idle, 0)])
+    assert rows[0]["x_fastest_mpsciml"] == 1.0  # the idle row is not "our fastest"
+    assert rows[1]["first_loss"] is None and rows[1]["saved_bytes"] is None
+    assert "_linears" not in idle.facts  # no loss at its final weights to compare
+
+
+def timed_row(name: str, ms: float, kind: str = "lightning") -> dict:
+    return {"name": name, "kind": kind, "median_ms": ms, "error": None}
+
+
+def test_loop_floor_adds_the_loop_to_the_fastest_bare_step():
+    shipped = timed_row("fp32_compiled_shipped", 2.6)
+    shipped |= {"samples_ms": [3.0, 3.0, 2.6, 2.6], "turn": 2, "warmup": 0}
+    rows = [
+        shipped,
+        timed_row(LIGHTNING_LOOP, 0.25, "loop"),
+        timed_row("bare_compiled", 2.3, "bare"),
+        timed_row("bare_fused", 2.0, "bare")
+        | {"samples_ms": [2.5, 2.5, 2.0, 2.0], "turn": 2, "warmup": 0},
+    ]
+    floor = loop_floor(rows)
+    assert floor["reference"] == "bare_fused" and floor["floor_ms"] == pytest.approx(2.25)
+    assert floor["floor_x_reference"] == pytest.approx(1.125)
+    assert floor["shipped"] == "fp32_compiled_shipped"
+    assert floor["shipped_x_reference"] == pytest.approx(1.3)
+    assert floor["shipped_beyond_floor_ms"] == pytest.approx(0.35)
+    assert floor["shipped_x_reference_paired"] == pytest.approx(1.25)  # median of 1.2 and 1.3
+    first, second = loop_floor_lines(floor)
+    assert "0.25 ms/step" in first and "2.25 ms = 1.12x bare_fused" in first
+    assert second.strip().startswith("fp32_compiled_shipped 2.60 ms = 1.30x bare_fused")
+    assert "(paired by turn 1.25x)" in second and "+0.35" in second
+
+
+def test_loop_floor_needs_the_loop_and_a_bare_step():
+    assert loop_floor([timed_row("bare_fused", 2.0, "bare")]) is None
+    assert loop_floor([timed_row(LIGHTNING_LOOP, 0.3, "loop")]) is None
+    failed = {**timed_row("bare_fused", 2.0, "bare"), "error": "boom"}
+    rows = [timed_row(LIGHTNING_LOOP, 0.3, "loop"), failed, timed_row("bare_compiled", 2.4)]
+    floor = loop_floor(rows)
+    assert floor["reference"] == "bare_compiled" and "shipped" not in floor
+    assert len(loop_floor_lines(floor)) == 1 and loop_floor_lines(None) == []
