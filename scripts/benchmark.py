@@ -9,8 +9,10 @@
 
 `--peers` adds DeepXDE and PINA on the same problem, points and network (`pip install -e
 '.[peers]'`; not installed: listed as not run), our fp32 row as `python train.py` ships it
-(progress bar, default callbacks) and `bare_compiled`, the bare loop in Taylor mode under
-torch.compile; `--compile` adds our row with compile=true (and as shipped, with --peers);
+(progress bar, default callbacks), `lightning_loop`, the same run with a training step that does
+nothing (Lightning's loop alone: with the fastest bare step, the least any step run by
+`trainer.fit` costs; printed after the table), and `bare_compiled`, the bare loop in Taylor mode
+under torch.compile; `--compile` adds our row with compile=true (and as shipped, with --peers);
 `--laplacian-apart` our row with each term of a Laplacian its own Taylor stream (the step before
 the summed stream: `python scripts/benchmark.py problem=navier_stokes --compile --laplacian-apart`).
 `--deepxde-setting` is DeepXDE's Burgers example setting: problem=burgers problem.n_domain=2540
