@@ -62,9 +62,10 @@ How it measures, and why:
 - Threads: `--threads` (default: OMP_NUM_THREADS, else what `python train.py` would choose for
   the case's network: `threads: auto`, one thread under 1M parameters) for every row alike.
 
-Writes `--out` (default outputs/benchmark/<problem>.json; with several problems a folder), and
-with `--sizes` over several point counts `<problem>_sizes.png`. A bad option stops with one line
-and exit code 2.
+Writes `--out` (default outputs/benchmark/<problem>.json; with several problems a folder), with
+`--sizes` over several point counts `<problem>_sizes.png`, else `<problem>_rows.png` (every row's
+median and interquartile range as bars, the floor of a `trainer.fit` step as a line). A bad
+option stops with one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -268,6 +269,7 @@ def benchmark_problem(
     from mpsciml.benchmark.comparison import comparison_settings, compile_missing
     from mpsciml.benchmark.fno_bench import benchmark_spectral
     from mpsciml.benchmark.report import machine, plot_sizes, plot_title, write_json
+    from mpsciml.benchmark.rows_plot import plot_rows, rows_title
 
     steps, warmup, turn = DEFAULT_SCHEDULE.get(problem, FALLBACK_SCHEDULE)
     args = argparse.Namespace(**vars(args))  # this problem's schedule, the user's choices first
@@ -321,7 +323,8 @@ def benchmark_problem(
     }
     path = write_json(out if out.suffix == ".json" else out / f"{problem}.json", record)
     plot = plot_sizes(cases, path.with_name(f"{path.stem}_sizes.png"), plot_title(record))
-    print(f"written: {path}" + (f", {plot}" if plot else ""))
+    bars = plot_rows(cases, path.with_name(f"{path.stem}_rows.png"), rows_title(record))
+    print(f"written: {path}" + "".join(f", {p}" for p in (plot, bars) if p))
     return record
 
 

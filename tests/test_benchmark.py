@@ -196,6 +196,7 @@ def test_cli_on_a_tiny_config_writes_json_and_a_plot(tmp_path, capsys):
         profiled = case["matmul_share"]["rows"]["bare_fp32"]  # after the timed steps
         assert profiled["matmul_calls"] > 0 and 0 < profiled["matmul_share"] < 1
     assert (tmp_path / "bench_sizes.png").stat().st_size > 10_000
+    assert not (tmp_path / "bench_rows.png").exists()  # two sizes: the sizes plot says it
     assert "where a bare step's time goes" in captured.out
     assert "| bf16_mixed |" in captured.out
 
@@ -342,3 +343,4 @@ def test_the_laplacian_apart_row_trains_the_same_step(tmp_path, capsys):
         "apart",
     )
     assert "run the same step" not in captured.out
+    assert (tmp_path / "poisson_rows.png").stat().st_size > 10_000  # one case: the bar chart
