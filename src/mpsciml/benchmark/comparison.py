@@ -31,9 +31,9 @@ from mpsciml.benchmark.bare_compiled import FUSED_NAME as BARE_FUSED
 from mpsciml.benchmark.bare_compiled import NAME as BARE_COMPILED
 from mpsciml.benchmark.bare_compiled import compile_now, compiled_bare_loop, fused_bare_loop
 from mpsciml.benchmark.bare_loop import BareLoop
+from mpsciml.benchmark.report import paired_rows
 from mpsciml.benchmark.runner import Runner, bare_runner, linear_layers, loop_runner
 from mpsciml.benchmark.settings import Setting
-from mpsciml.benchmark.timing import paired_ratio
 
 SHIPPED = ("trainer.enable_progress_bar=true", "callbacks=default")
 #: the row of the loop alone (`runner.idle_training_step`)
@@ -172,21 +172,10 @@ def loop_floor(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             "shipped": shipped,
             "shipped_ms": timed[shipped],
             "shipped_x_reference": timed[shipped] / timed[reference],
-            "shipped_x_reference_paired": _paired(by_name[shipped], by_name[reference]),
+            "shipped_x_reference_paired": paired_rows(by_name[shipped], by_name[reference]),
             "shipped_beyond_floor_ms": timed[shipped] - floor,
         }
     return record
-
-
-def _paired(row: dict[str, Any], base: dict[str, Any]) -> float | None:
-    """`row` over `base` turn by turn (`timing.paired_ratio`); None without their samples."""
-    a, b = row.get("samples_ms"), base.get("samples_ms")
-    if not a or not b or not row.get("turn") or row.get("turn") != base.get("turn"):
-        return None
-    try:
-        return paired_ratio(a, b, row["turn"], row.get("warmup", 0))
-    except ValueError:
-        return None
 
 
 def loop_floor_lines(floor: dict[str, Any] | None) -> list[str]:

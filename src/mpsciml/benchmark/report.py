@@ -125,11 +125,11 @@ def add_ratios(rows: list[dict[str, Any]], reference: str = REFERENCE) -> list[d
         mine = row.get("median_ms")
         row["x_fastest_mpsciml"] = mine / min(ours) if mine and ours else None
         row["x_bare_eager"] = mine / bare["median_ms"] if mine and bare else None
-        row["x_bare_eager_paired"] = _paired(row, bare) if mine and bare else None
+        row["x_bare_eager_paired"] = paired_rows(row, bare) if mine and bare else None
     return rows
 
 
-def _paired(row: dict[str, Any], base: dict[str, Any]) -> float | None:
+def paired_rows(row: dict[str, Any], base: dict[str, Any]) -> float | None:
     """`paired_ratio` of two rows' samples, turn by turn (None without samples or turns)."""
     a, b = row.get("samples_ms"), base.get("samples_ms")
     if not a or not b or not row.get("turn") or row.get("turn") != base.get("turn"):

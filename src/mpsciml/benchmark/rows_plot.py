@@ -5,7 +5,7 @@ the bare loops, the peers, Lightning's loop alone) and the question a reader bri
 apart are they, and how noisy is that"; bars with their interquartile range answer it at a
 glance, where the table needs reading across 13 columns. The floor of a step run by
 `trainer.fit` (`comparison.loop_floor`) is drawn as a line, so the gap between our fastest row
-and what Lightning allows shows too. Rows that did not run are named under the chart.
+and what Lightning allows shows too. Rows that did not run are named in the title.
 """
 
 from __future__ import annotations
