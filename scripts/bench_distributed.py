@@ -46,7 +46,9 @@ What it measures (problem=poisson_grid model=diffnet, the recipe's network unles
    against our finite-volume reference after the same --precision-steps in every precision.
 
 Hydra overrides (model.width=32, problem.loss=residual, ...) go to every run. Prints markdown
-tables, writes JSON (--out, default outputs/bench_distributed/poisson_grid_diffnet.json). Timings
+tables, writes JSON (--out, default outputs/bench_distributed/poisson_grid_diffnet.json) and beside
+it `<stem>_scaling.png` (samples/s against processes, with the ideal line) and `<stem>_race.png`
+(loss against wall seconds of both optimiser routes, and their target). Timings
 on a shared machine are noisy; 2 processes on a 2-core machine measure less than a cluster would
 (the processes share memory bandwidth and caches, and nothing else may run). A bad option stops
 with one line and exit code 2.
@@ -311,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         value = "-" if target["value"] is None else f"{target['value']:.2f}"
         verdict = "met" if target["met"] else "NOT met"
         print(f"target {name}: {value} (goal {target['goal']}): {verdict}")
-    print(f"written: {write_json(args.out, record)} ({record['seconds']:.0f} s)")
+    from mpsciml.benchmark.distributed_plots import write_plots
+
+    path = write_json(args.out, record)
+    pictures = "".join(f", {p}" for p in write_plots(record, path))
+    print(f"written: {path}{pictures} ({record['seconds']:.0f} s)")
     return 0
 
 

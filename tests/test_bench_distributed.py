@@ -286,3 +286,4 @@ def test_the_smallest_configuration_on_one_and_two_processes(tmp_path):
     assert [r["name"] for r in record["precision"]["rows"]] == ["fp32", "bf16_mixed", "mixed"]
     assert all(r["median_ms"] > 0 for r in record["precision"]["rows"])
     assert record["targets"]  # the L-BFGS ratios at least (the 256x256 target needs that grid)
+    assert (tmp_path / "tiny_scaling.png").exists() and (tmp_path / "tiny_race.png").exists()
