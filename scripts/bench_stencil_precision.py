@@ -22,7 +22,8 @@ field rounded to the dtype, as a network's half output is, the stencil in fp32: 
 assembly does). Each entry is the relative L2 error against the same stencil on the fp64 field,
 i.e. the precision lost; the fp64 row gives the discretisation error against the exact operator
 for scale. Non-finite results (fp16 overflows: 4 / h^2 > 65504 at 256 nodes) show as `overflow`.
-Prints a markdown table and writes the JSON record (with the machine) to --out.
+Prints a markdown table and writes the JSON record (with the machine) to --out, and beside it a
+log-log picture of the errors against the grid size (`<out>.png`, with the 1/h^2 guide).
 """
 
 from __future__ import annotations
@@ -138,6 +139,53 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Relative error against nodes per side, log-log, one panel per operator and a line per
+    assembly, with a 1/h^2 guide (1/h for d/dx): the eps / h^2 growth is a straight line one
+    reads at a glance, and where a half format crosses 1 (an error as large as the operator)
+    shows too.
+    Colour: the dtype; solid: all arithmetic in it; dashed: its field, the stencil in fp32.
+    None with fewer than two sizes (a point per line says nothing the table does not)."""
+    sizes = sorted({r["size"] for r in rows})
+    if len(sizes) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mpsciml.plots import save_figure
+
+    fig, axes = plt.subplots(1, len(OPERATORS), figsize=(4.2 * len(OPERATORS), 4.2),
+                             sharey=True, constrained_layout=True)  # fmt: skip
+    assemblies = list(dict.fromkeys(r["assembly"] for r in rows))
+    colours = {name: f"C{index}" for index, name in enumerate(("fp64", "fp32", "bf16", "fp16"))}
+    for ax, op in zip(axes, OPERATORS, strict=True):
+        for assembly in assemblies:
+            chosen = [r for r in rows if r["assembly"] == assembly]
+            points = [(r["size"], r[op]) for r in chosen if r[op] is not None and r[op] > 0]
+            if not points:
+                continue
+            # the two half assemblies often coincide: dashed and crosses keep both visible
+            style = ("-", "o") if " in " in assembly else ("--", "x")
+            style = (":", "s") if "discretisation" in assembly else style
+            ax.loglog(*zip(*points, strict=True), style[0], marker=style[1], ms=4,
+                      color=colours[chosen[0]["dtype"]], label=assembly)  # fmt: skip
+        order = 1 if op == "d/dx" else 2  # eps / h for a first difference, eps / h^2 else
+        guide = [1e-3 * (n / sizes[0]) ** order for n in sizes]
+        ax.loglog(sizes, guide, "-.", color="0.6", label="~ 1/h (d/dx), ~ 1/h^2 (others)")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
+        ax.set(title=op, xlabel="nodes per side")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("relative L2 error vs the fp64 stencil")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=4)
+    fig.suptitle("Grid stencils in low precision: precision lost (fp64 rows: discretisation)")
+    return save_figure(fig, path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
@@ -156,7 +204,9 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(),
     }
     print(markdown(rows))
-    print(f"wrote {write_json(args.out, record)}")
+    path = write_json(args.out, record)
+    picture = plot(rows, path.with_suffix(".png"))
+    print(f"wrote {path}" + (f", {picture}" if picture else ""))
 
 
 if __name__ == "__main__":

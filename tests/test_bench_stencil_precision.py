@@ -23,3 +23,4 @@ def test_the_benchmark_writes_rows_whose_half_error_grows_like_one_over_h_square
     assert 2.5 < large / small < 6.5  # eps / h^2: four times per halving of h (noise: loose)
     assert pick[(33, "fp32 in fp32")]["laplacian"] < 1e-4 < large
     assert pick[(33, "discretisation (fp64 vs exact)")]["laplacian"] < 5e-3
+    assert out.with_suffix(".png").stat().st_size > 10_000  # errors against the grid size
