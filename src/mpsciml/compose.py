@@ -39,6 +39,7 @@ from mpsciml.modules.base import SciMLModule
 from mpsciml.precision.auto_probe import AutoChoice, AutoSettings, run_probe
 from mpsciml.precision.plugin import build_precision_plugin
 from mpsciml.precision.registry import AUTO, get_spec, resolve_device
+from mpsciml.quiet_profiler import NoProfiler
 from mpsciml.threads import choose_threads
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
             val_check_interval=min(cfg.val_every, max_steps),
             plugins=[plugin, *strategy.pop("plugins", [])],
             **strategy,
+            **({} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}),
         )
     except InstantiationException as exc:  # `+trainer.typo=1`: a bad key, one line like others
         raise ConfigError(f"trainer: {exc.__cause__ or exc}") from exc
