@@ -71,3 +71,20 @@ def test_loop_floor_needs_the_loop_and_a_bare_step():
     floor = loop_floor(rows)
     assert floor["reference"] == "bare_compiled" and "shipped" not in floor
     assert len(loop_floor_lines(floor)) == 1 and loop_floor_lines(None) == []
+
+
+def test_a_lightning_without_the_step_counter_fails_the_idle_row_only(tiny_config, monkeypatch):
+    """The idle step reaches into Lightning's loop for its step counter; where that is missing
+    the row says so and the other rows run to the end (no crash, no hang)."""
+    from mpsciml.benchmark import runner as runner_module
+
+    def missing(module, trainer):
+        raise AttributeError("'_TrainingEpochLoop' object has no attribute 'manual_optimization'")
+
+    monkeypatch.setattr(runner_module, "idle_training_step", missing)
+    steps, max_steps = 2, f"trainer.max_steps={2 + EXTRA_STEPS}"
+    idle = lightning_runner(tiny_config(max_steps), steps, 1, LIGHTNING_LOOP, idle=True)
+    real = lightning_runner(tiny_config(max_steps), steps, 1, "fp32")
+    run_interleaved([real, idle])
+    assert idle.error is not None and "manual_optimization" in idle.error
+    assert real.error is None and len(real.clock.samples) == steps

@@ -121,12 +121,12 @@ def lightning_runner(
     module, trainer, parts = build(cfg)
     kind = "loop" if idle else "lightning"
     runner = Runner(name or cfg.precision.name, kind, StepClock(None, 0, steps, turn))
-    if idle:
-        idle_training_step(module, trainer)
     trainer.callbacks.insert(0, _Ticker(runner))
     datamodule = parts["datamodule"]
 
     def body() -> None:
+        if idle:  # in the body: a Lightning without the loop's step counter fails this row only
+            idle_training_step(module, trainer)
         trainer.fit(module, datamodule=datamodule)
         plugin = trainer.precision_plugin
         runner.facts.update(
