@@ -149,12 +149,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     sizes = sorted({r["size"] for r in rows})
     if len(sizes) < 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mpsciml.plots import save_figure
+    from mpsciml.plots import save_figure  # its import selects Agg (before any figure)
 
     fig, axes = plt.subplots(1, len(OPERATORS), figsize=(4.2 * len(OPERATORS), 4.2),
                              sharey=True, constrained_layout=True)  # fmt: skip

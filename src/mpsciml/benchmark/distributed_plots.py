@@ -21,15 +21,6 @@ from typing import Any
 INDEPENDENT = "independent"
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _series(rows: list[dict[str, Any]], grid: int, kind: str) -> list[dict[str, Any]]:
     """The grid's rows of one kind, by process count: "weak" / "strong" (fp32 gradients),
     "independent" (P runs at once, nothing exchanged)."""
@@ -47,8 +38,9 @@ def plot_scaling(scaling: dict[str, Any], path: Path, title: str) -> Path | None
     rows = scaling.get("rows") or []
     if len({r["processes"] for r in rows}) < 2:
         return None
-    plt = _pyplot()
-    from mpsciml.plots import save_figure
+    import matplotlib.pyplot as plt
+
+    from mpsciml.plots import save_figure  # its import selects Agg (before any figure)
 
     grids = sorted({r["grid"] for r in rows})
     fig, axes = plt.subplots(
@@ -95,8 +87,9 @@ def plot_race(optimizers: dict[str, Any], path: Path, title: str) -> Path | None
     races = [r for r in optimizers.get("rows") or [] if r.get("adam_curve")]
     if not races:
         return None
-    plt = _pyplot()
-    from mpsciml.plots import save_figure
+    import matplotlib.pyplot as plt
+
+    from mpsciml.plots import save_figure  # its import selects Agg (before any figure)
 
     fig, axes = plt.subplots(
         1, len(races), figsize=(5.5 * len(races), 4.2), squeeze=False, constrained_layout=True

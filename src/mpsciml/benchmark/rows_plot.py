@@ -49,13 +49,10 @@ def plot_rows(cases: Sequence[dict[str, Any]], path: Path, title: str) -> Path |
     timed = [r for r in case["rows"] if r.get("median_ms") and not r.get("error")]
     if not timed:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from mpsciml.plots import save_figure
+    from mpsciml.plots import save_figure  # its import selects Agg (before any figure)
 
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.45 * len(timed)), constrained_layout=True)
     positions = range(len(timed))[::-1]  # the table's first row on top
