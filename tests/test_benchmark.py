@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -279,16 +280,52 @@ def test_bare_fused_equals_bare_eager_over_ten_steps(tiny_config):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("wrapper", ["auto", "false"])
+def test_the_bare_compiled_rows_compile_as_the_run_does(tiny_config, monkeypatch, wrapper):
+    """The bare rows are the reference for compile=true's step, so they take its backend, mode
+    and C++ wrapper (auto: on for inductor on a CPU); torch.compile sees the same options."""
+    from mpsciml.benchmark import bare_compiled, comparison
+
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(comparison, "inductor_refusal", lambda backend, device: None)
+    monkeypatch.setattr(bare_compiled.torch, "compile", lambda f, **how: seen.append(how) or f)
+    monkeypatch.setattr(bare_compiled, "compile_now", lambda loop, facts: None)
+    monkeypatch.setattr(comparison, "compile_now", lambda loop, facts: None)
+    monkeypatch.setattr(bare_compiled.FusedBareLoop, "step", lambda self: torch.zeros(()))
+    cfg = tiny_config(
+        "problem=burgers",
+        "model.hidden=[8]",
+        "logger=none",
+        "~callbacks",
+        "compile_mode=max-autotune-no-cudagraphs",
+        f"compile_cpp_wrapper={wrapper}",
+    )
+    module, _, _ = build(cfg)
+    for fused in (False, True):
+        runner, why = comparison.bare_compiled_runner(module, cfg, "cpu", 2, 1, fused=fused)
+        assert why is None and runner.facts["cpp_wrapper"] is (wrapper == "auto")
+    for how in seen:
+        if wrapper == "auto":
+            assert how["options"] == {
+                "max_autotune": True,
+                "coordinate_descent_tuning": True,
+                "cpp_wrapper": True,
+            }
+        else:
+            assert how["mode"] == "max-autotune-no-cudagraphs" and "options" not in how
+
+
 def test_a_fused_row_shows_no_saved_bytes_and_says_why():
     """A step that is one compiled call saves nothing for autograd outside its graph: the
     meter's 0 would read as "no activation memory", so the row has no figure and a note."""
+    from mpsciml.benchmark.bare_compiled import FUSED_IMPL as FUSED
     from mpsciml.benchmark.report import row_notes, runner_row
     from mpsciml.benchmark.runner import Runner
 
     rows = []
     for name, facts in (
         ("fp32_compiled", {"compile": {"fused_steps": 6, "compile_seconds": 1.0}}),
-        ("bare_fused", {"optimizer_impl": "fused into the step"}),
+        ("bare_fused", {"optimizer_impl": FUSED, "cpp_wrapper": True, "compile_seconds": 2.0}),
         ("bare_compiled", {"optimizer_impl": "fused"}),
     ):
         runner = Runner(name, "bare", StepClock(None, 0, steps=2, turn=1))
@@ -299,6 +336,8 @@ def test_a_fused_row_shows_no_saved_bytes_and_says_why():
     notes = row_notes(rows)
     assert sum("no saved-bytes figure" in note for note in notes) == 2
     assert not any(note.startswith("bare_compiled") for note in notes)
+    fused = next(note for note in notes if note.startswith("bare_fused"))
+    assert "C++ wrapper" in fused and not any("C++" in n for n in notes if n != fused)
 
 
 def test_compiling_steps_after_the_warmup_are_not_timed():

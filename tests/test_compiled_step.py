@@ -27,7 +27,12 @@ from torch import Tensor
 from mpsciml.compose import build
 from mpsciml.config import ConfigError
 from mpsciml.derivatives import taylor
-from mpsciml.modules.compiled_loss import CompiledLoss, check_compile_options
+from mpsciml.modules.compiled_loss import (
+    CompiledLoss,
+    check_compile_options,
+    compile_options,
+    resolve_cpp_wrapper,
+)
 from mpsciml.modules.pinn import PINNModule
 
 AOT = ["compile=true", "compile_backend=aot_eager"]
@@ -175,6 +180,40 @@ def test_compile_refusals_are_one_line(tiny_config):
         check_compile_options("aot_eager", "reduce-overhead")
     with pytest.raises(ConfigError, match=r"^compile=true compiles the PINN step of pointwise"):
         build(tiny_config("compile=true", "problem=diffusion_reaction", "problem.n_train=8"))
+    with pytest.raises(ConfigError, match=r"^compile_cpp_wrapper='yes' is unknown; allowed: auto"):
+        build(tiny_config("compile=true", "compile_cpp_wrapper=yes"))
+    with pytest.raises(ConfigError, match=r"^compile_cpp_wrapper=true applies to .*inductor only"):
+        build(tiny_config(*AOT, "compile_cpp_wrapper=true"))
+
+
+def test_the_cpp_wrapper_is_on_for_inductor_on_a_cpu_only_unless_asked(tiny_config):
+    """auto: inductor on a CPU only (measured there); the run's compiled functions get it."""
+    assert resolve_cpp_wrapper("auto", "inductor", "cpu") is True
+    assert resolve_cpp_wrapper("auto", "inductor", "cuda") is False
+    assert resolve_cpp_wrapper("auto", "aot_eager", "cpu") is False
+    assert resolve_cpp_wrapper(True, "inductor", "cuda") is True
+    assert resolve_cpp_wrapper(False, "inductor", "cpu") is False
+    module, _, _ = build(tiny_config("compile=true"))  # inductor, the CPU
+    assert module.compiled.cpp_wrapper and module.fused.compiled.cpp_wrapper
+    assert module.compile_facts()["cpp_wrapper"] is True
+    module, _, _ = build(tiny_config(*AOT))
+    assert module.compile_facts()["cpp_wrapper"] is False
+    module, _, _ = build(tiny_config("compile=true", "compile_cpp_wrapper=false"))
+    assert not module.compiled.cpp_wrapper
+
+
+def test_with_the_cpp_wrapper_a_mode_becomes_its_options():
+    """torch.compile takes a mode or options, not both: the mode's options plus the wrapper."""
+    assert compile_options("inductor", "max-autotune", False) == {
+        "backend": "inductor",
+        "mode": "max-autotune",
+    }
+    options = compile_options("inductor", "max-autotune-no-cudagraphs", True)["options"]
+    assert options["cpp_wrapper"] is True and options["max_autotune"] is True
+    assert compile_options("inductor", None, True) == {
+        "backend": "inductor",
+        "options": {"cpp_wrapper": True},
+    }
 
 
 def test_a_residual_with_mixed_partials_is_refused(tiny_config):
@@ -251,16 +290,20 @@ def test_a_compiled_run_resumes_from_its_checkpoint(tiny_config, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(CXX is None, reason="inductor needs a C++ compiler on the CPU")
-def test_inductor_burgers_trains_like_eager_over_200_steps(tiny_config):
+@pytest.mark.parametrize("cpp_wrapper", [True, False])
+def test_inductor_burgers_trains_like_eager_over_200_steps(tiny_config, cpp_wrapper):
     """Generated C++ code regroups sums (over the points, over the streams), so gradients agree
     to fp32 rounding of such sums (measured: 1e-6 to 6e-6 in the first 10 steps, losses 4e-7
     over 200 steps, weights 5e-6); later gradients are small differences of large terms and
-    drift further apart relative to their own size (3e-2 at step 96), the losses do not."""
+    drift further apart relative to their own size (3e-2 at step 96), the losses do not. The
+    C++ wrapper (the CPU's default) and the Python one call the same kernels."""
     common = [*TINY_BURGERS, "model.hidden=[20,20,20]", "trainer.max_steps=200"]
     eager = train(tiny_config(*common, "derivatives=taylor"))
-    compiled = train(tiny_config(*common, "compile=true"))
+    wrapper = f"compile_cpp_wrapper={str(cpp_wrapper).lower()}"
+    compiled = train(tiny_config(*common, "compile=true", wrapper))
     assert_same_training(eager, compiled, rel=1e-6, grad_rel=2e-5, grad_steps=10)
-    assert compiled["module"].compile_facts()["recompiles"] == 0
+    facts = compiled["module"].compile_facts()
+    assert facts["recompiles"] == 0 and facts["cpp_wrapper"] is cpp_wrapper
 
 
 def _pinn_step(compiled: bool) -> dict[str, Any]:

@@ -44,11 +44,12 @@ from mpsciml.data.points import CollocationPoints
 from mpsciml.data.steps import StepDataModule
 from mpsciml.derivatives.engine import taylor_blocker
 from mpsciml.modules.base import SciMLModule
-from mpsciml.modules.compiled_loss import check_compile_options
+from mpsciml.modules.compiled_loss import check_compile_options, resolve_cpp_wrapper
 from mpsciml.modules.data_free_grid import DataFreeGridModule
 from mpsciml.modules.grid_operator import GridOperatorModule
 from mpsciml.modules.operator import OperatorModule
 from mpsciml.modules.pinn import PINNModule
+from mpsciml.precision.registry import resolve_device
 from mpsciml.weighting import attach_weighting
 
 #: the optional model-class hook of `contract.TrainingDataBuilder`
@@ -57,6 +58,7 @@ TRAINING_DATA_HOOK = "build_with_training_data"
 
 def _pointwise_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLModule:
     compile_step = bool(cfg.get("compile", False))
+    backend = cfg.get("compile_backend", "inductor")
     if compile_step and (reason := taylor_blocker(model)) is not None:
         raise ConfigError(
             f"compile=true needs Taylor-mode derivatives, which cannot run through "
@@ -70,8 +72,11 @@ def _pointwise_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLM
         seed=cfg.seed,
         derivatives=cfg.get("derivatives", "autograd"),
         compile=compile_step,
-        compile_backend=cfg.get("compile_backend", "inductor"),
+        compile_backend=backend,
         compile_mode=cfg.get("compile_mode"),
+        compile_cpp_wrapper=resolve_cpp_wrapper(
+            cfg.get("compile_cpp_wrapper", "auto"), backend, resolve_device(cfg.trainer.accelerator)
+        ),
         taylor_laplacian=cfg.get("taylor_laplacian", "summed"),
     )
     report_constraints(module, problem, cfg.model, cfg.loss_weights)
@@ -191,7 +196,11 @@ def check_compile_fits(cfg: DictConfig, problem_name: str, kind: ModelKind) -> N
             f"problem={problem_name} is {_article(kind)} {kind} problem: use compile=false"
         )
     try:
-        check_compile_options(cfg.get("compile_backend", "inductor"), cfg.get("compile_mode"))
+        check_compile_options(
+            cfg.get("compile_backend", "inductor"),
+            cfg.get("compile_mode"),
+            cfg.get("compile_cpp_wrapper", "auto"),
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 

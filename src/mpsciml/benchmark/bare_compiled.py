@@ -9,7 +9,8 @@ trace the double backward that nested autograd derivatives need. The inputs are 
 
 Compile time is not a step time: the first call (tracing, AOT autograd, inductor's C++ build, or
 a cache hit) runs before the timed steps, in `compile_seconds`, so the row's median is the steady
-state that a long training run sees.
+state that a long training run sees. Both bare rows compile as the run's `compile=true` does
+(backend, mode, C++ wrapper), so they stay the reference for its compiled step.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from mpsciml.benchmark.bare_loop import BareLoop
+from mpsciml.modules.compiled_loss import compile_options
 from mpsciml.modules.fused_adam_step import adam_scalars, adam_update_
 
 NAME = "bare_compiled"
@@ -50,7 +52,11 @@ def adam_settings(module: Any) -> dict[str, Any]:
 
 
 def compiled_bare_loop(
-    module: Any, device: str, backend: str = "inductor", mode: str | None = None
+    module: Any,
+    device: str,
+    backend: str = "inductor",
+    mode: str | None = None,
+    cpp_wrapper: bool = False,
 ) -> tuple[BareLoop, dict[str, Any]]:
     """A `BareLoop` like `module` (same weights, points, residuals, Adam settings) in Taylor mode
     with its loss compiled; and its facts (backend, mode, optimizer, compile_seconds after the
@@ -60,10 +66,12 @@ def compiled_bare_loop(
     settings = adam_settings(module)
     impl = adam_impl(loop.model)
     loop.optimizer = torch.optim.Adam(loop.model.parameters(), **settings, **impl)
-    loop.loss = torch.compile(loop.loss, backend=backend, mode=mode, fullgraph=True)  # type: ignore[method-assign]
+    how = compile_options(backend, mode, cpp_wrapper)
+    loop.loss = torch.compile(loop.loss, **how, fullgraph=True)  # type: ignore[method-assign]
     facts: dict[str, Any] = {
         "compile_backend": backend,
         "compile_mode": mode,
+        "cpp_wrapper": cpp_wrapper,
         "optimizer_impl": "fused" if impl.get("fused") else "foreach",
         "derivatives": "taylor",
         "compile_seconds": None,
@@ -110,7 +118,12 @@ class FusedBareLoop:
     update, as `BareLoop.step` does."""
 
     def __init__(
-        self, loop: BareLoop, adam: dict[str, Any], backend: str, mode: str | None
+        self,
+        loop: BareLoop,
+        adam: dict[str, Any],
+        backend: str,
+        mode: str | None,
+        cpp_wrapper: bool = False,
     ) -> None:
         unsupported = {k: v for k, v in adam.items() if k not in ("lr", "betas", "eps")}
         if any(unsupported.values()):
@@ -128,9 +141,8 @@ class FusedBareLoop:
         ]
         self.steps_done = 0
         self.apply = torch.tensor(True, device=self.params[0].device)
-        self.compiled = torch.compile(
-            self._step, backend=backend, mode=mode, fullgraph=True, dynamic=False
-        )
+        how = compile_options(backend, mode, cpp_wrapper)
+        self.compiled = torch.compile(self._step, **how, fullgraph=True, dynamic=False)
 
     def _step(self, params: list[Tensor], scalars: Tensor) -> Tensor:
         def loss_of(values: list[Tensor]) -> Tensor:
@@ -151,7 +163,11 @@ class FusedBareLoop:
 
 
 def fused_bare_loop(
-    module: Any, device: str, backend: str = "inductor", mode: str | None = None
+    module: Any,
+    device: str,
+    backend: str = "inductor",
+    mode: str | None = None,
+    cpp_wrapper: bool = False,
 ) -> tuple[FusedBareLoop, dict[str, Any]]:
     """A `FusedBareLoop` like `module` (same weights, points, residuals, Adam settings),
     compiled now: its first call is a whole step, so the weights and Adam's state are put back
@@ -159,7 +175,7 @@ def fused_bare_loop(
     where the model has no Taylor mode or Adam has options the fused update does not have."""
     settings = adam_settings(module)
     bare = BareLoop.like(module, device, derivatives="taylor", fallback=False)
-    loop = FusedBareLoop(bare, settings, backend, mode)
+    loop = FusedBareLoop(bare, settings, backend, mode, cpp_wrapper)
     initial = [p.detach().clone() for p in loop.params]
     started = time.perf_counter()
     float(loop.step())  # compiles forward, gradient and update (waits for CUDA too)
@@ -174,6 +190,7 @@ def fused_bare_loop(
     facts: dict[str, Any] = {
         "compile_backend": backend,
         "compile_mode": mode,
+        "cpp_wrapper": cpp_wrapper,
         "optimizer_impl": FUSED_IMPL,
         "derivatives": "taylor",
         "compile_seconds": round(seconds, 2),

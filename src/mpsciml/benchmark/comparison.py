@@ -34,6 +34,7 @@ from mpsciml.benchmark.bare_loop import BareLoop
 from mpsciml.benchmark.report import paired_rows
 from mpsciml.benchmark.runner import Runner, bare_runner, linear_layers, loop_runner
 from mpsciml.benchmark.settings import Setting
+from mpsciml.modules.compiled_loss import resolve_cpp_wrapper
 
 SHIPPED = ("trainer.enable_progress_bar=true", "callbacks=default")
 #: the row of the loop alone (`runner.idle_training_step`)
@@ -95,11 +96,12 @@ def bare_compiled_runner(
     why = inductor_refusal(backend, device)
     if why is not None:
         return None, (why, why)
-    try:
+    try:  # compiled as the run's compile=true is: its C++ wrapper setting too
+        cpp_wrapper = resolve_cpp_wrapper(cfg.get("compile_cpp_wrapper", "auto"), backend, device)
         if fused:
-            loop, facts = fused_bare_loop(module, device, backend, mode)
+            loop, facts = fused_bare_loop(module, device, backend, mode, cpp_wrapper)
         else:
-            loop, facts = compiled_bare_loop(module, device, backend, mode)
+            loop, facts = compiled_bare_loop(module, device, backend, mode, cpp_wrapper)
             compile_now(loop, facts)
     except Exception as exc:  # a model without Taylor mode, a backend that fails here
         return None, (f"not compiled: {type(exc).__name__}", str(exc))

@@ -99,6 +99,8 @@ def row_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
         compiled = r.get("compile") if isinstance(r.get("compile"), dict) else r
         if compiled.get("compile_seconds") is not None:
             backend = compiled.get("compile_backend") or compiled.get("backend")
+            if compiled.get("cpp_wrapper"):
+                backend = f"{backend}, C++ wrapper"
             parts.append(f"compiled ({backend}) in {compiled['compile_seconds']:.1f} s, not timed")
         if fused_step(r):
             parts.append(

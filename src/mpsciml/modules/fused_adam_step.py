@@ -114,9 +114,11 @@ class FusedAdamStep:
     `closure(batch_points)` for `LightningOptimizer.step`, which the plugin recognises by its
     `updates_weights` attribute and does not step again."""
 
-    def __init__(self, module: Any, backend: str, mode: str | None) -> None:
+    def __init__(
+        self, module: Any, backend: str, mode: str | None, cpp_wrapper: bool = False
+    ) -> None:
         self.module = module
-        self.compiled = CompiledLoss(self._step, backend, mode)
+        self.compiled = CompiledLoss(self._step, backend, mode, cpp_wrapper)
         self.terms = _Terms(module, module._taylor_terms)
         self.steps = 0  # fused steps run
         #: optimizer -> why its setup cannot be fused ("" if it can), found on its first step

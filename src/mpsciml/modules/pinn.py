@@ -63,6 +63,7 @@ class PINNModule(SciMLModule):
         compile: bool = False,
         compile_backend: str = "inductor",
         compile_mode: str | None = None,
+        compile_cpp_wrapper: bool = False,
         taylor_laplacian: str = "summed",
     ) -> None:
         super().__init__(optimizer, max_consecutive_skips)
@@ -119,8 +120,9 @@ class PINNModule(SciMLModule):
         self.adapt_points: Callable[[PointsBatch], PointsBatch] | None = None
         if compile:
             self._check_compilable()
-            self.compiled = CompiledLoss(self._taylor_terms, compile_backend, compile_mode)
-            self.fused = FusedAdamStep(self, compile_backend, compile_mode)
+            how = (compile_backend, compile_mode, compile_cpp_wrapper)
+            self.compiled = CompiledLoss(self._taylor_terms, *how)
+            self.fused = FusedAdamStep(self, *how)
 
     # ----------------------------------------------------------------- losses
     def loss_terms(self, batch: PointsBatch) -> dict[str, Tensor]:
