@@ -43,6 +43,18 @@ def test_a_step_without_matmuls_has_none():
     assert profiled["matmul_calls"] == 0 and profiled["matmul_gflop"] == 0
     assert profiled["matmul_share"] == 0 and profiled["matmul_share_of_unprofiled"] == 0
     assert profiled["matmul_gflops"] is None
+    lines = notes(
+        {
+            "steps": 2,
+            "rows": {"pointwise": profiled},
+            "large_matmul_gflops": 9.0,
+            "large_matmul": "one",
+        }
+    )
+    assert (
+        lines[1].startswith("  pointwise: no matmul operator recorded")
+        and "0 calls" not in lines[1]
+    )
 
 
 def test_bad_step_count_is_refused():

@@ -149,6 +149,13 @@ def notes(profiled: dict[str, Any] | None) -> list[str]:
         f"{profiled['large_matmul']}: {peak:.0f} GFLOP/s)"
     ]
     for name, row in profiled["rows"].items():
+        if not row["matmul_calls"]:  # a step without matmuls, or none the profiler can see
+            lines.append(
+                f"  {name}: no matmul operator recorded in its step ({row['step_ms']:.2f} ms "
+                "unprofiled); a compiled step with inductor's C++ wrapper calls its kernels "
+                "without torch's operator dispatch, which the profiler watches"
+            )
+            continue
         rate = row["matmul_gflops"]
         low, high = row["matmul_share"] or 0.0, row["matmul_share_of_unprofiled"] or 0.0
         lines.append(
