@@ -15,6 +15,8 @@ nothing (Lightning's loop alone: with the fastest bare step, the least any step 
 under torch.compile; `--compile` adds our row with compile=true (and as shipped, with --peers);
 `--laplacian-apart` our row with each term of a Laplacian its own Taylor stream (the step before
 the summed stream: `python scripts/benchmark.py problem=navier_stokes --compile --laplacian-apart`).
+`--python-wrapper` (with `--compile`) our compile=true row with `compile_cpp_wrapper=false`: the
+step whose generated code runs from Python, against the C++ wrapper the CPU gets by default.
 `--deepxde-setting` is DeepXDE's Burgers example setting: problem=burgers problem.n_domain=2540
 problem.n_boundary=80 problem.n_initial=160 model.hidden=[20,20,20] (tanh, Glorot normal); an
 override you give wins. With either flag the default precisions are fp32 only. The table adds
@@ -172,7 +174,12 @@ def run_case(
     interleaved. A setting whose model refuses the device (`check_device`) is listed, not run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from mpsciml.benchmark.comparison import loop_floor, reference_rows, second_rich_bar
+    from mpsciml.benchmark.comparison import (
+        cpp_wrapper_gain,
+        loop_floor,
+        reference_rows,
+        second_rich_bar,
+    )
     from mpsciml.benchmark.matmul_share import profile_rows
     from mpsciml.benchmark.peers import loss_ours_end
     from mpsciml.benchmark.report import (
@@ -250,6 +257,7 @@ def run_case(
         "framework_overhead": framework_overhead(case_rows),
         "vs_laplacian_apart": versus_laplacian_apart(case_rows),
         "lightning_loop": loop_floor(case_rows),
+        "cpp_wrapper_gain": cpp_wrapper_gain(case_rows),
         "rows": case_rows,
         "failures": {r.name: r.facts.get("traceback") for r in runners if r.error},
         "matmul_share": profiled,
@@ -292,7 +300,9 @@ def benchmark_problem(
                 problem, overrides, args, out, base, work, run_case, machine(), command
             )
         settings = precision_settings(args.precisions)
-        settings += comparison_settings(base, args.peers, args.compile, args.laplacian_apart)
+        settings += comparison_settings(
+            base, args.peers, args.compile, args.laplacian_apart, args.python_wrapper
+        )
         args.missing = compile_missing(base, args.compile)
         points = args.sizes.get("points", [None])
         widths = args.sizes.get("width", [None])
@@ -329,7 +339,7 @@ def benchmark_problem(
 
 
 def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> None:
-    from mpsciml.benchmark.comparison import loop_floor_lines
+    from mpsciml.benchmark.comparison import cpp_wrapper_lines, loop_floor_lines
     from mpsciml.benchmark.matmul_share import notes as matmul_notes
     from mpsciml.benchmark.report import LAPLACIAN_APART, markdown_table, row_notes
 
@@ -359,6 +369,8 @@ def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> N
                 "  (no residual here asks for a Laplacian in Taylor mode: those rows run the "
                 "same step)"
             )
+    for line in cpp_wrapper_lines(case.get("cpp_wrapper_gain")):
+        print(line)
     for line in loop_floor_lines(case.get("lightning_loop")):
         print(line)
     for line in matmul_notes(case.get("matmul_share")):

@@ -219,6 +219,7 @@ def test_cli_bad_option_is_one_line_and_exit_code_2():
         (["--steps", "0"], ["--steps"]),
         (["problem=unknown"], ["problem=unknown", "burgers", "navier_stokes"]),
         (["--frobnicate"], ["--frobnicate"]),
+        (["--python-wrapper"], ["--python-wrapper", "--compile"]),
     ],
 )
 def test_bad_options_name_the_key_and_what_is_allowed(capsys, argv, named):

@@ -88,3 +88,35 @@ def test_a_lightning_without_the_step_counter_fails_the_idle_row_only(tiny_confi
     run_interleaved([real, idle])
     assert idle.error is not None and "manual_optimization" in idle.error
     assert real.error is None and len(real.clock.samples) == steps
+
+
+def test_the_cpp_wrapper_gain_is_the_compiled_row_over_its_python_wrapper_twin():
+    """`--compile --python-wrapper`: the same compile=true row with either wrapper, side by
+    side; the line says which wrapper the compiled row really had."""
+    from mpsciml.benchmark.comparison import PYTHON_WRAPPER, cpp_wrapper_gain, cpp_wrapper_lines
+
+    def row(name: str, samples: list[float], **facts: object) -> dict:
+        median = sorted(samples)[len(samples) // 2]
+        return {
+            "name": name,
+            "median_ms": median,
+            "samples_ms": samples,
+            "turn": 1,
+            "warmup": 0,
+            "kind": "lightning",
+            **facts,
+        }
+
+    compiled = row("fp32_compiled", [3.0, 3.0, 3.3], compile={"cpp_wrapper": True})
+    python = row(PYTHON_WRAPPER, [4.0, 3.0, 3.3], compile={"cpp_wrapper": False})
+    gain = cpp_wrapper_gain([compiled, python])
+    assert gain == {"cpp_wrapper": True, "of_medians": pytest.approx(3.0 / 3.3), "paired": 1.0}
+    compiled["samples_ms"], compiled["median_ms"] = [2.0, 2.4, 3.0], 2.4
+    gain = cpp_wrapper_gain([compiled, python])
+    assert gain["of_medians"] == pytest.approx(2.4 / 3.3) and gain["paired"] == pytest.approx(0.8)
+    (line,) = cpp_wrapper_lines(gain)
+    assert line.startswith(f"fp32_compiled (C++ wrapper) / {PYTHON_WRAPPER}: 0.727x (medians)")
+    assert "(paired by turn 0.800x)" in line
+    compiled["compile"] = {"cpp_wrapper": False}  # auto is off off the CPU: say so
+    assert "also the Python wrapper" in cpp_wrapper_lines(cpp_wrapper_gain([compiled, python]))[0]
+    assert cpp_wrapper_gain([compiled]) is None and cpp_wrapper_lines(None) == []

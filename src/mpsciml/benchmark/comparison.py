@@ -5,6 +5,8 @@
     fp32_compiled          our row with compile=true (--compile)
     fp32_laplacian_apart   our row with taylor_laplacian=apart (--laplacian-apart): each term
                            of a Laplacian its own Taylor stream, as before the summed stream
+    fp32_compiled_python_wrapper  compile=true with compile_cpp_wrapper=false (--compile
+                           --python-wrapper): inductor's generated code called from Python
     fp32_shipped           what `python train.py` runs (progress bar on, default callbacks:
                            checkpoint every 1000 steps, stop-on-signal), logger off (--peers)
     fp32_compiled_shipped  the same with compile=true (--compile with --peers); not run while
@@ -39,11 +41,16 @@ from mpsciml.modules.compiled_loss import resolve_cpp_wrapper
 SHIPPED = ("trainer.enable_progress_bar=true", "callbacks=default")
 #: the row of the loop alone (`runner.idle_training_step`)
 LIGHTNING_LOOP = "lightning_loop"
+PYTHON_WRAPPER = "fp32_compiled_python_wrapper"
 COMPILE_MISSING = "this checkout has no `compile` option"
 
 
 def comparison_settings(
-    base: DictConfig, peers: bool, compile_: bool, laplacian_apart: bool = False
+    base: DictConfig,
+    peers: bool,
+    compile_: bool,
+    laplacian_apart: bool = False,
+    python_wrapper: bool = False,
 ) -> list[Setting]:
     """The Lightning rows these flags add (after the precisions); compile rows only where the
     config has the `compile` key (see `compile_missing`)."""
@@ -56,6 +63,9 @@ def comparison_settings(
         rows.append(
             Setting("fp32_compiled", "fp32, compile=true", ("precision=fp32", "compile=true"))
         )
+    if compiled and python_wrapper:
+        python = ("precision=fp32", "compile=true", "compile_cpp_wrapper=false")
+        rows.append(Setting(PYTHON_WRAPPER, "fp32, compile=true, Python wrapper", python))
     if peers:
         rows.append(Setting("fp32_shipped", "fp32, as shipped", ("precision=fp32", *SHIPPED)))
     if peers and compiled:
@@ -200,3 +210,29 @@ def loop_floor_lines(floor: dict[str, Any] | None) -> list[str]:
             "around the step it runs)"
         )
     return lines
+
+
+def cpp_wrapper_gain(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """`fp32_compiled` over `fp32_compiled_python_wrapper` (medians, and paired by turn): what
+    inductor's C++ wrapper saves per step, with whether the compiled row really had it
+    (`compile_cpp_wrapper: auto` is off off the CPU). None without both rows."""
+    by_name = {r["name"]: r for r in rows if r.get("median_ms") and not r.get("error")}
+    ours, python = by_name.get("fp32_compiled"), by_name.get(PYTHON_WRAPPER)
+    if ours is None or python is None:
+        return None
+    return {
+        "cpp_wrapper": bool((ours.get("compile") or {}).get("cpp_wrapper")),
+        "of_medians": ours["median_ms"] / python["median_ms"],
+        "paired": paired_rows(ours, python),
+    }
+
+
+def cpp_wrapper_lines(gain: dict[str, Any] | None) -> list[str]:
+    """`cpp_wrapper_gain` in words, for the printed report."""
+    if gain is None:
+        return []
+    paired = "" if gain["paired"] is None else f" (paired by turn {gain['paired']:.3f}x)"
+    how = "C++ wrapper" if gain["cpp_wrapper"] else "also the Python wrapper: auto is off here"
+    return [
+        f"fp32_compiled ({how}) / {PYTHON_WRAPPER}: {gain['of_medians']:.3f}x (medians){paired}"
+    ]

@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
         "their own (the Taylor step before the summed stream)",
     )
     parser.add_argument(
+        "--python-wrapper",
+        action="store_true",
+        help="with --compile: add our compile=true row with compile_cpp_wrapper=false "
+        "(inductor's Python wrapper), to measure what the C++ wrapper saves",
+    )
+    parser.add_argument(
         "--deepxde-setting",
         action="store_true",
         help="DeepXDE's Burgers example: 2540/80/160 points, MLP 2-[20]x3-1 tanh",
@@ -92,6 +98,8 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     args = parser.parse_intermixed_args(argv)
     if args.precisions is None:  # the comparison with peers and compiled rows is in fp32
         args.precisions = ["fp32"] if args.peers or args.compile else list(DEFAULT_PRECISIONS)
+    if args.python_wrapper and not args.compile:
+        raise UsageError("--python-wrapper compares two compile=true rows: add --compile")
     if args.deepxde_setting:
         named = [o.split("=", 1)[1] for o in args.overrides if o.startswith("problem=")]
         if named and named[-1] != "burgers":
