@@ -20,9 +20,10 @@ What this wrapper adds to `torch.compile`:
 - inductor's C++ wrapper where it pays (`compile_cpp_wrapper`, `compile_options`): by default the
   generated code runs a step from a Python function (Burgers in DeepXDE's setting, the fused
   step: 142 kernel calls, 68 allocations, 85 frees), a microsecond or two each, a tenth of a
-  3.5 ms step; the C++ wrapper makes those calls from C++. Measured on a Zen 4 CPU, interleaved
-  in one process: 0.87-0.90x the step on Burgers and on Navier-Stokes, the same losses bit for
-  bit; its first compile takes ~17 s instead of ~4 s (the wrapper is C++ too), a cached one ~1 s.
+  3.5 ms step; the C++ wrapper makes those calls from C++. `scripts/benchmark.py --compile
+  --python-wrapper` on a Zen 4 CPU: 0.89-0.93x the step on Burgers in DeepXDE's setting,
+  0.97-0.99x on Navier-Stokes (its matmuls dominate), the same losses; its first compile takes
+  ~17 s instead of ~4 s (the wrapper is C++ too), a cached one ~1 s.
 """
 
 from __future__ import annotations
