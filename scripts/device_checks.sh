@@ -4,7 +4,8 @@
 # device time measuring, not preparing:
 #
 #   1. PINN step (issue 15), DeepXDE's Burgers setting: eager fp32 / mixed / bf16_mixed with the
-#      compiled fp32 row and the bare loops; every precision compiled (compile=true); every
+#      compiled fp32 row (inductor's C++ wrapper, and the Python one beside it) and the bare
+#      loops; every precision compiled (compile=true); every
 #      precision compiled with CUDA graphs (compile_mode=reduce-overhead); Navier-Stokes
 #      (Kovasznay, the recipe's network) eager vs compiled, and the Taylor step with the
 #      Laplacian's terms apart (the step before the summed stream) (scripts/benchmark.py);
@@ -69,10 +70,12 @@ cat "$out/machine.txt"
 
 three=(--precisions fp32 mixed bf16_mixed)
 burgers=(scripts/benchmark.py --deepxde-setting "${three[@]}" "${steps[@]}" "$trainer" "${points[@]}")
-measure burgers_eager_vs_compiled 100 "${burgers[@]}" --compile \
-    --out "$out/burgers_eager_vs_compiled.json"
-measure burgers_compiled 80 "${burgers[@]}" compile=true --out "$out/burgers_compiled.json"
-measure burgers_cuda_graphs 80 "${burgers[@]}" compile=true compile_mode=reduce-overhead \
+# the compiled fp32 row and the bare compiled loops with inductor's C++ wrapper (auto keeps it
+# off on CUDA), and the compiled row with the Python wrapper beside it (--python-wrapper)
+measure burgers_eager_vs_compiled 120 "${burgers[@]}" --compile --python-wrapper \
+    compile_cpp_wrapper=true --out "$out/burgers_eager_vs_compiled.json"
+measure burgers_compiled 70 "${burgers[@]}" compile=true --out "$out/burgers_compiled.json"
+measure burgers_cuda_graphs 70 "${burgers[@]}" compile=true compile_mode=reduce-overhead \
     --out "$out/burgers_cuda_graphs.json"
 measure navier_stokes 110 scripts/benchmark.py problem=navier_stokes --compile --laplacian-apart \
     "${three[@]}" "${steps[@]}" "$trainer" --out "$out/navier_stokes.json"
