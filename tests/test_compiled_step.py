@@ -200,6 +200,8 @@ def test_the_cpp_wrapper_is_on_for_inductor_on_a_cpu_only_unless_asked(tiny_conf
     assert module.compile_facts()["cpp_wrapper"] is False
     module, _, _ = build(tiny_config("compile=true", "compile_cpp_wrapper=false"))
     assert not module.compiled.cpp_wrapper
+    module, _, _ = build(tiny_config("compile_cpp_wrapper=yes"))  # not compiled: not read,
+    assert module.compiled is None  # as compile_mode is not
 
 
 def test_with_the_cpp_wrapper_a_mode_becomes_its_options():

@@ -74,7 +74,8 @@ def _pointwise_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLM
         compile=compile_step,
         compile_backend=backend,
         compile_mode=cfg.get("compile_mode"),
-        compile_cpp_wrapper=resolve_cpp_wrapper(
+        compile_cpp_wrapper=compile_step
+        and resolve_cpp_wrapper(
             cfg.get("compile_cpp_wrapper", "auto"), backend, resolve_device(cfg.trainer.accelerator)
         ),
         taylor_laplacian=cfg.get("taylor_laplacian", "summed"),
