@@ -120,3 +120,28 @@ def test_the_cpp_wrapper_gain_is_the_compiled_row_over_its_python_wrapper_twin()
     compiled["compile"] = {"cpp_wrapper": False}  # auto is off off the CPU: say so
     assert "also the Python wrapper" in cpp_wrapper_lines(cpp_wrapper_gain([compiled, python]))[0]
     assert cpp_wrapper_gain([compiled]) is None and cpp_wrapper_lines(None) == []
+
+
+def test_the_cli_runs_the_python_wrapper_row_beside_the_compiled_one(tmp_path, capsys, monkeypatch):
+    """`--compile --python-wrapper` from the command line: both compiled rows train the same
+    step; the JSON and the printed line carry their ratio (aot_eager here: no wrapper at all,
+    and the line says so)."""
+    import json
+
+    from test_benchmark import load_script
+
+    from mpsciml.benchmark import comparison
+
+    monkeypatch.setattr(comparison, "bare_compiled_runner", lambda *a, **k: (None, ("out", "")))
+    out = tmp_path / "bench.json"
+    argv = ["problem=burgers", "model.hidden=[8]", "problem.n_domain=64", "--compile"]
+    argv += ["--python-wrapper", "compile_backend=aot_eager", "--no-matmul-share"]
+    argv += ["--steps", "2", "--warmup", "0", "--turn", "1", "--out", str(out)]
+    assert load_script().main(argv) == 0
+    case = json.loads(out.read_text())["cases"][0]
+    rows = {r["name"]: r for r in case["rows"]}
+    compiled, python = rows["fp32_compiled"], rows[comparison.PYTHON_WRAPPER]
+    assert compiled["error"] is None and python["error"] is None
+    assert compiled["first_loss"] == python["first_loss"]
+    assert case["cpp_wrapper_gain"]["cpp_wrapper"] is False
+    assert "fp32_compiled (also the Python wrapper" in capsys.readouterr().out
