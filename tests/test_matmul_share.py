@@ -5,10 +5,18 @@ operations are exact, and the share must be a fraction of the step."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from mpsciml.benchmark.matmul_share import large_matmul_gflops, matmul_share, notes, profile_rows
+from mpsciml.benchmark.matmul_share import (
+    large_matmul_gflops,
+    matmul_share,
+    notes,
+    profile_rows,
+    quiet_kineto,
+)
 
 M, K, N = 64, 32, 16
 
@@ -75,3 +83,16 @@ def test_rows_notes_name_every_row_and_the_large_matmul_rate():
 def test_large_matmul_rate_is_its_flops_over_its_time():
     rate = large_matmul_gflops(size=64, repeats=2)
     assert 0 < rate < 1e5  # 2 * 64^3 flops in more than a few nanoseconds
+
+
+def test_profiling_prints_nothing_of_its_own(capfd, monkeypatch):
+    """Kineto's native start/stop lines ("USDT: ... profiler_start") would land between the
+    benchmark's table and notes: silenced while profiling, the environment put back after."""
+    monkeypatch.delenv("KINETO_LOG_LEVEL", raising=False)
+    matmul_share(one_matmul_step, steps=1, warmup=0)
+    assert "profiler_start" not in capfd.readouterr().err
+    assert "KINETO_LOG_LEVEL" not in os.environ
+    monkeypatch.setenv("KINETO_LOG_LEVEL", "2")  # the user's own level is theirs
+    with quiet_kineto():
+        assert os.environ["KINETO_LOG_LEVEL"] == "2"
+    assert os.environ["KINETO_LOG_LEVEL"] == "2"

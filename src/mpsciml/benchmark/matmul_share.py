@@ -19,8 +19,10 @@ the benchmark can say it with numbers instead of guessing:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -45,6 +47,23 @@ MATMUL_OPS = frozenset(
 
 #: the side of the square matmul whose rate the rows are compared with
 LARGE_MATMUL_SIZE = 1024
+#: Kineto's log level that silences its native start/stop lines ("USDT: ... profiler_start"),
+#: which torch 2.13 prints to stderr around every profile, read when it logs
+KINETO_QUIET = "6"
+
+
+@contextlib.contextmanager
+def quiet_kineto() -> Iterator[None]:
+    """Kineto's start/stop lines off while profiling (they would interleave with the benchmark's
+    table on the terminal); a level the user set is kept, and the variable is restored."""
+    before = os.environ.get("KINETO_LOG_LEVEL")
+    if before is None:
+        os.environ["KINETO_LOG_LEVEL"] = KINETO_QUIET
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("KINETO_LOG_LEVEL", None)
 
 
 def matmul_share(
@@ -67,7 +86,7 @@ def matmul_share(
     on_cuda = device.startswith("cuda")
     if on_cuda:
         activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities, with_flops=True) as profiler:
+    with quiet_kineto(), profile(activities=activities, with_flops=True) as profiler:
         started = time.perf_counter()
         for _ in range(steps):
             step()
