@@ -308,6 +308,20 @@ def test_inductor_burgers_trains_like_eager_over_200_steps(tiny_config, cpp_wrap
     assert facts["recompiles"] == 0 and facts["cpp_wrapper"] is cpp_wrapper
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(CXX is None, reason="inductor needs a C++ compiler on the CPU")
+def test_the_cpp_wrapper_runs_the_mixed_compiled_loss_as_the_python_wrapper_does(tiny_config):
+    """fp16 autocast with loss and derivative scaling: the compiled-loss step (not the fused
+    one), its backward through AOT autograd; the C++ wrapper calls the same kernels, so the two
+    runs train alike: losses and gradients, skips and derivative seeds over 30 steps."""
+    common = [*TINY_BURGERS, "precision=mixed", "trainer.max_steps=30", "compile=true"]
+    runs = [train(tiny_config(*common, f"compile_cpp_wrapper={w}")) for w in ("true", "false")]
+    assert [r["module"].compile_facts()["cpp_wrapper"] for r in runs] == [True, False]
+    assert runs[0]["module"].compile_facts()["fused_refusal"] == "precision is not a full one"
+    assert_same_training(runs[1], runs[0], rel=1e-6, grad_rel=1e-5)
+    assert runs[0]["skips"] == runs[1]["skips"] and runs[0]["seeds"] == runs[1]["seeds"]
+
+
 def _pinn_step(compiled: bool) -> dict[str, Any]:
     """One closure of a Burgers PINN (33 / 7 / 9 points, split unevenly over the ranks): the
     global terms and the rank-averaged gradients, as DDP would average them."""
