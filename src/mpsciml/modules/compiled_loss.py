@@ -18,9 +18,8 @@ What this wrapper adds to `torch.compile`:
 - compiled lazily and dropped from pickles and deep copies: a copy compiles its own function for
   its own network (a compiled bound method would keep training the original's weights);
 - inductor's C++ wrapper where it pays (`compile_cpp_wrapper`, `compile_options`): by default the
-  generated code runs a step from a Python function (Burgers in DeepXDE's setting, the fused
-  step: 142 kernel calls, 68 allocations, 85 frees), a microsecond or two each, a tenth of a
-  3.5 ms step; the C++ wrapper makes those calls from C++. `scripts/benchmark.py --compile
+  generated code runs a step from a Python function, one statement per kernel call, allocation
+  and free; the C++ wrapper makes those calls from C++. `scripts/benchmark.py --compile
   --python-wrapper` on a Zen 4 CPU: 0.89-0.93x the step on Burgers in DeepXDE's setting,
   0.97-0.99x on Navier-Stokes (its matmuls dominate), the same losses; compiling costs about
   the same (Burgers from an empty cache: 30.5 s against 32.1 s; cached 3.6 s against 3.8 s).
