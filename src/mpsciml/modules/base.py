@@ -33,6 +33,7 @@ from mpsciml.derivatives.autograd import Derivatives
 from mpsciml.distributed.integrity import all_reduce_sum, reduce_terms, world_size
 from mpsciml.log_steps import is_log_step
 from mpsciml.modules.optimizer_impl import build_optimizer, implementation
+from mpsciml.modules.plain_attributes import PlainAttributes
 from mpsciml.precision.plugin import SciMLPrecision
 from mpsciml.precision.policy import input_dtype
 
@@ -52,7 +53,7 @@ def first_floating(model: torch.nn.Module) -> tuple[torch.nn.Module, str] | tupl
     return ()
 
 
-class SciMLModule(pl.LightningModule):
+class SciMLModule(PlainAttributes, pl.LightningModule):
     """Manual-optimisation module: loss = sum of weighted terms, Adam and/or L-BFGS phases."""
 
     #: the output field shown in the progress bar
