@@ -47,6 +47,7 @@ from mpsciml.modules.base import SciMLModule
 from mpsciml.modules.compiled_loss import check_compile_options, resolve_cpp_wrapper
 from mpsciml.modules.data_free_grid import DataFreeGridModule
 from mpsciml.modules.grid_operator import GridOperatorModule
+from mpsciml.modules.lean_guards import check_guard_setting
 from mpsciml.modules.operator import OperatorModule
 from mpsciml.modules.pinn import PINNModule
 from mpsciml.precision.registry import resolve_device
@@ -79,6 +80,7 @@ def _pointwise_module(cfg: DictConfig, problem: Any, model: nn.Module) -> SciMLM
             cfg.get("compile_cpp_wrapper", "auto"), backend, resolve_device(cfg.trainer.accelerator)
         ),
         taylor_laplacian=cfg.get("taylor_laplacian", "summed"),
+        compile_guards=cfg.get("compile_guards", "lean"),
     )
     report_constraints(module, problem, cfg.model, cfg.loss_weights)
     return module
@@ -202,6 +204,7 @@ def check_compile_fits(cfg: DictConfig, problem_name: str, kind: ModelKind) -> N
             cfg.get("compile_mode"),
             cfg.get("compile_cpp_wrapper", "auto"),
         )
+        check_guard_setting(cfg.get("compile_guards", "lean"))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 

@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch._dynamo.utils import counters
 
+from mpsciml.modules.lean_guards import LeanGuards
+
 #: the modes `compile_mode` accepts besides null (torch.compile's own; inductor only)
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -82,6 +84,18 @@ def compile_options(backend: str, mode: str | None, cpp_wrapper: bool) -> dict[s
     return {"backend": backend, "options": options}
 
 
+def with_guard_filter(options: dict[str, Any], guard_filter: Callable[..., Any]) -> dict[str, Any]:
+    """`compile_options` plus dynamo's `guard_filter_fn`, which travels in `options`: a mode
+    becomes the inductor options it stands for, as for the C++ wrapper."""
+    if options.get("mode") is not None:
+        from torch._inductor import list_mode_options
+
+        inductor = list_mode_options(options["mode"])
+    else:
+        inductor = options.get("options") or {}
+    return {"backend": options["backend"], "options": {**inductor, "guard_filter_fn": guard_filter}}
+
+
 class CompiledLoss:
     """`function` compiled on its first call with `torch.compile(fullgraph=True)`; counts what
     compiling cost. `begin_step`/`end_step` bracket a training step, so the first compiled
@@ -93,9 +107,12 @@ class CompiledLoss:
         backend: str = "inductor",
         mode: str | None = None,
         cpp_wrapper: bool = False,
+        guard_filter: LeanGuards | None = None,
     ) -> None:
         check_compile_options(backend, mode, cpp_wrapper)
         self.function = function
+        #: the guards kept (`lean_guards`; None: every guard dynamo installs)
+        self.guard_filter = guard_filter
         self.backend, self.mode, self.cpp_wrapper = backend, mode, cpp_wrapper
         self._compiled: Callable[..., Any] | None = None
         self.compiles = 0
@@ -107,9 +124,12 @@ class CompiledLoss:
 
     def __call__(self, *args: Any) -> Any:
         if self._compiled is None:
+            options = compile_options(self.backend, self.mode, self.cpp_wrapper)
+            if self.guard_filter is not None:
+                options = with_guard_filter(options, self.guard_filter)
             self._compiled = torch.compile(
                 self.function,
-                **compile_options(self.backend, self.mode, self.cpp_wrapper),
+                **options,
                 fullgraph=True,
                 dynamic=False,  # the points' shapes change with nothing but the config
                 isolate_recompiles=True,
@@ -152,6 +172,7 @@ class CompiledLoss:
             "graph_breaks": self.graph_breaks,
             "recompiles": self.recompiles,
             "compile_steps": list(self.compile_steps),
+            "guards": "full" if self.guard_filter is None else self.guard_filter.facts(),
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -165,7 +186,8 @@ class CompiledLoss:
 def merged_facts(loss: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
     """One `compile` record for a run whose steps ran two compiled functions (the loss terms,
     the fused Adam step): compile seconds, graph breaks and recompiles added, compile steps
-    merged; backend, mode and C++ wrapper are the run's, the same for both."""
+    merged; backend, mode and C++ wrapper are the run's, the same for both; the guards each kept
+    (`lean_guards`: only the fused step filters its guards)."""
     seconds = [s for s in (loss["compile_seconds"], step["compile_seconds"]) if s is not None]
     return {
         **loss,
@@ -173,4 +195,5 @@ def merged_facts(loss: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
         "graph_breaks": loss["graph_breaks"] + step["graph_breaks"],
         "recompiles": loss["recompiles"] + step["recompiles"],
         "compile_steps": sorted({*loss["compile_steps"], *step["compile_steps"]}),
+        "guards": {"loss_terms": loss.get("guards"), "fused_step": step.get("guards")},
     }

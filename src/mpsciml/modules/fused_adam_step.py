@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from mpsciml.distributed.integrity import world_size
 from mpsciml.modules.compiled_loss import CompiledLoss
+from mpsciml.modules.lean_guards import LeanGuards, check_guard_setting
 
 #: hooks that would see the gradient before the update (or change it); fused, they cannot
 GRADIENT_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
@@ -114,11 +115,24 @@ class FusedAdamStep:
     `closure(batch_points)` for `LightningOptimizer.step`, which the plugin recognises by its
     `updates_weights` attribute and does not step again."""
 
+    #: where the values `_step` reads come from: its arguments and the PINN module (`lean_guards`)
+    GUARD_ROOTS = (
+        *("params", "names", "state", "scalars", "weights", "points", "kernel"),
+        "self.module",
+    )
+
     def __init__(
-        self, module: Any, backend: str, mode: str | None, cpp_wrapper: bool = False
+        self,
+        module: Any,
+        backend: str,
+        mode: str | None,
+        cpp_wrapper: bool = False,
+        guards: str = "lean",
     ) -> None:
+        check_guard_setting(guards)
         self.module = module
-        self.compiled = CompiledLoss(self._step, backend, mode, cpp_wrapper)
+        guard_filter = LeanGuards(self.GUARD_ROOTS) if guards == "lean" else None
+        self.compiled = CompiledLoss(self._step, backend, mode, cpp_wrapper, guard_filter)
         self.terms = _Terms(module, module._taylor_terms)
         self.steps = 0  # fused steps run
         #: optimizer -> why its setup cannot be fused ("" if it can), found on its first step

@@ -65,6 +65,7 @@ class PINNModule(SciMLModule):
         compile_mode: str | None = None,
         compile_cpp_wrapper: bool = False,
         taylor_laplacian: str = "summed",
+        compile_guards: str = "lean",
     ) -> None:
         super().__init__(optimizer, max_consecutive_skips)
         self.problem = problem
@@ -122,7 +123,7 @@ class PINNModule(SciMLModule):
             self._check_compilable()
             how = (compile_backend, compile_mode, compile_cpp_wrapper)
             self.compiled = CompiledLoss(self._taylor_terms, *how)
-            self.fused = FusedAdamStep(self, *how)
+            self.fused = FusedAdamStep(self, *how, guards=compile_guards)
 
     # ----------------------------------------------------------------- losses
     def loss_terms(self, batch: PointsBatch) -> dict[str, Tensor]:
