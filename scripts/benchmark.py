@@ -17,6 +17,8 @@ under torch.compile; `--compile` adds our row with compile=true (and as shipped,
 the summed stream: `python scripts/benchmark.py problem=navier_stokes --compile --laplacian-apart`).
 `--python-wrapper` (with `--compile`) our compile=true row with `compile_cpp_wrapper=false`: the
 step whose generated code runs from Python, against the C++ wrapper the CPU gets by default.
+`--full-guards` (with `--compile`) our compile=true row with `compile_guards=full`: the fused step
+checking every dynamo guard, against the lean set it checks by default.
 `--deepxde-setting` is DeepXDE's Burgers example setting: problem=burgers problem.n_domain=2540
 problem.n_boundary=80 problem.n_initial=160 model.hidden=[20,20,20] (tanh, Glorot normal); an
 override you give wins. With either flag the default precisions are fp32 only. The table adds
@@ -176,6 +178,7 @@ def run_case(
 
     from mpsciml.benchmark.comparison import (
         cpp_wrapper_gain,
+        lean_guards_gain,
         loop_floor,
         reference_rows,
         second_rich_bar,
@@ -258,6 +261,7 @@ def run_case(
         "vs_laplacian_apart": versus_laplacian_apart(case_rows),
         "lightning_loop": loop_floor(case_rows),
         "cpp_wrapper_gain": cpp_wrapper_gain(case_rows),
+        "lean_guards_gain": lean_guards_gain(case_rows),
         "rows": case_rows,
         "failures": {r.name: r.facts.get("traceback") for r in runners if r.error},
         "matmul_share": profiled,
@@ -301,7 +305,12 @@ def benchmark_problem(
             )
         settings = precision_settings(args.precisions)
         settings += comparison_settings(
-            base, args.peers, args.compile, args.laplacian_apart, args.python_wrapper
+            base,
+            args.peers,
+            args.compile,
+            args.laplacian_apart,
+            args.python_wrapper,
+            args.full_guards,
         )
         args.missing = compile_missing(base, args.compile)
         points = args.sizes.get("points", [None])
@@ -339,7 +348,7 @@ def benchmark_problem(
 
 
 def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> None:
-    from mpsciml.benchmark.comparison import cpp_wrapper_lines, loop_floor_lines
+    from mpsciml.benchmark.comparison import cpp_wrapper_lines, lean_guards_lines, loop_floor_lines
     from mpsciml.benchmark.matmul_share import notes as matmul_notes
     from mpsciml.benchmark.report import LAPLACIAN_APART, markdown_table, row_notes
 
@@ -370,6 +379,8 @@ def print_case(problem: str, case: dict[str, Any], steps: int, warmup: int) -> N
                 "same step)"
             )
     for line in cpp_wrapper_lines(case.get("cpp_wrapper_gain")):
+        print(line)
+    for line in lean_guards_lines(case.get("lean_guards_gain")):
         print(line)
     for line in loop_floor_lines(case.get("lightning_loop")):
         print(line)

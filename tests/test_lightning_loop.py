@@ -145,3 +145,53 @@ def test_the_cli_runs_the_python_wrapper_row_beside_the_compiled_one(tmp_path, c
     assert compiled["first_loss"] == python["first_loss"]
     assert case["cpp_wrapper_gain"]["cpp_wrapper"] is False
     assert "fp32_compiled (also the Python wrapper" in capsys.readouterr().out
+
+
+def test_the_lean_guards_gain_is_the_compiled_row_over_its_full_guards_twin():
+    """`--compile --full-guards`: the ratio of the two compile=true rows and its line."""
+    from mpsciml.benchmark.comparison import FULL_GUARDS, lean_guards_gain, lean_guards_lines
+
+    def row(name: str, samples: list[float]) -> dict:
+        median = sorted(samples)[len(samples) // 2]
+        base = {"name": name, "median_ms": median, "samples_ms": samples, "turn": 1}
+        return {**base, "warmup": 0, "kind": "lightning"}
+
+    lean, full = row("fp32_compiled", [2.0, 2.4, 3.0]), row(FULL_GUARDS, [4.0, 3.0, 3.3])
+    gain = lean_guards_gain([lean, full])
+    assert gain["of_medians"] == pytest.approx(2.4 / 3.3) and gain["paired"] == pytest.approx(0.8)
+    (line,) = lean_guards_lines(gain)
+    assert (
+        line
+        == f"fp32_compiled (lean guards) / {FULL_GUARDS}: 0.727x (medians) (paired by turn 0.800x)"
+    )
+    assert lean_guards_gain([lean]) is None and lean_guards_lines(None) == []
+
+
+def test_the_cli_runs_the_full_guards_row_beside_the_compiled_one(tmp_path, capsys, monkeypatch):
+    """`--compile --full-guards` from the command line: the twin checks every guard, ours the
+    lean set (their summaries say so), both train the same step; without --compile, one line."""
+    import json
+
+    from test_benchmark import load_script
+
+    from mpsciml.benchmark import comparison
+    from mpsciml.benchmark.options import UsageError, parse_args
+
+    monkeypatch.setattr(comparison, "bare_compiled_runner", lambda *a, **k: (None, ("out", "")))
+    out = tmp_path / "bench.json"
+    argv = ["problem=burgers", "model.hidden=[8]", "problem.n_domain=64", "--compile"]
+    argv += ["--full-guards", "compile_backend=aot_eager", "--no-matmul-share"]
+    argv += ["--steps", "2", "--warmup", "0", "--turn", "1", "--out", str(out)]
+    assert load_script().main(argv) == 0
+    case = json.loads(out.read_text())["cases"][0]
+    rows = {r["name"]: r for r in case["rows"]}
+    lean, full = rows["fp32_compiled"], rows[comparison.FULL_GUARDS]
+    assert lean["error"] is None and full["error"] is None
+    assert lean["first_loss"] == full["first_loss"]
+    assert full["compile"]["guards"]["fused_step"] == "full"
+    kept = lean["compile"]["guards"]["fused_step"]
+    assert 0 < kept["kept"] < kept["total"]
+    assert case["lean_guards_gain"]["of_medians"] > 0
+    assert f"fp32_compiled (lean guards) / {comparison.FULL_GUARDS}" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="--full-guards compares two compile=true rows"):
+        parse_args(["--full-guards"], "")

@@ -5,6 +5,8 @@
     fp32_compiled          our row with compile=true (--compile)
     fp32_laplacian_apart   our row with taylor_laplacian=apart (--laplacian-apart): each term
                            of a Laplacian its own Taylor stream, as before the summed stream
+    fp32_compiled_full_guards  compile=true with compile_guards=full (--compile --full-guards):
+                           the fused step checking every dynamo guard, not only the lean set
     fp32_compiled_python_wrapper  compile=true with compile_cpp_wrapper=false (--compile
                            --python-wrapper): inductor's generated code called from Python
     fp32_shipped           what `python train.py` runs (progress bar on, default callbacks:
@@ -42,6 +44,7 @@ SHIPPED = ("trainer.enable_progress_bar=true", "callbacks=default")
 #: the row of the loop alone (`runner.idle_training_step`)
 LIGHTNING_LOOP = "lightning_loop"
 PYTHON_WRAPPER = "fp32_compiled_python_wrapper"
+FULL_GUARDS = "fp32_compiled_full_guards"
 COMPILE_MISSING = "this checkout has no `compile` option"
 
 
@@ -51,6 +54,7 @@ def comparison_settings(
     compile_: bool,
     laplacian_apart: bool = False,
     python_wrapper: bool = False,
+    full_guards: bool = False,
 ) -> list[Setting]:
     """The Lightning rows these flags add (after the precisions); compile rows only where the
     config has the `compile` key (see `compile_missing`)."""
@@ -66,6 +70,9 @@ def comparison_settings(
     if compiled and python_wrapper:
         python = ("precision=fp32", "compile=true", "compile_cpp_wrapper=false")
         rows.append(Setting(PYTHON_WRAPPER, "fp32, compile=true, Python wrapper", python))
+    if compiled and full_guards:
+        full = ("precision=fp32", "compile=true", "compile_guards=full")
+        rows.append(Setting(FULL_GUARDS, "fp32, compile=true, every guard", full))
     if peers:
         rows.append(Setting("fp32_shipped", "fp32, as shipped", ("precision=fp32", *SHIPPED)))
     if peers and compiled:
@@ -212,19 +219,31 @@ def loop_floor_lines(floor: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def cpp_wrapper_gain(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """`fp32_compiled` over `fp32_compiled_python_wrapper` (medians, and paired by turn): what
-    inductor's C++ wrapper saves per step, with whether the compiled row really had it
-    (`compile_cpp_wrapper: auto` is off off the CPU). None without both rows."""
+def twin_ratio(rows: list[dict[str, Any]], twin: str) -> dict[str, Any] | None:
+    """`fp32_compiled` over a compile=true twin row (medians, and paired by turn); None
+    without both rows."""
     by_name = {r["name"]: r for r in rows if r.get("median_ms") and not r.get("error")}
-    ours, python = by_name.get("fp32_compiled"), by_name.get(PYTHON_WRAPPER)
-    if ours is None or python is None:
+    ours, other = by_name.get("fp32_compiled"), by_name.get(twin)
+    if ours is None or other is None:
         return None
     return {
         "cpp_wrapper": bool((ours.get("compile") or {}).get("cpp_wrapper")),
-        "of_medians": ours["median_ms"] / python["median_ms"],
-        "paired": paired_rows(ours, python),
+        "of_medians": ours["median_ms"] / other["median_ms"],
+        "paired": paired_rows(ours, other),
     }
+
+
+def cpp_wrapper_gain(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """`fp32_compiled` over `fp32_compiled_python_wrapper`: what inductor's C++ wrapper saves per
+    step, with whether the compiled row really had it (`compile_cpp_wrapper: auto` is off off
+    the CPU)."""
+    return twin_ratio(rows, PYTHON_WRAPPER)
+
+
+def lean_guards_gain(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """`fp32_compiled` (`compile_guards: lean`) over `fp32_compiled_full_guards`: what checking
+    only the guards that can change inside a run saves per step."""
+    return twin_ratio(rows, FULL_GUARDS)
 
 
 def cpp_wrapper_lines(gain: dict[str, Any] | None) -> list[str]:
@@ -236,3 +255,12 @@ def cpp_wrapper_lines(gain: dict[str, Any] | None) -> list[str]:
     return [
         f"fp32_compiled ({how}) / {PYTHON_WRAPPER}: {gain['of_medians']:.3f}x (medians){paired}"
     ]
+
+
+def lean_guards_lines(gain: dict[str, Any] | None) -> list[str]:
+    """`lean_guards_gain` in words, for the printed report."""
+    if gain is None:
+        return []
+    paired = "" if gain["paired"] is None else f" (paired by turn {gain['paired']:.3f}x)"
+    ratio = f"{gain['of_medians']:.3f}x (medians){paired}"
+    return [f"fp32_compiled (lean guards) / {FULL_GUARDS}: {ratio}"]

@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
         "(inductor's Python wrapper), to measure what the C++ wrapper saves",
     )
     parser.add_argument(
+        "--full-guards",
+        action="store_true",
+        help="with --compile: add our compile=true row with compile_guards=full (every dynamo "
+        "guard checked), to measure what the lean guards save",
+    )
+    parser.add_argument(
         "--deepxde-setting",
         action="store_true",
         help="DeepXDE's Burgers example: 2540/80/160 points, MLP 2-[20]x3-1 tanh",
@@ -100,6 +106,8 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
         args.precisions = ["fp32"] if args.peers or args.compile else list(DEFAULT_PRECISIONS)
     if args.python_wrapper and not args.compile:
         raise UsageError("--python-wrapper compares two compile=true rows: add --compile")
+    if args.full_guards and not args.compile:
+        raise UsageError("--full-guards compares two compile=true rows: add --compile")
     if args.deepxde_setting:
         named = [o.split("=", 1)[1] for o in args.overrides if o.startswith("problem=")]
         if named and named[-1] != "burgers":

@@ -5,10 +5,8 @@ which the compiled code is still the right one. The fused Burgers step (DeepXDE'
 ~720 of them, and most check what cannot change inside a run: that `torch.tanh`, `torch.func` and
 our own rule tables are still the same objects, that every layer of the network still has the
 same class, submodule names, parameter names and empty hook dictionaries. Each touches Python
-objects that the step's kernels have just pushed out of the CPU caches, so checking them costs
-more than a step's own Python: measured in one process, the time from our call to inductor's
-code fell from 220-420 us to 125-190 us with the filter below (throwaway probe; the benchmark
-measures the step).
+objects that the step's kernels have just pushed out of the CPU caches, so together they cost a
+noticeable part of a small PINN's step (`scripts/benchmark.py --compile` measures it).
 
 What is kept, so that the compiled step is never silently stale:
 - every tensor guard (dtype, shape, strides, device, requires_grad of every argument: a
