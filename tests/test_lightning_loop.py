@@ -122,10 +122,9 @@ def test_the_cpp_wrapper_gain_is_the_compiled_row_over_its_python_wrapper_twin()
     assert cpp_wrapper_gain([compiled]) is None and cpp_wrapper_lines(None) == []
 
 
-def test_the_cli_runs_the_python_wrapper_row_beside_the_compiled_one(tmp_path, capsys, monkeypatch):
-    """`--compile --python-wrapper` from the command line: both compiled rows train the same
-    step; the JSON and the printed line carry their ratio (aot_eager here: no wrapper at all,
-    and the line says so)."""
+def run_twin_cli(tmp_path, monkeypatch, flag: str, twin: str) -> tuple[dict, dict, dict]:
+    """`scripts/benchmark.py --compile <flag>` on a tiny Burgers under aot_eager (the bare
+    compiled rows stubbed out): the case's JSON, our compile=true row and its twin."""
     import json
 
     from test_benchmark import load_script
@@ -135,14 +134,24 @@ def test_the_cli_runs_the_python_wrapper_row_beside_the_compiled_one(tmp_path, c
     monkeypatch.setattr(comparison, "bare_compiled_runner", lambda *a, **k: (None, ("out", "")))
     out = tmp_path / "bench.json"
     argv = ["problem=burgers", "model.hidden=[8]", "problem.n_domain=64", "--compile"]
-    argv += ["--python-wrapper", "compile_backend=aot_eager", "--no-matmul-share"]
+    argv += [flag, "compile_backend=aot_eager", "--no-matmul-share"]
     argv += ["--steps", "2", "--warmup", "0", "--turn", "1", "--out", str(out)]
     assert load_script().main(argv) == 0
     case = json.loads(out.read_text())["cases"][0]
     rows = {r["name"]: r for r in case["rows"]}
-    compiled, python = rows["fp32_compiled"], rows[comparison.PYTHON_WRAPPER]
-    assert compiled["error"] is None and python["error"] is None
-    assert compiled["first_loss"] == python["first_loss"]
+    ours, other = rows["fp32_compiled"], rows[twin]
+    assert ours["error"] is None and other["error"] is None
+    assert ours["first_loss"] == other["first_loss"]  # the same step
+    return case, ours, other
+
+
+def test_the_cli_runs_the_python_wrapper_row_beside_the_compiled_one(tmp_path, capsys, monkeypatch):
+    """`--compile --python-wrapper` from the command line: both compiled rows train the same
+    step; the JSON and the printed line carry their ratio (aot_eager here: no wrapper at all,
+    and the line says so)."""
+    from mpsciml.benchmark.comparison import PYTHON_WRAPPER
+
+    case, _, _ = run_twin_cli(tmp_path, monkeypatch, "--python-wrapper", PYTHON_WRAPPER)
     assert case["cpp_wrapper_gain"]["cpp_wrapper"] is False
     assert "fp32_compiled (also the Python wrapper" in capsys.readouterr().out
 
@@ -170,28 +179,14 @@ def test_the_lean_guards_gain_is_the_compiled_row_over_its_full_guards_twin():
 def test_the_cli_runs_the_full_guards_row_beside_the_compiled_one(tmp_path, capsys, monkeypatch):
     """`--compile --full-guards` from the command line: the twin checks every guard, ours the
     lean set (their summaries say so), both train the same step; without --compile, one line."""
-    import json
-
-    from test_benchmark import load_script
-
-    from mpsciml.benchmark import comparison
+    from mpsciml.benchmark.comparison import FULL_GUARDS
     from mpsciml.benchmark.options import UsageError, parse_args
 
-    monkeypatch.setattr(comparison, "bare_compiled_runner", lambda *a, **k: (None, ("out", "")))
-    out = tmp_path / "bench.json"
-    argv = ["problem=burgers", "model.hidden=[8]", "problem.n_domain=64", "--compile"]
-    argv += ["--full-guards", "compile_backend=aot_eager", "--no-matmul-share"]
-    argv += ["--steps", "2", "--warmup", "0", "--turn", "1", "--out", str(out)]
-    assert load_script().main(argv) == 0
-    case = json.loads(out.read_text())["cases"][0]
-    rows = {r["name"]: r for r in case["rows"]}
-    lean, full = rows["fp32_compiled"], rows[comparison.FULL_GUARDS]
-    assert lean["error"] is None and full["error"] is None
-    assert lean["first_loss"] == full["first_loss"]
+    case, lean, full = run_twin_cli(tmp_path, monkeypatch, "--full-guards", FULL_GUARDS)
     assert full["compile"]["guards"]["fused_step"] == "full"
     kept = lean["compile"]["guards"]["fused_step"]
     assert 0 < kept["kept"] < kept["total"]
     assert case["lean_guards_gain"]["of_medians"] > 0
-    assert f"fp32_compiled (lean guards) / {comparison.FULL_GUARDS}" in capsys.readouterr().out
+    assert f"fp32_compiled (lean guards) / {FULL_GUARDS}" in capsys.readouterr().out
     with pytest.raises(UsageError, match="--full-guards compares two compile=true rows"):
         parse_args(["--full-guards"], "")
