@@ -21,9 +21,10 @@ What is dropped: the identity of library and module-level objects (Python code d
 inside a run) and the network's tree (`_modules`, `_parameters`, `_buffers`, hook dictionaries,
 classes). The network's tensors still enter as arguments (tensor guards), and before every fused
 step `supports_taylor` walks the network (layers Taylor mode knows, no forward hooks; else the
-step goes through autograd), so a hooked network never reaches the compiled call. A network
-rebuilt in the middle of a run (layers swapped for other classes) is the one change this does not
-see: `compile_guards: full` keeps every guard.
+step goes through autograd), so a hooked network never reaches the compiled call. What this does
+not see is a network changed in the middle of a run other than through its tensors: layers
+swapped for other classes, or a plain Python attribute of a layer set anew (a constant the
+compiled code baked in); `compile_guards: full` keeps every guard.
 """
 
 from __future__ import annotations
