@@ -8,8 +8,6 @@ tests/test_fused_adam_step.py.
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 from test_compiled_step import (
@@ -21,11 +19,9 @@ from test_compiled_step import (
 
 from mpsciml.compose import build
 from mpsciml.config import ConfigError
-from mpsciml.modules.compiled_loss import with_guard_filter
-from mpsciml.modules.fused_adam_step import FusedAdamStep
+from mpsciml.modules.compiled_loss import compile_options
+from mpsciml.modules.fused_adam_step import GUARD_ROOTS as ROOTS
 from mpsciml.modules.lean_guards import LeanGuards
-
-ROOTS = FusedAdamStep.GUARD_ROOTS
 
 
 @pytest.mark.parametrize(
@@ -57,23 +53,23 @@ def test_what_is_kept_and_what_is_dropped(name: str, guard_type: str, kept: bool
     assert LeanGuards(ROOTS).keep(name, guard_type) is kept
 
 
-def test_the_roots_are_the_fused_steps_arguments() -> None:
-    """A renamed argument of `_step` would silently drop its guards: the roots follow it."""
-    arguments = [p for p in inspect.signature(FusedAdamStep._step).parameters if p != "self"]
-    assert list(ROOTS) == [*arguments, "self.module"]
+def test_the_roots_are_the_fused_steps_arguments_and_the_module() -> None:
+    """The step's argument names, read from its signature, and the PINN module."""
+    arguments = ("params", "names", "state", "scalars", "weights", "points", "kernel")
+    assert (*arguments, "self.module") == ROOTS
 
 
 def test_the_filter_travels_in_the_options_with_a_mode_as_its_options() -> None:
     """torch.compile takes a mode or options: with a filter, a mode becomes its options."""
     lean = LeanGuards(ROOTS)
-    assert with_guard_filter({"backend": "aot_eager", "mode": None}, lean) == {
+    assert compile_options("aot_eager", None, False, lean) == {
         "backend": "aot_eager",
         "options": {"guard_filter_fn": lean},
     }
-    options = with_guard_filter({"backend": "inductor", "mode": "max-autotune"}, lean)["options"]
+    options = compile_options("inductor", "max-autotune", False, lean)["options"]
     assert options["guard_filter_fn"] is lean and options["max_autotune"] is True
-    options = with_guard_filter({"backend": "inductor", "options": {"cpp_wrapper": True}}, lean)
-    assert options["options"] == {"cpp_wrapper": True, "guard_filter_fn": lean}
+    options = compile_options("inductor", None, True, lean)["options"]
+    assert options == {"cpp_wrapper": True, "guard_filter_fn": lean}
 
 
 def test_the_fused_step_keeps_few_guards_and_still_sees_what_can_change(tiny_config) -> None:

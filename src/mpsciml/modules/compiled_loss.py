@@ -72,28 +72,23 @@ def resolve_cpp_wrapper(cpp_wrapper: Any, backend: str, device: str) -> bool:
     return bool(cpp_wrapper)
 
 
-def compile_options(backend: str, mode: str | None, cpp_wrapper: bool) -> dict[str, Any]:
-    """`torch.compile`'s keyword arguments for backend, mode and C++ wrapper. torch.compile takes
-    a mode or inductor options, never both: with the wrapper, the mode is given as the options
-    it stands for (`torch._inductor.list_mode_options`), so both still apply."""
-    if not cpp_wrapper:
+def compile_options(
+    backend: str, mode: str | None, cpp_wrapper: bool, guard_filter: Any = None
+) -> dict[str, Any]:
+    """`torch.compile`'s keyword arguments for backend, mode, C++ wrapper and dynamo's
+    `guard_filter_fn` (`lean_guards`). torch.compile takes a mode or options, never both: where
+    options are needed (the wrapper, the filter), the mode is given as the options it stands
+    for (`torch._inductor.list_mode_options`), so both still apply."""
+    if not cpp_wrapper and guard_filter is None:
         return {"backend": backend, "mode": mode}
     from torch._inductor import list_mode_options
 
-    options = {**list_mode_options(mode or "default"), "cpp_wrapper": True}
+    options = dict(list_mode_options(mode or "default"))
+    if cpp_wrapper:
+        options["cpp_wrapper"] = True
+    if guard_filter is not None:
+        options["guard_filter_fn"] = guard_filter
     return {"backend": backend, "options": options}
-
-
-def with_guard_filter(options: dict[str, Any], guard_filter: Callable[..., Any]) -> dict[str, Any]:
-    """`compile_options` plus dynamo's `guard_filter_fn`, which travels in `options`: a mode
-    becomes the inductor options it stands for, as for the C++ wrapper."""
-    if options.get("mode") is not None:
-        from torch._inductor import list_mode_options
-
-        inductor = list_mode_options(options["mode"])
-    else:
-        inductor = options.get("options") or {}
-    return {"backend": options["backend"], "options": {**inductor, "guard_filter_fn": guard_filter}}
 
 
 class CompiledLoss:
@@ -124,12 +119,10 @@ class CompiledLoss:
 
     def __call__(self, *args: Any) -> Any:
         if self._compiled is None:
-            options = compile_options(self.backend, self.mode, self.cpp_wrapper)
-            if self.guard_filter is not None:
-                options = with_guard_filter(options, self.guard_filter)
+            how = (self.backend, self.mode, self.cpp_wrapper, self.guard_filter)
             self._compiled = torch.compile(
                 self.function,
-                **options,
+                **compile_options(*how),
                 fullgraph=True,
                 dynamic=False,  # the points' shapes change with nothing but the config
                 isolate_recompiles=True,

@@ -32,6 +32,7 @@ gradient clipping.
 
 from __future__ import annotations
 
+import inspect
 import math
 import weakref
 from collections.abc import Callable, Sequence
@@ -115,12 +116,6 @@ class FusedAdamStep:
     `closure(batch_points)` for `LightningOptimizer.step`, which the plugin recognises by its
     `updates_weights` attribute and does not step again."""
 
-    #: where the values `_step` reads come from: its arguments and the PINN module (`lean_guards`)
-    GUARD_ROOTS = (
-        *("params", "names", "state", "scalars", "weights", "points", "kernel"),
-        "self.module",
-    )
-
     def __init__(
         self,
         module: Any,
@@ -131,7 +126,7 @@ class FusedAdamStep:
     ) -> None:
         check_guard_setting(guards)
         self.module = module
-        guard_filter = LeanGuards(self.GUARD_ROOTS) if guards == "lean" else None
+        guard_filter = LeanGuards(GUARD_ROOTS) if guards == "lean" else None
         self.compiled = CompiledLoss(self._step, backend, mode, cpp_wrapper, guard_filter)
         self.terms = _Terms(module, module._taylor_terms)
         self.steps = 0  # fused steps run
@@ -313,3 +308,8 @@ class FusedClosure:
         module.last_terms = {**terms, "total": total}
         module._terms_are_global = True
         return total
+
+
+#: where the values `FusedAdamStep._step` reads come from (`lean_guards`): its arguments, by
+#: name, and the PINN module
+GUARD_ROOTS = (*list(inspect.signature(FusedAdamStep._step).parameters)[1:], "self.module")

@@ -6,7 +6,8 @@ which the compiled code is still the right one. The fused Burgers step (DeepXDE'
 our own rule tables are still the same objects, that every layer of the network still has the
 same class, submodule names, parameter names and empty hook dictionaries. Each touches Python
 objects that the step's kernels have just pushed out of the CPU caches, so together they cost a
-noticeable part of a small PINN's step (`scripts/benchmark.py --compile` measures it).
+noticeable part of a small PINN's step (`scripts/benchmark.py --compile --full-guards` measures
+it).
 
 What is kept, so that the compiled step is never silently stale:
 - every tensor guard (dtype, shape, strides, device, requires_grad of every argument: a
