@@ -240,6 +240,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         print("\nscaling (trainer=ddp, gloo on CPU / NCCL on CUDA):\n")
         print(rep.scaling_table(result["rows"]))
         print("\n" + rep.efficiency_table(result["efficiency"]))
+        waits = rep.wait_table(result["rows"], result["efficiency"])
+        if waits.count("\n") > 1:
+            print("\nexchanges polled (trainer.collective_wait=poll, the default) or awaited "
+                  "asleep (block):\n\n" + waits)  # fmt: skip
         comm = rep.comm_table(result["rows"])
         if comm.count("\n") > 1:
             print("\ngradient all-reduce compressed (DDP comm hooks):\n\n" + comm)

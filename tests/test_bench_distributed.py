@@ -58,9 +58,20 @@ def test_scaling_cases_cover_weak_strong_and_compressed_all_reduce():
     }  # 1 process: the weak batch b and the strong (global) batch b * max P; and without DDP
     two = [(k["grid"], k["batch"], k["comm"]) for k in keys[2]]
     assert two == [
-        (g, 4, c) for g in (128, 256) for c in ("fp32", "fp16", "bf16", "independent")
-    ]  # and 2 runs of 2 fields each without DDP at once: the machine's ceiling
-    assert all(k["weak"] and k["strong"] for k in keys[2] if k["comm"] != "independent")
+        (g, 4, c) for g in (128, 256) for c in ("fp32", "fp16", "bf16", "block", "independent")
+    ]  # blocking waits; and 2 runs of 2 fields each without DDP at once: the machine's ceiling
+    apart = ("block", "independent")
+    assert all(k["weak"] and k["strong"] for k in keys[2] if k["comm"] not in apart)
+
+
+def test_the_blocking_row_is_the_fp32_run_with_its_exchanges_awaited_asleep():
+    plan = ScalingPlan([1, 2], [64], batch_per_process=3)
+    key = next(k for k in scaling_keys(plan)[2] if k["comm"] == "block")
+    seen = []
+    scaling_case(plan, key, lambda overrides: seen.extend(overrides) or "cfg")
+    assert {"trainer=ddp", "trainer.devices=2", "problem.batch_size=6"} <= set(seen)
+    assert "trainer.collective_wait=block" in seen
+    assert not any(o.startswith("trainer.comm_precision") for o in seen)
 
 
 def test_independent_runs_train_alone_on_their_share_without_ddp():
@@ -95,6 +106,7 @@ def test_efficiencies_weak_and_strong_from_medians_and_paired_by_round():
         _row(64, 2, 4, 125.0, [125.0, 120.0]),
         _row(64, 1, 2, 90.0, [90.0, 100.0], comm="none"),
         _row(64, 2, 4, 100.0, [100.0, 100.0], comm="independent"),
+        _row(64, 2, 4, 150.0, [150.0, 132.0], comm="block"),
     ]
     one, two = efficiencies(rows, plan)
     assert one["weak_efficiency"] == one["strong_efficiency"] == 1.0
@@ -106,6 +118,12 @@ def test_efficiencies_weak_and_strong_from_medians_and_paired_by_round():
     assert two["strong_speedup"] == pytest.approx(1.6)  # T(1, G) / T(2, G)
     assert two["strong_efficiency"] == pytest.approx(0.8)
     assert two["strong_efficiency_paired"] == pytest.approx((0.8 + 1.0) / 2)
+    assert two["weak_efficiency_blocking"] == pytest.approx(100.0 / 150.0)
+    assert two["poll_gain"] == pytest.approx(150.0 / 125.0)  # blocking / polled time
+    assert two["poll_gain_paired"] == pytest.approx((1.2 + 1.1) / 2)
+    assert "poll_gain" not in one
+    waits = rep.wait_table(rows, [one, two]).splitlines()
+    assert waits[2:] == ["| 64x64 | 2 | 125 | 150 | - | - | 1.20 | 1.15 | 0.80 | 0.67 |"]
     assert rep.comm_table(rows).count("\n") == 1  # no compressed all-reduce among the rows
     line = "| 64x64 | 2 | 0.80 | 0.90 | 0.72 | 0.90 | 0.80 | 1.60 | 0.80 | 0.90 |"
     assert line in rep.efficiency_table([one, two])
@@ -276,9 +294,13 @@ def test_the_smallest_configuration_on_one_and_two_processes(tmp_path):
     assert fp32["batchnorm_exchange_ms_per_step"] > 0  # 2 ranks wait in the exchanges
     one = next(r for r in rows if r["processes"] == 1 and r["comm"] == "fp32")
     assert one["batchnorm_exchange_ms_per_step"] is None  # a world of one exchanges nothing
+    block = next(r for r in rows if r["processes"] == 2 and r["comm"] == "block")
+    assert block["batchnorm_exchange_ms_per_step"] > 0
+    assert fp32["collective_wait"] == ["poll", "poll"]  # set by each rank's strategy
+    assert block["collective_wait"] == ["block", "block"]
     two = next(e for e in record["scaling"]["efficiency"] if e["processes"] == 2)
     keys = ("weak_efficiency", "weak_efficiency_vs_no_ddp", "strong_efficiency", "strong_speedup",
-            "independent_efficiency", "weak_efficiency_vs_independent")  # fmt: skip
+            "independent_efficiency", "weak_efficiency_vs_independent", "poll_gain")  # fmt: skip
     assert all(two[k] > 0 for k in keys)
     for race in record["optimizers"]["rows"]:
         assert math.isfinite(race["target_loss"]) and race["adam_seconds_to_target"] > 0

@@ -75,6 +75,7 @@ def test_two_processes_train_and_rank_zero_alone_writes(tmp_path):
     assert (distributed["world_size"], distributed["strategy"]) == (2, "ddp")
     assert (distributed["backend"], distributed["launcher"]) == ("gloo", "ours")
     assert distributed["comm_precision"] is None and "sync_batchnorm" in distributed
+    assert distributed["collective_wait"] == "poll"
     assert summary["cpu_threads"] == 1
     assert (run_dir / "train_rank1.log").is_file() and (run_dir / "checkpoints/last.ckpt").is_file()
     assert no_process_left(run_dir)
@@ -126,6 +127,7 @@ def test_ddp_that_cannot_run_here_is_one_line_and_no_process(tmp_path, overrides
         (["trainer.strategy=ddp_spawn"], "trainer.strategy"),
         (["trainer.comm_precision=fp8"], "trainer.comm_precision"),
         (["trainer.sync_batchnorm=maybe"], "trainer.sync_batchnorm"),
+        (["trainer.collective_wait=spin"], "trainer.collective_wait"),
         (["trainer.devices=0"], "trainer.devices"),
         (["trainer.devices=abc"], "trainer.devices"),
         (["trainer.num_nodes=2"], "trainer.num_nodes"),  # nothing starts the other node

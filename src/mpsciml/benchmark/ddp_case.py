@@ -37,6 +37,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mpsciml.benchmark.ddp_processes import alone, process_group
 from mpsciml.distributed import sync_batchnorm
+from mpsciml.distributed.collective_wait import collective_wait
 from mpsciml.distributed.comm_hooks import BytesCounter, comm_hook
 from mpsciml.precision.registry import resolve_device
 
@@ -89,6 +90,12 @@ class StepTimes(pl.Callback):
         self.exchanges = ExchangeClock()
         self.starts: list[float] = []
         self.last_end: float | None = None
+        self.collective_wait: str | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        # what this process's strategy set (trainer.collective_wait); None without DDP
+        distributed = isinstance(trainer.strategy, DDPStrategy)
+        self.collective_wait = collective_wait() if distributed else None
 
     def _now(self) -> float:
         if self.device == "cuda":
@@ -168,6 +175,7 @@ def run_case(case: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]
         "buckets": counter.buckets,
         "batchnorm_sync_bytes": sync_bytes,  # None: not synchronised, or torch's (CUDA)
         "batchnorm_exchange_s": timer.exchanges.per_step if synced else None,
+        "collective_wait": timer.collective_wait,
         "steps_run": trainer.global_step,
         "last_loss": float(module.last_terms["total"]),  # global after fit (on_train_end)
         "parameters": sum(p.numel() for p in module.model.parameters()),

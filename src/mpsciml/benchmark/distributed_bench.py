@@ -6,6 +6,8 @@ Scaling. For each grid and process count P, real DDP runs (`ddp_case`) of
 - strong scaling: the same global batch G (default b * max P), split over the P processes;
 - at P > 1 and the weak batch, the gradient all-reduce also compressed to fp16 and bf16;
 - at P = 1 and the weak batch, also the run without DDP (trainer=default): DDP's own cost;
+- at P > 1 and the weak batch, also with `trainer.collective_wait=block` (every rank sleeps in
+  its exchanges instead of polling them): what polling saves (`collective_wait`);
 - at P > 1, P independent runs without DDP at once, b fields each (nothing exchanged): what P
   processes cost each other on this machine (shared memory bandwidth and caches, the host's
   scheduling of its cores), the ceiling of any weak scaling here. Weak scaling against it,
@@ -60,6 +62,7 @@ BASE_OVERRIDES = [
 COMMS = ("fp32", "fp16", "bf16")  # fp32: DDP's own all-reduce (trainer.comm_precision=null)
 NO_DDP = "none"  # the 1-process reference row without DDP (trainer=default)
 INDEPENDENT = "independent"  # P runs without DDP at once, nothing exchanged (the ceiling)
+BLOCKING = "block"  # fp32 all-reduce, the exchanges awaited asleep (trainer.collective_wait=block)
 
 
 @dataclass
@@ -100,9 +103,10 @@ def scaling_keys(plan: ScalingPlan) -> dict[int, list[dict[str, Any]]]:
             if p == 1:  # the same run without DDP: what one process costs without it
                 key = {"grid": grid, "processes": 1, "batch": weak, "comm": NO_DDP}
                 keys[p].append(key | {"weak": False, "strong": False})
-            else:  # p such runs at once: what the processes cost each other, nothing exchanged
-                key = {"grid": grid, "processes": p, "batch": weak, "comm": INDEPENDENT}
-                keys[p].append(key | {"weak": False, "strong": False})
+            else:  # blocking waits; and p runs at once: what the processes cost each other
+                for comm in (BLOCKING, INDEPENDENT):
+                    key = {"grid": grid, "processes": p, "batch": weak, "comm": comm}
+                    keys[p].append(key | {"weak": False, "strong": False})
     return keys
 
 
@@ -124,7 +128,8 @@ def scaling_case(plan: ScalingPlan, key: dict[str, Any], compose: Compose) -> di
         "problem.n_test=1",  # the module solves its test set at build; unused here
         "optimizer=adam",
         f"trainer.max_steps={plan.warmup + plan.steps}",
-        *([comm_override(key["comm"])] if ddp else []),
+        *([comm_override(key["comm"])] if ddp and key["comm"] != BLOCKING else []),
+        *(["trainer.collective_wait=block"] if key["comm"] == BLOCKING else []),
         *plan.overrides,
     ]
     case = {"cfg": compose(overrides), "label": label(key), "warmup": plan.warmup}
@@ -181,6 +186,7 @@ def scaling_row(key: dict[str, Any], per_round: list[list[Any]], warmup: int) ->
     row["batchnorm_sync_bytes_per_step"] = rank0["batchnorm_sync_bytes"]
     row["batchnorm_exchange_ms_per_step"] = exchange_ms(per_round, warmup)
     row["parameters"] = rank0["parameters"]
+    row["collective_wait"] = [r.get("collective_wait") for r in per_round[0]]  # per rank
     row["last_loss"] = rank0["last_loss"]
     row["samples_ms"] = [[round(1e3 * s, 3) for s in steps] for steps in steps_by_round]
     return row
@@ -209,7 +215,7 @@ def efficiencies(rows: list[dict[str, Any]], plan: ScalingPlan) -> list[dict[str
         for p in plan.processes:
             weak = _find(rows, grid=grid, processes=p, batch=b * p, comm="fp32")
             strong = _find(rows, grid=grid, processes=p, batch=g, comm="fp32")
-            entry: dict[str, Any] = {"grid": grid, "processes": p}
+            entry: dict[str, Any] = {"grid": grid, "processes": p, "batch_per_process": b}
             if weak1 and weak:
                 entry["weak_efficiency"] = weak1["median_ms"] / weak["median_ms"]
                 entry["weak_efficiency_paired"] = _paired(weak1, weak, 1.0)
@@ -220,6 +226,11 @@ def efficiencies(rows: list[dict[str, Any]], plan: ScalingPlan) -> list[dict[str
                 entry["independent_efficiency"] = single["median_ms"] / apart["median_ms"]
             if apart and weak:  # what DDP loses beyond that ceiling
                 entry["weak_efficiency_vs_independent"] = apart["median_ms"] / weak["median_ms"]
+            blocking = _find(rows, grid=grid, processes=p, batch=b * p, comm=BLOCKING)
+            if weak1 and blocking and weak:  # the same runs with every exchange awaited asleep
+                entry["weak_efficiency_blocking"] = weak1["median_ms"] / blocking["median_ms"]
+                entry["poll_gain"] = blocking["median_ms"] / weak["median_ms"]
+                entry["poll_gain_paired"] = _paired(blocking, weak, 1.0)
             if strong1 and strong:
                 entry["strong_speedup"] = strong1["median_ms"] / strong["median_ms"]
                 entry["strong_efficiency"] = entry["strong_speedup"] / p

@@ -8,7 +8,11 @@ from typing import Any
 MB = 1e6
 #: the scaling rows' comm values that are not an all-reduce precision (distributed_bench's
 #: NO_DDP and INDEPENDENT), as the case labels and tables name them
-COMM_NAMES = {"none": "no DDP", "independent": "no DDP, independent runs at once"}
+COMM_NAMES = {
+    "none": "no DDP",
+    "independent": "no DDP, independent runs at once",
+    "block": "fp32, blocking waits",
+}
 
 
 def _f(value: Any, spec: str) -> str:
@@ -56,6 +60,35 @@ def efficiency_table(entries: Sequence[dict[str, Any]]) -> str:
             f"| {_f(e.get('weak_efficiency_vs_independent'), '.2f')} "
             f"| {_f(e.get('strong_speedup'), '.2f')} | {_f(e.get('strong_efficiency'), '.2f')} "
             f"| {_f(e.get('strong_efficiency_paired'), '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+def wait_table(rows: Sequence[dict[str, Any]], entries: Sequence[dict[str, Any]]) -> str:
+    """Polled (the default) against blocking waits in the exchanges: the same weak-scaling runs
+    with `trainer.collective_wait=poll` and `block` (distributed_bench's `block` rows)."""
+    lines = [
+        "| grid | processes | ms/step polled | ms/step blocking | sync-BN exchanges ms/step "
+        "polled | blocking | blocking / polled time | (paired by round) | weak efficiency "
+        "polled | blocking |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        if "poll_gain" not in e:
+            continue
+        weak = (e["grid"], e["processes"], e["batch_per_process"] * e["processes"])
+        polled, blocking = (
+            next(r for r in rows if (r["grid"], r["processes"], r["batch"], r["comm"]) == key)
+            for key in ((*weak, "fp32"), (*weak, "block"))
+        )
+        lines.append(
+            f"| {e['grid']}x{e['grid']} | {e['processes']} | {polled['median_ms']:.0f} "
+            f"| {blocking['median_ms']:.0f} "
+            f"| {_f(polled.get('batchnorm_exchange_ms_per_step'), '.1f')} "
+            f"| {_f(blocking.get('batchnorm_exchange_ms_per_step'), '.1f')} "
+            f"| {e['poll_gain']:.2f} | {_f(e.get('poll_gain_paired'), '.2f')} "
+            f"| {_f(e.get('weak_efficiency'), '.2f')} "
+            f"| {_f(e.get('weak_efficiency_blocking'), '.2f')} |"
         )
     return "\n".join(lines)
 

@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from mpsciml.distributed.collective_wait import wait_for
+
 
 def is_distributed() -> bool:
     """True inside an initialised process group with more than one process."""
@@ -65,9 +67,14 @@ def sum_over_ranks(local: Tensor) -> Tensor:
 
 
 def gather_ranks(local: Tensor) -> Tensor:
-    """Every rank's `local`, stacked (world, *shape) in rank order: one all-gather."""
+    """Every rank's `local`, stacked (world, *shape) in rank order: one all-gather. On gloo it
+    is awaited as `trainer.collective_wait` says (`collective_wait.wait_for`: polled by
+    default, because a sleeping rank can wake milliseconds late on a virtual machine)."""
     parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, local.contiguous())
+    if dist.get_backend() != "gloo":
+        dist.all_gather(parts, local.contiguous())
+    else:
+        wait_for(dist.all_gather(parts, local.contiguous(), async_op=True))
     return torch.stack(parts)
 
 

@@ -35,6 +35,12 @@ from pytorch_lightning.overrides.distributed import _register_ddp_comm_hook
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
+from mpsciml.distributed.collective_wait import (
+    DEFAULT_COLLECTIVE_WAIT,
+    check_collective_wait,
+    set_collective_wait,
+)
+
 log = logging.getLogger(__name__)
 
 #: how long the first process may take to end by itself after a child failed
@@ -230,8 +236,17 @@ class JobLauncher(_SubprocessScriptLauncher):
 
 class SciMLDDPStrategy(DDPStrategy):
     """DDPStrategy with `JobLauncher`, communication hooks registered on the CPU (gloo) too
-    (Lightning registers them on CUDA only), and the process group destroyed after the job, so
-    that a sweep's next job in the same process can set up its own."""
+    (Lightning registers them on CUDA only), `trainer.collective_wait` applied in every process,
+    and the process group destroyed after the job, so that a sweep's next job in the same
+    process can set up its own."""
+
+    def __init__(self, *args: Any, collective_wait: str = DEFAULT_COLLECTIVE_WAIT, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.collective_wait = check_collective_wait(collective_wait)
+
+    def setup_distributed(self) -> None:
+        super().setup_distributed()
+        set_collective_wait(self.collective_wait)  # in every process, before the first step
 
     def _configure_launcher(self) -> None:
         assert self.cluster_environment is not None
@@ -248,6 +263,7 @@ class SciMLDDPStrategy(DDPStrategy):
 
     def teardown(self) -> None:
         super().teardown()
+        set_collective_wait(DEFAULT_COLLECTIVE_WAIT)  # a sweep's next job sets its own
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():

@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mpsciml.config import ConfigError, is_multirun
+from mpsciml.distributed.collective_wait import DEFAULT_COLLECTIVE_WAIT, check_collective_wait
 from mpsciml.distributed.environment import (
     ExternalWorld,
     external_world,
@@ -32,7 +33,12 @@ from mpsciml.precision.registry import get_spec
 log = logging.getLogger(__name__)
 
 #: trainer keys of ours (conf/trainer/ddp.yaml) that Lightning's Trainer does not take
-OUR_TRAINER_KEYS = ("sync_batchnorm", "comm_precision", "progress_bar_refresh_rate")
+OUR_TRAINER_KEYS = (
+    "sync_batchnorm",
+    "comm_precision",
+    "collective_wait",
+    "progress_bar_refresh_rate",
+)
 COMM_PRECISIONS = (None, "fp16", "bf16")
 #: what a run without trainer=ddp that still gets several processes (srun tasks) uses
 DEFAULT_SYNC_BATCHNORM = True
@@ -51,6 +57,7 @@ class DistributedPlan:
     sync_batchnorm: bool = False  # what runs; `sync_batchnorm_layer` says how
     sync_batchnorm_layer: str | None = None
     comm_precision: str | None = None
+    collective_wait: str = DEFAULT_COLLECTIVE_WAIT  # how gloo processes await our collectives
     cpu_cores: int = field(default_factory=usable_cores)  # for all processes of this node
     notes: list[str] = field(default_factory=list)
 
@@ -100,7 +107,13 @@ def plan_distributed(cfg: DictConfig, device: str) -> DistributedPlan:
     sync_batchnorm = trainer.get("sync_batchnorm", DEFAULT_SYNC_BATCHNORM)
     if not isinstance(sync_batchnorm, bool):
         raise ConfigError(f"trainer.sync_batchnorm={sync_batchnorm!r} is invalid: true or false")
-    plan = DistributedPlan(comm_precision=comm_precision, sync_batchnorm=sync_batchnorm)
+    try:
+        wait = check_collective_wait(trainer.get("collective_wait", DEFAULT_COLLECTIVE_WAIT))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    plan = DistributedPlan(
+        comm_precision=comm_precision, sync_batchnorm=sync_batchnorm, collective_wait=wait
+    )
     world = external_world()
     if world is not None:
         follow_external_world(plan, world, trainer, device)
@@ -254,6 +267,7 @@ def trainer_arguments(
     strategy = SciMLDDPStrategy(
         cluster_environment=cluster_environment_for(plan.launcher),
         process_group_backend=plan.backend,
+        collective_wait=plan.collective_wait,
         **comm_hook_arguments(plan.comm_precision),
     )
     arguments: dict[str, Any] = {
