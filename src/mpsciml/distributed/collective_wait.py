@@ -51,8 +51,8 @@ def check_collective_wait(mode: object) -> str:
         allowed = " or ".join(COLLECTIVE_WAITS)
         raise ValueError(
             f"trainer.collective_wait={mode!r} is invalid: {allowed} (poll: a CPU process "
-            "polls its small collectives for up to 50 ms before it sleeps; block: it sleeps "
-            "at once)"
+            f"polls its small collectives for up to {POLL_SECONDS * 1e3:.0f} ms before it "
+            "sleeps; block: it sleeps at once)"
         )
     return str(mode)
 
