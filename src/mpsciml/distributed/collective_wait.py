@@ -10,7 +10,7 @@ DiffNet step at depth 4), so each exchange's latency is paid 36 times per step. 
 thread leaves its core idle, and a virtual machine's idle vCPU halts; waking it when the other
 rank's numbers arrive then goes through the hypervisor, milliseconds late now and then. On a
 2-vCPU KVM guest (DiffNet, 256 x 256, 2 processes) polling cut the step's time in the exchanges
-from 98-114 ms to 51-72 ms and the step by 1.09-1.10x (`scripts/bench_distributed.py` runs both
+from 98-114 ms to 51-72 ms and the step by 1.08-1.10x (`scripts/bench_distributed.py` runs both
 side by side: its "blocking waits" row). Yielding, not bare spinning, because gloo's own
 threads do the transfer and may need this very core. The budget bounds what polling can burn:
 a wait longer than `POLL_SECONDS` means a peer is busy elsewhere (a checkpoint, a slower
