@@ -72,6 +72,8 @@ def test_the_blocking_row_is_the_fp32_run_with_its_exchanges_awaited_asleep():
     assert {"trainer=ddp", "trainer.devices=2", "problem.batch_size=6"} <= set(seen)
     assert "trainer.collective_wait=block" in seen
     assert not any(o.startswith("trainer.comm_precision") for o in seen)
+    on_gpus = ScalingPlan([1, 2], [64], batch_per_process=3, accelerator="cuda")
+    assert "block" not in {k["comm"] for k in scaling_keys(on_gpus)[2]}  # NCCL is never polled
 
 
 def test_independent_runs_train_alone_on_their_share_without_ddp():

@@ -6,8 +6,9 @@ Scaling. For each grid and process count P, real DDP runs (`ddp_case`) of
 - strong scaling: the same global batch G (default b * max P), split over the P processes;
 - at P > 1 and the weak batch, the gradient all-reduce also compressed to fp16 and bf16;
 - at P = 1 and the weak batch, also the run without DDP (trainer=default): DDP's own cost;
-- at P > 1 and the weak batch, also with `trainer.collective_wait=block` (every rank sleeps in
-  its exchanges instead of polling them): what polling saves (`collective_wait`);
+- at P > 1 and the weak batch on CPUs, also with `trainer.collective_wait=block` (every rank
+  sleeps in its exchanges instead of polling them): what polling saves (`collective_wait`;
+  NCCL's collectives are never polled, so no such row on CUDA);
 - at P > 1, P independent runs without DDP at once, b fields each (nothing exchanged): what P
   processes cost each other on this machine (shared memory bandwidth and caches, the host's
   scheduling of its cores), the ceiling of any weak scaling here. Weak scaling against it,
@@ -103,8 +104,10 @@ def scaling_keys(plan: ScalingPlan) -> dict[int, list[dict[str, Any]]]:
             if p == 1:  # the same run without DDP: what one process costs without it
                 key = {"grid": grid, "processes": 1, "batch": weak, "comm": NO_DDP}
                 keys[p].append(key | {"weak": False, "strong": False})
-            else:  # blocking waits; and p runs at once: what the processes cost each other
-                for comm in (BLOCKING, INDEPENDENT):
+            else:  # blocking waits (gloo only: NCCL is never polled); and p runs at once:
+                # what the processes cost each other
+                waits = (BLOCKING,) if plan.accelerator == "cpu" else ()
+                for comm in (*waits, INDEPENDENT):
                     key = {"grid": grid, "processes": p, "batch": weak, "comm": comm}
                     keys[p].append(key | {"weak": False, "strong": False})
     return keys
