@@ -21,6 +21,7 @@ from conftest import ROOT
 from data_free_stub import TinyPoisson
 from omegaconf import OmegaConf
 
+from mpsciml.benchmark import distributed_bench as db
 from mpsciml.benchmark import distributed_report as rep
 from mpsciml.benchmark.ddp_case import ExchangeClock, StepTimes, batchnorm_sync_bytes
 from mpsciml.benchmark.ddp_processes import alone
@@ -74,6 +75,29 @@ def test_the_blocking_row_is_the_fp32_run_with_its_exchanges_awaited_asleep():
     assert not any(o.startswith("trainer.comm_precision") for o in seen)
     on_gpus = ScalingPlan([1, 2], [64], batch_per_process=3, accelerator="cuda")
     assert "block" not in {k["comm"] for k in scaling_keys(on_gpus)[2]}  # NCCL is never polled
+
+
+def test_rounds_alternate_the_process_counts_and_the_order_of_the_cases(monkeypatch):
+    plan = ScalingPlan([1, 2], [64], batch_per_process=2, repeats=3)
+    launched = []
+
+    def fake_launch(p, cases, threads):
+        launched.append((p, [c["label"] for c in cases]))
+        return [[{"label": c["label"]}] for c in cases]
+
+    monkeypatch.setattr(db, "prepare_test_sets", lambda configs: None)
+    monkeypatch.setattr(db, "launch", fake_launch)
+    monkeypatch.setattr(db, "scaling_row", lambda key, rounds, warmup: key | {"per_round": rounds})
+    monkeypatch.setattr(db, "efficiencies", lambda rows, plan: [])
+    result = db.run_scaling(plan, lambda overrides: "cfg", log=lambda line: None)
+    labels = {p: [db.label(k) for k in ks] for p, ks in db.scaling_keys(plan).items()}
+    assert launched == [
+        (1, labels[1]), (2, labels[2]),  # round 1: forward
+        (2, labels[2][::-1]), (1, labels[1][::-1]),  # round 2: the other way round
+        (1, labels[1]), (2, labels[2]),
+    ]  # fmt: skip
+    for row in result["rows"]:  # each row gets its own case's results from every round
+        assert [r[0]["label"] for r in row["per_round"]] == [db.label(row)] * 3
 
 
 def test_independent_runs_train_alone_on_their_share_without_ddp():

@@ -15,11 +15,12 @@ Scaling. For each grid and process count P, real DDP runs (`ddp_case`) of
   T(P independent, b) / T(P, b P), is what DDP itself loses.
 Each launch of P processes runs all its cases one after another (warm-up steps, then timed
 ones); launches alternate over the rounds (1, 2, .., 2, 1, ..), so a slow minute of a shared
-machine falls on every process count alike. A step's time is the largest over the ranks (they
-wait for each other in the all-reduce anyway); a row's median is over every timed step of every
-round. Efficiencies: weak E(P) = T(1, b) / T(P, b P); strong E(P) = T(1, G) / (P T(P, G));
-each as a ratio of the medians and as the median over rounds of the round's own ratio
-(`paired`: drift between rounds cancels).
+machine falls on every process count alike, and so does the order of the cases within a launch
+(odd rounds run them in reverse), so no case is always a fresh process's first. A step's time
+is the largest over the ranks (they wait for each other in the all-reduce anyway); a row's
+median is over every timed step of every round. Efficiencies: weak E(P) = T(1, b) / T(P, b P);
+strong E(P) = T(1, G) / (P T(P, G)); each as a ratio of the medians and as the median over
+rounds of the round's own ratio (`paired`: drift between rounds cancels).
 
 The race. With P processes: Adam for its budget (the recipe's Adam, cosine to 0 over the
 budget); its final loss on fixed held-out fields (`loss_monitor`) is the target. Then, in the
@@ -152,8 +153,12 @@ def run_scaling(plan: ScalingPlan, compose: Compose, log: Log = print) -> dict[s
     rounds: dict[int, list[list[list[Any]]]] = {p: [] for p in plan.processes}
     for r in range(plan.repeats):
         for p in plan.processes if r % 2 == 0 else plan.processes[::-1]:
-            log(f"round {r + 1}/{plan.repeats}: {p} process(es), {len(cases[p])} case(s)")
-            rounds[p].append(launch(p, cases[p], plan.threads))
+            # odd rounds run the cases in reverse: a fresh process's first case can be slower
+            forward = r % 2 == 0
+            order = "" if forward else ", in reverse order"
+            log(f"round {r + 1}/{plan.repeats}: {p} process(es), {len(cases[p])} case(s){order}")
+            results = launch(p, cases[p] if forward else cases[p][::-1], plan.threads)
+            rounds[p].append(results if forward else results[::-1])
     rows = []
     for p, ks in keys.items():
         for index, key in enumerate(ks):
