@@ -170,6 +170,8 @@ def validate(cfg: DictConfig) -> None:
         val_every,
         "must be an integer > 0",
     )
+    hold = cfg.get("malloc_hold", True)
+    _require(isinstance(hold, bool), "malloc_hold", hold, "true or false")
     seed = cfg.get("seed")
     _require(
         _integer(seed) and seed in SEED_RANGE, "seed", seed, "must be an integer in [0, 2**32 - 1]"

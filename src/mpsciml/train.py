@@ -98,6 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         torch.set_num_threads(used)
         summary.update(cpu_threads=used, cpu_threads_why=why)
+        summary["malloc"] = parts["malloc"]
         summary["derivatives"] = derivative_facts(module)
         fields = getattr(module, "output_names", None)
         check_objective(cfg.get("objective", "l2"), fields)

@@ -1,0 +1,64 @@
+"""`malloc_hold: true` (the default): a run keeps the memory its steps free, instead of handing
+it back to the kernel and faulting it in again at the next step (glibc's malloc only).
+
+Why: torch's CPU tensors come from malloc. glibc serves a large block (above its mmap threshold,
+128 KiB at start and raised as large blocks are freed, at most 32 MiB) by a fresh `mmap` and
+returns the top of its heap to the kernel once more than its trim threshold is free. A training
+step allocates and frees the same large activations every step, so part of them is new memory
+every step: every 4 KiB page faults and is zeroed by the kernel again. A DiffNet step at 256 x 256
+(2 fields) page-faulted ~34,000 times per step that way on a 2-vCPU KVM guest; with both
+thresholds raised, none after the first steps, and the step took ~15% less time
+(`scripts/bench_distributed.py` and `scripts/benchmark.py` run with it, as train.py does).
+What it costs: memory a step freed stays with the process for the next one (the resident size
+stays at the peak of a step, which a training loop reaches every step anyway).
+
+Set once per process, before the first large allocation (train.py's `run`, and each benchmark
+process through `compose.build`); thresholds only, so it changes no result. Elsewhere (macOS,
+musl) there is no glibc `mallopt`, and nothing changes: `hold_freed_memory` says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from typing import Any
+
+# glibc's malloc.h
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+#: blocks below this come from the heap; glibc refuses values above its heap size on some
+#: builds, so smaller ones are tried in turn
+MMAP_THRESHOLDS = (1 << 30, 256 << 20, 32 << 20)
+#: free memory at the heap's top kept before any is given back
+TRIM_THRESHOLD = 1 << 30
+
+_applied: str | None = None
+
+
+def _mallopt() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+    except OSError:
+        return None
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is not None:
+        mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt
+
+
+def hold_freed_memory() -> str:
+    """Raise glibc's mmap and trim thresholds for this process (once); what was done, for
+    summary.json: "held (mmap threshold N MiB)" or why not."""
+    global _applied
+    if _applied is not None:
+        return _applied
+    mallopt = _mallopt()
+    if mallopt is None:
+        _applied = "unavailable (no glibc mallopt)"
+        return _applied
+    chosen = next((t for t in MMAP_THRESHOLDS if mallopt(M_MMAP_THRESHOLD, t) == 1), None)
+    if chosen is None or mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
+        _applied = "unavailable (mallopt refused the thresholds)"
+        return _applied
+    _applied = f"held (mmap threshold {chosen >> 20} MiB)"
+    return _applied
