@@ -5,15 +5,19 @@ Why: torch's CPU tensors come from malloc. glibc serves a large block (above its
 128 KiB at start and raised as large blocks are freed, at most 32 MiB) by a fresh `mmap` and
 returns the top of its heap to the kernel once more than its trim threshold is free. A training
 step allocates and frees the same large activations every step, so part of them is new memory
-every step: every 4 KiB page faults and is zeroed by the kernel again. A DiffNet step at 256 x 256
-(2 fields) page-faulted ~34,000 times per step that way on a 2-vCPU KVM guest; with both
-thresholds raised, none after the first steps, and the step took ~15% less time
-(`scripts/bench_distributed.py` and `scripts/benchmark.py` run with it, as train.py does).
+every step: every 4 KiB page faults and is zeroed by the kernel again, and two processes
+doing so at once slow each other down. `python scripts/bench_distributed.py --parts scaling
+--grid 256 --processes 1,2 --comm fp32 --steps 10 --repeats 4`, DiffNet at 256 x 256, 2 fields
+per process, on a 2-vCPU KVM guest, run with `malloc_hold=false` and then as shipped: one
+process 525 -> 494 ms per step (4 fields: 1253 -> 996), two DDP processes 695 -> 595, two
+independent runs at once 618 -> 490 ms. (`tests/test_freed_memory.py`: ten 8 MB blocks held and
+freed per step fault in anew every step under glibc's defaults, hardly at all held.)
 What it costs: memory a step freed stays with the process for the next one (the resident size
 stays at the peak of a step, which a training loop reaches every step anyway).
 
-Set once per process, before the first large allocation (train.py's `run`, and each benchmark
-process through `compose.build`); thresholds only, so it changes no result. Elsewhere (macOS,
+Set once per process, before the model and data are built (`compose.build`, which train.py and
+every benchmark process go through; `scripts/benchmark.py` sets it for all its rows, the peers'
+too); thresholds only, so it changes no result. Elsewhere (macOS,
 musl) there is no glibc `mallopt`, and nothing changes: `hold_freed_memory` says so.
 """
 

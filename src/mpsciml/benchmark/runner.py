@@ -31,6 +31,7 @@ from mpsciml.benchmark.memory import PeakMemory
 from mpsciml.benchmark.saved_bytes import SavedTensorMeter
 from mpsciml.benchmark.timing import Baton, StepClock
 from mpsciml.compose import build
+from mpsciml.freed_memory import hold_freed_memory
 from mpsciml.precision.registry import resolve_device
 
 EXTRA_STEPS = 2  # the memory step and the saved-bytes step after the timed ones
@@ -208,8 +209,10 @@ def loop_runner(name: str, loop: Any, steps: int, turn: int) -> Runner:
 def run_interleaved(runners: list[Runner], progress: Callable[[int], None] | None = None) -> None:
     """Pass one baton among the runners, start their threads and wait for all;
     `progress(steps_done)` is called ~5 times a second. The threads allocate from the main
-    thread's malloc arena, as a training process does (`malloc_arena`)."""
+    thread's malloc arena, as a training process does (`malloc_arena`), and every row, the
+    peers' too, keeps the memory its steps free as train.py does (`freed_memory`)."""
     share_one_malloc_arena()
+    hold_freed_memory()
     baton = Baton(len(runners))
     for index, runner in enumerate(runners):
         runner.clock.baton, runner.clock.index = baton, index
