@@ -39,7 +39,8 @@ TRIM_THRESHOLD = 1 << 30
 _applied: str | None = None
 
 
-def _mallopt() -> Any:
+def glibc_mallopt() -> Any:
+    """glibc's `mallopt(param, value)` as a ctypes function; None without it (macOS, musl)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
     except OSError:
@@ -56,7 +57,7 @@ def hold_freed_memory() -> str:
     global _applied
     if _applied is not None:
         return _applied
-    mallopt = _mallopt()
+    mallopt = glibc_mallopt()
     if mallopt is None:
         _applied = "unavailable (no glibc mallopt)"
         return _applied

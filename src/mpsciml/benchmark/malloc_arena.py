@@ -15,8 +15,7 @@ at the same time (one holds the baton), so sharing the arena's lock costs nothin
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+from mpsciml.freed_memory import glibc_mallopt
 
 M_ARENA_MAX = -8  # glibc's malloc.h
 
@@ -24,12 +23,7 @@ M_ARENA_MAX = -8  # glibc's malloc.h
 def share_one_malloc_arena() -> bool:
     """Make threads started from now on allocate from the main thread's arena (glibc only);
     True where that was set, False where the C library has no `mallopt` (macOS, musl)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-    except OSError:
-        return False
-    mallopt = getattr(libc, "mallopt", None)
+    mallopt = glibc_mallopt()
     if mallopt is None:
         return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return mallopt(M_ARENA_MAX, 1) == 1
