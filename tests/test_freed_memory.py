@@ -13,7 +13,7 @@ from mpsciml.compose import build
 from mpsciml.config import ConfigError
 
 # five "steps", each holding ten 8 MB activations at once and freeing them at its end (after
-# one step first); prints the minor page faults of the five
+# three steps first); prints the minor page faults of the five
 CHILD = """
 import resource, sys
 import torch
@@ -23,7 +23,8 @@ if sys.argv[1] == "hold":
 def step():
     saved = [torch.ones(2_000_000) for _ in range(10)]
     return sum(t.sum() for t in saved)
-step()
+for _ in range(3):
+    step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
     step()
@@ -46,7 +47,7 @@ def test_held_memory_is_not_faulted_in_again_at_each_step() -> None:
     assert said.startswith("held (mmap threshold ")
     # glibc hands the freed top of its heap back, so each step faults its 80 MB in again
     assert every_time > 5 * 10_000
-    assert held < every_time / 10
+    assert held < every_time / 10  # ~97,500 against 0 (six at once on 2 cores)
 
 
 def test_a_run_records_it_and_a_bad_value_is_one_line(tmp_path) -> None:
