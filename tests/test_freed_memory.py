@@ -9,6 +9,7 @@ import sys
 import pytest
 from conftest import TINY, compose_config
 
+from mpsciml import freed_memory
 from mpsciml.compose import build
 from mpsciml.config import ConfigError
 
@@ -50,8 +51,17 @@ def test_held_memory_is_not_faulted_in_again_at_each_step() -> None:
     assert held < every_time / 10  # ~97,500 against 0 (six at once on 2 cores)
 
 
-def test_a_run_records_it_and_a_bad_value_is_one_line(tmp_path) -> None:
+def test_a_run_records_it_and_a_bad_value_is_one_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(freed_memory, "_applied", None)  # as in a fresh process
     _, _, parts = build(compose_config([*TINY, "malloc_hold=false"], tmp_path / "off"))
     assert parts["malloc"] == "off (malloc_hold=false)"
     with pytest.raises(ConfigError, match=r"^malloc_hold='maybe' is invalid: true or false$"):
         build(compose_config([*TINY, "malloc_hold=maybe"], tmp_path / "bad"))
+
+
+def test_false_after_true_in_one_process_says_it_still_runs_held(monkeypatch) -> None:
+    monkeypatch.setattr(freed_memory, "_applied", None)
+    assert freed_memory.malloc_setting(False) == "off (malloc_hold=false)"
+    monkeypatch.setattr(freed_memory, "_applied", "held (mmap threshold 1024 MiB)")
+    assert freed_memory.malloc_setting(False).startswith("held (mmap threshold 1024 MiB): set by")
+    assert freed_memory.malloc_setting(True) == "held (mmap threshold 1024 MiB)"

@@ -35,7 +35,7 @@ from mpsciml.distributed.plan import (
     without_our_keys,
 )
 from mpsciml.factory import build_datamodule, build_model, build_module, check_model_fits
-from mpsciml.freed_memory import hold_freed_memory
+from mpsciml.freed_memory import malloc_setting
 from mpsciml.modules.base import SciMLModule
 from mpsciml.precision.auto_probe import AutoChoice, AutoSettings, run_probe
 from mpsciml.precision.plugin import build_precision_plugin
@@ -51,7 +51,7 @@ def build(cfg: DictConfig) -> tuple[SciMLModule, pl.Trainer, dict[str, Any]]:
     problem's DataModule is `parts["datamodule"]`: `trainer.fit(module, datamodule=...)`;
     `parts["distributed"]` is the processes it trains on (`distributed.plan`)."""
     validate(cfg)
-    malloc = hold_freed_memory() if cfg.get("malloc_hold", True) else "off (malloc_hold=false)"
+    malloc = malloc_setting(cfg.get("malloc_hold", True))
     apply_precision_optimizer_floor(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     device = resolve_device(cfg.trainer.accelerator)

@@ -67,3 +67,15 @@ def hold_freed_memory() -> str:
         return _applied
     _applied = f"held (mmap threshold {chosen >> 20} MiB)"
     return _applied
+
+
+def malloc_setting(hold: bool) -> str:
+    """What a run with `malloc_hold=hold` gets, for summary.json -> malloc. Raised thresholds
+    cannot be taken back (glibc's own adapt as the process runs), so a run with false after one
+    with true in the same process (a sweep's jobs) says that it still runs held."""
+    if hold:
+        return hold_freed_memory()
+    if _applied is not None and _applied.startswith("held"):
+        earlier = "set by an earlier run in this process (malloc_hold=false cannot undo it)"
+        return f"{_applied}: {earlier}"
+    return "off (malloc_hold=false)"
